@@ -1,0 +1,281 @@
+//! The `duetdb` command-line tool: ingest, query, get, delete and stats on a local
+//! database. Every command prints JSON with `--json`; errors are one line on stderr
+//! and a non-zero exit status.
+
+use clap::{Parser, Subcommand};
+use duetdb::{Db, Document, Error};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "duetdb", version, about = "An embedded vector search engine with a built-in text embedder")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Ingest JSON Lines documents ({"id": str, "text": str, "metadata": {..}}), creating the database if needed.
+    Ingest {
+        /// Database directory.
+        db: PathBuf,
+        /// JSON Lines file, or `-` for standard input.
+        input: String,
+        /// Embedder for a new database (`hash`, `hash:DIM`); an existing database keeps its own.
+        #[arg(long)]
+        embedder: Option<String>,
+        /// Documents per atomic, durable batch.
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        /// Print one JSON line per durable batch and a final summary.
+        #[arg(long)]
+        json: bool,
+        /// Report and skip bad lines instead of stopping at the first.
+        #[arg(long)]
+        skip_bad: bool,
+    },
+    /// Semantic search.
+    Query {
+        /// Database directory.
+        db: PathBuf,
+        /// Query text.
+        text: String,
+        /// Number of hits.
+        #[arg(short, default_value_t = 10)]
+        k: usize,
+        /// HNSW search beam width (higher: better recall, slower).
+        #[arg(long)]
+        ef: Option<usize>,
+        /// Metadata equality filter KEY=VALUE (VALUE is parsed as JSON if it can be, else taken as a string); repeatable.
+        #[arg(long = "filter", value_name = "KEY=VALUE")]
+        filters: Vec<String>,
+        /// Print `{"hits": [...]}`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print one document.
+    Get {
+        /// Database directory.
+        db: PathBuf,
+        /// Document id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete documents by id.
+    Delete {
+        /// Database directory.
+        db: PathBuf,
+        /// Document ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Figures about a database.
+    Stats {
+        /// Database directory.
+        db: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Writes a line to stdout; a closed pipe (`| head`) ends the program quietly.
+fn out(line: impl std::fmt::Display) {
+    let mut o = std::io::stdout().lock();
+    if writeln!(o, "{line}").and_then(|_| o.flush()).is_err() {
+        std::process::exit(0);
+    }
+}
+
+fn open_existing(db: &PathBuf) -> Result<Db, Error> {
+    Db::options().create_if_missing(false).open(db)
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InputLine {
+    id: String,
+    text: String,
+    #[serde(default)]
+    metadata: Value,
+}
+
+fn parse_line(raw: &[u8], lineno: usize) -> Result<Document, String> {
+    let text = std::str::from_utf8(raw).map_err(|e| format!("line {lineno}: invalid UTF-8 at byte {}", e.valid_up_to()))?;
+    let l: InputLine = serde_json::from_str(text).map_err(|e| format!("line {lineno}: {e}"))?;
+    Ok(Document { id: l.id, text: l.text, metadata: l.metadata })
+}
+
+fn ingest(db: PathBuf, input: String, embedder: Option<String>, batch: usize, json: bool, skip_bad: bool) -> Result<(), String> {
+    let batch = batch.max(1);
+    let mut opts = Db::options();
+    if let Some(e) = embedder {
+        opts = opts.embedder_spec(e);
+    }
+    let db = opts.open(&db).map_err(|e| e.to_string())?;
+    let (reader, total): (Box<dyn BufRead>, Option<u64>) = if input == "-" {
+        (Box::new(std::io::stdin().lock()), None)
+    } else {
+        let f = std::fs::File::open(&input).map_err(|e| format!("cannot read {input}: {e}"))?;
+        let len = f.metadata().ok().map(|m| m.len());
+        (Box::new(std::io::BufReader::with_capacity(1 << 20, f)), len)
+    };
+    // indicatif draws only when stderr is a terminal, so scripts see clean output.
+    let bar = match total {
+        Some(n) => ProgressBar::new(n).with_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {bytes}/{total_bytes} {msg} ({eta})").unwrap(),
+        ),
+        None => ProgressBar::new_spinner().with_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bytes} {msg}").unwrap()),
+    };
+    let (mut committed, mut skipped, mut written) = (0usize, 0usize, 0usize);
+    let mut pending: Vec<(usize, Document)> = Vec::with_capacity(batch);
+    let flush = |pending: &mut Vec<(usize, Document)>, committed: &mut usize, written: &mut usize| -> Result<(), String> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let docs: Vec<Document> = pending.iter().map(|(_, d)| d.clone()).collect();
+        let r = db.ingest_batch(&docs).map_err(|e| format!("batch ending at line {}: {e}", pending.last().unwrap().0))?;
+        *committed += docs.len();
+        *written += r.written;
+        if json {
+            out(json!({"committed": *committed, "last_id": docs.last().unwrap().id}));
+        }
+        bar.set_message(format!("{committed} documents"));
+        pending.clear();
+        Ok(())
+    };
+    let mut reader = reader;
+    let mut buf = Vec::new();
+    let mut lineno = 0;
+    loop {
+        buf.clear();
+        let n = reader.read_until(b'\n', &mut buf).map_err(|e| format!("reading {input}: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        lineno += 1;
+        bar.inc(n as u64);
+        let raw = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if raw.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let doc = parse_line(raw, lineno).and_then(|d| db.check(&d).map(|_| d).map_err(|e| format!("line {lineno}: {e}")));
+        match doc {
+            Ok(d) => pending.push((lineno, d)),
+            Err(e) if skip_bad => {
+                skipped += 1;
+                bar.suspend(|| eprintln!("skipped {e}"));
+            }
+            Err(e) => {
+                flush(&mut pending, &mut committed, &mut written)?;
+                return Err(e);
+            }
+        }
+        if pending.len() >= batch {
+            flush(&mut pending, &mut committed, &mut written)?;
+        }
+    }
+    flush(&mut pending, &mut committed, &mut written)?;
+    bar.finish_and_clear();
+    if json {
+        out(json!({"done": true, "committed": committed, "skipped": skipped}));
+    } else {
+        out(format!("ingested {committed} documents ({written} written, {} unchanged), skipped {skipped} bad lines", committed - written));
+    }
+    db.close().map_err(|e| e.to_string())
+}
+
+fn parse_filter(f: &str) -> Result<(String, Value), String> {
+    let (k, v) = f.split_once('=').ok_or_else(|| format!("filter `{f}` is not KEY=VALUE"))?;
+    let v = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string()));
+    Ok((k.to_string(), v))
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    let s = |e: Error| e.to_string();
+    match cli.cmd {
+        Cmd::Ingest { db, input, embedder, batch, json, skip_bad } => ingest(db, input, embedder, batch, json, skip_bad),
+        Cmd::Query { db, text, k, ef, filters, json } => {
+            let db = open_existing(&db).map_err(s)?;
+            let mut q = db.query(&text).limit(k);
+            if let Some(ef) = ef {
+                q = q.ef(ef);
+            }
+            for f in &filters {
+                let (k, v) = parse_filter(f)?;
+                q = q.filter(k, v);
+            }
+            let hits = q.run().map_err(s)?;
+            if json {
+                out(json!({ "hits": hits }));
+            } else {
+                for h in hits {
+                    let text: String = h.text.chars().take(100).collect::<String>().replace('\n', " ");
+                    out(format!("{:.4}  {}  {}", h.score, h.id, text));
+                }
+            }
+            Ok(())
+        }
+        Cmd::Get { db, id, json } => {
+            let db = open_existing(&db).map_err(s)?;
+            let d = db.get(&id).map_err(s)?.ok_or_else(|| format!("no document with id `{id}`"))?;
+            if json {
+                out(serde_json::to_string(&d).unwrap());
+            } else {
+                out(format!("{}\n{}\n{}", d.id, d.metadata, d.text));
+            }
+            Ok(())
+        }
+        Cmd::Delete { db, ids, json } => {
+            let db = open_existing(&db).map_err(s)?;
+            let n = db.delete(&ids).map_err(s)?;
+            if json {
+                out(json!({"deleted": n, "requested": ids.len()}));
+            } else {
+                out(format!("deleted {n} of {} documents", ids.len()));
+            }
+            db.close().map_err(s)
+        }
+        Cmd::Stats { db, json } => {
+            let db = open_existing(&db).map_err(s)?;
+            let st = db.stats().map_err(s)?;
+            if json {
+                out(serde_json::to_string(&st).unwrap());
+            } else {
+                let v = serde_json::to_value(&st).unwrap();
+                for (k, v) in v.as_object().unwrap() {
+                    out(format!("{k:>14}: {v}"));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .init();
+    // A bug must still end as one line on stderr, not a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("error: internal error: {info}");
+    }));
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

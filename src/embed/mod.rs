@@ -1,0 +1,84 @@
+//! Embedders: the seam between text and vectors.
+//!
+//! The database only ever sees the [`Embedder`] trait: a batch of texts in, one
+//! L2-normalised vector per text out, a fixed dimension and a fingerprint that
+//! identifies the exact function (so vectors of different embedders are never mixed).
+//! Nothing in this module knows about storage.
+
+mod hash;
+
+pub use hash::{HashEmbedder, HashEmbedderConfig};
+
+use crate::error::{Error, Result};
+use std::sync::Arc;
+
+/// Whether a text is a search query or a stored passage.
+///
+/// Asymmetric embedders (PromptEmbedder) use a different instruction for each;
+/// symmetric ones ignore it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A search query.
+    Query,
+    /// A document stored in the database.
+    Passage,
+}
+
+/// Turns texts into vectors.
+///
+/// Implementations must be deterministic for a given fingerprint, return vectors of
+/// exactly [`Embedder::dim`] components, and L2-normalise them (the index scores by
+/// dot product).
+pub trait Embedder: Send + Sync {
+    /// Embeds a batch of texts; the result has one vector per text, in order.
+    fn embed(&self, texts: &[&str], kind: Kind) -> Result<Vec<Vec<f32>>>;
+    /// Number of components of every vector.
+    fn dim(&self) -> usize;
+    /// A string that changes whenever the function from text to vector changes.
+    fn fingerprint(&self) -> String;
+    /// The spec that [`from_spec`] turns back into this embedder, if any.
+    ///
+    /// The database records it so that reopening restores the embedder without the
+    /// caller naming it again. `None` means the embedder must be passed explicitly.
+    fn spec(&self) -> Option<String>;
+}
+
+/// The spec of the embedder a new database gets when none is chosen.
+pub const DEFAULT_SPEC: &str = "hash";
+
+/// Builds an embedder from its spec: a built-in name.
+///
+/// Known names: `hash` (feature hashing of word and character n-grams, 384-d) and
+/// `hash:DIM` for another dimension.
+///
+/// ```
+/// let e = duetdb::embed::from_spec("hash").unwrap();
+/// assert_eq!(e.dim(), 384);
+/// ```
+pub fn from_spec(spec: &str) -> Result<Arc<dyn Embedder>> {
+    let unknown = |detail: &str| Error::UnknownEmbedder { spec: spec.to_string(), detail: detail.to_string() };
+    let spec = spec.trim();
+    let (name, arg) = match spec.split_once(':') {
+        Some((n, a)) => (n, Some(a)),
+        None => (spec, None),
+    };
+    match name {
+        "hash" | "default" => {
+            let mut cfg = HashEmbedderConfig::default();
+            if let Some(a) = arg {
+                cfg.dim = a.parse().map_err(|_| unknown("expected `hash:DIM` with DIM a positive integer"))?;
+            }
+            Ok(Arc::new(HashEmbedder::new(cfg)?))
+        }
+        _ => Err(unknown("built-in embedders are `hash` and `hash:DIM`")),
+    }
+}
+
+/// L2-normalises `v` in place; a zero vector stays zero.
+pub fn normalize(v: &mut [f32]) {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if n > 0.0 {
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+}

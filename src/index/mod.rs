@@ -1,0 +1,219 @@
+//! The ANN graph: an hnsw_rs HNSW over the rows of a vector file.
+//!
+//! The graph is derived state. Its ids are row numbers of the active generation's
+//! vector file; it knows nothing of documents or models. It is persisted only as
+//! whole-index hnsw_rs dumps, which the catalog references together with the number
+//! of rows they cover.
+
+mod distance;
+
+pub use distance::{dot, DotDistance};
+
+use crate::error::{Error, Result};
+use crate::store::VectorView;
+use hnsw_rs::api::AnnT;
+use hnsw_rs::hnswio::HnswIo;
+use hnsw_rs::prelude::Hnsw;
+use std::path::{Path, PathBuf};
+
+/// HNSW build parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GraphParams {
+    /// Links per node and layer (hnswlib's M). hnsw_rs exits the process above 256,
+    /// so it is checked here.
+    pub m: usize,
+    /// Beam width while building.
+    pub ef_construction: usize,
+}
+
+impl Default for GraphParams {
+    fn default() -> Self {
+        Self { m: 16, ef_construction: 200 }
+    }
+}
+
+impl GraphParams {
+    /// Rejects values hnsw_rs cannot take.
+    pub fn validate(&self) -> Result<()> {
+        if !(2..=128).contains(&self.m) || self.ef_construction == 0 || self.ef_construction > 4096 {
+            return Err(Error::invalid(format!("HNSW parameters out of range: m={} (2..=128), ef_construction={} (1..=4096)", self.m, self.ef_construction)));
+        }
+        Ok(())
+    }
+}
+
+/// An HNSW graph whose point ids are vector-file rows.
+pub struct Graph {
+    hnsw: Hnsw<'static, f32, DotDistance>,
+    params: GraphParams,
+}
+
+impl std::fmt::Debug for Graph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Graph").field("points", &self.len()).field("params", &self.params).finish()
+    }
+}
+
+/// A search hit from the graph: row and cosine similarity.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GraphHit {
+    /// Row in the vector file.
+    pub row: usize,
+    /// `a.b` of the query and the row (cosine for unit vectors).
+    pub score: f32,
+}
+
+const MAX_LAYERS: usize = 16;
+
+impl Graph {
+    /// An empty graph expecting about `capacity` points.
+    pub fn new(params: GraphParams, capacity: usize) -> Result<Self> {
+        params.validate()?;
+        let hnsw = Hnsw::new(params.m, capacity.max(1024), MAX_LAYERS, params.ef_construction, DotDistance);
+        Ok(Self { hnsw, params })
+    }
+
+    /// Points in the graph (including ones whose rows have died since).
+    pub fn len(&self) -> usize {
+        self.hnsw.get_nb_point()
+    }
+
+    /// Whether the graph has no points.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The parameters it was built with.
+    pub fn params(&self) -> GraphParams {
+        self.params
+    }
+
+    /// Inserts the given rows of `view`, in parallel when there are many.
+    ///
+    /// Safe to call while other threads search.
+    pub fn insert_rows(&self, view: &VectorView, rows: &[usize]) {
+        if rows.len() < 64 {
+            for &r in rows {
+                self.hnsw.insert_slice((view.vector(r), r));
+            }
+        } else {
+            let data: Vec<(&[f32], usize)> = rows.iter().map(|&r| (view.vector(r), r)).collect();
+            self.hnsw.parallel_insert_slice(&data);
+        }
+    }
+
+    /// The `k` nearest rows to `query` that pass `keep`, best first.
+    pub fn search(&self, query: &[f32], k: usize, ef: usize, keep: Option<&dyn Fn(usize) -> bool>) -> Vec<GraphHit> {
+        if k == 0 || self.is_empty() {
+            return Vec::new();
+        }
+        let ef = ef.max(k);
+        let found = match keep {
+            Some(f) => {
+                let filter = |id: &usize| f(*id);
+                self.hnsw.search_filter(query, k, ef, Some(&filter))
+            }
+            None => self.hnsw.search(query, k, ef),
+        };
+        found.into_iter().map(|n| GraphHit { row: n.d_id, score: 1.0 - n.distance }).collect()
+    }
+
+    /// Dumps the whole graph under `dir` as `basename.hnsw.{graph,data}`, fsyncs both
+    /// files, and returns their length and CRC-32 (checked again on load).
+    pub fn dump(&self, dir: &Path, basename: &str) -> Result<[(u64, u32); 2]> {
+        let paths = snapshot_files(dir, basename);
+        for p in &paths {
+            let _ = std::fs::remove_file(p);
+        }
+        let written = self.hnsw.file_dump(dir, basename).map_err(|e| Error::Graph(format!("dump to {} failed: {e}", dir.display())))?;
+        if written != basename {
+            return Err(Error::Graph(format!("hnsw_rs wrote `{written}` instead of `{basename}`")));
+        }
+        let mut out = [(0, 0); 2];
+        for (o, p) in out.iter_mut().zip(&paths) {
+            let f = std::fs::File::open(p).map_err(|e| Error::io(p, e))?;
+            f.sync_all().map_err(|e| Error::io(p, e))?;
+            *o = file_check(p)?;
+        }
+        crate::store::sync_dir(dir)?;
+        Ok(out)
+    }
+
+    /// Loads a dump written by [`Graph::dump`], checking the files against `expect`.
+    ///
+    /// hnsw_rs asserts (panics) on malformed input; a panic becomes an error, so a
+    /// damaged snapshot only costs a rebuild.
+    pub fn load(dir: &Path, basename: &str, expect: &[(u64, u32); 2], params: GraphParams) -> Result<Self> {
+        for (p, want) in snapshot_files(dir, basename).iter().zip(expect) {
+            let got = file_check(p)?;
+            if got != *want {
+                return Err(Error::corrupt(p, format!("length/CRC {got:?}, the catalog recorded {want:?}")));
+            }
+        }
+        let (dir, base) = (dir.to_path_buf(), basename.to_string());
+        let loaded = std::panic::catch_unwind(move || {
+            // The loaded graph borrows from its HnswIo for its lifetime (used only for
+            // memory-mapped data, which we do not enable). Leaking the small reader once
+            // per open gives the graph a 'static lifetime without self-references.
+            let io: &'static mut HnswIo = Box::leak(Box::new(HnswIo::new(&dir, &base)));
+            io.load_hnsw::<f32, DotDistance>().map_err(|e| e.to_string())
+        });
+        match loaded {
+            Ok(Ok(hnsw)) => Ok(Self { hnsw, params }),
+            Ok(Err(e)) => Err(Error::Graph(format!("loading snapshot {basename}: {e}"))),
+            Err(_) => Err(Error::Graph(format!("snapshot {basename} is malformed (hnsw_rs panicked reading it)"))),
+        }
+    }
+}
+
+/// The two files of a snapshot.
+pub fn snapshot_files(dir: &Path, basename: &str) -> [PathBuf; 2] {
+    [dir.join(format!("{basename}.hnsw.graph")), dir.join(format!("{basename}.hnsw.data"))]
+}
+
+fn file_check(p: &Path) -> Result<(u64, u32)> {
+    let bytes = std::fs::read(p).map_err(|e| Error::io(p, e))?;
+    Ok((bytes.len() as u64, crc32fast::hash(&bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::VectorFile;
+
+    fn unit(seed: u64, dim: usize) -> Vec<f32> {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut v: Vec<f32> = (0..dim).map(|_| rng.f32() - 0.5).collect();
+        crate::embed::normalize(&mut v);
+        v
+    }
+
+    #[test]
+    fn search_dump_load_roundtrip() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut vf = VectorFile::create(&dir.path().join("v"), 32, 1).unwrap();
+        let vecs: Vec<Vec<f32>> = (0..500).map(|i| unit(i, 32)).collect();
+        let rows: Vec<(u64, &[f32])> = vecs.iter().enumerate().map(|(i, v)| (i as u64, v.as_slice())).collect();
+        vf.write_pending(&rows).unwrap();
+        vf.commit(500);
+        let view = vf.view().unwrap();
+        let g = Graph::new(GraphParams::default(), 500).unwrap();
+        g.insert_rows(&view, &(0..500).collect::<Vec<_>>());
+        let hits = g.search(&vecs[42], 5, 64, None);
+        assert_eq!(hits[0].row, 42);
+        assert!((hits[0].score - 1.0).abs() < 1e-5);
+        let odd = |r: usize| r % 2 == 1;
+        assert!(g.search(&vecs[42], 5, 64, Some(&odd)).iter().all(|h| h.row % 2 == 1));
+        let files = g.dump(dir.path(), "snap").unwrap();
+        let g2 = Graph::load(dir.path(), "snap", &files, GraphParams::default()).unwrap();
+        assert_eq!(g2.len(), 500);
+        assert_eq!(g2.search(&vecs[7], 1, 64, None)[0].row, 7);
+        // a damaged dump is an error, not a panic
+        let [gp, _] = snapshot_files(dir.path(), "snap");
+        let mut b = std::fs::read(&gp).unwrap();
+        b.truncate(b.len() / 2);
+        std::fs::write(&gp, &b).unwrap();
+        assert!(Graph::load(dir.path(), "snap", &files, GraphParams::default()).is_err());
+        assert!(Graph::new(GraphParams { m: 300, ef_construction: 10 }, 1).is_err());
+    }
+}

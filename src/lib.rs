@@ -1,0 +1,31 @@
+//! # duetdb
+//!
+//! An embedded vector search engine with a built-in text embedder. Open a directory,
+//! ingest documents, run semantic queries; no server.
+//!
+//! ```
+//! use duetdb::{Db, Document};
+//! # let dir = tempfile::tempdir().unwrap();
+//! let db = Db::open(dir.path().join("notes.duet"))?;
+//! db.ingest([Document::new("ripgrep", "ripgrep recursively searches directories for a regex pattern")])?;
+//! for h in db.query("search files for a regex").limit(10).run()? {
+//!     println!("{:.3} {} {}", h.score, h.id, h.text);
+//! }
+//! # Ok::<(), duetdb::Error>(())
+//! ```
+//!
+//! Layers (each uses only those below it): [`db`] (the engine) over [`index`] (the
+//! HNSW graph), [`store`] (sled catalog and memory-mapped vector files) and [`embed`]
+//! (embedders); [`error`] is shared by all.
+
+#![warn(missing_docs)]
+
+pub mod db;
+pub mod embed;
+pub mod error;
+pub mod index;
+pub mod store;
+
+pub use db::{Db, DbOptions, Document, Hit, IngestReport, Query, Stats};
+pub use embed::{Embedder, Kind};
+pub use error::{Error, Result};

@@ -1,0 +1,233 @@
+//! The sled catalog: the database of record.
+//!
+//! Trees: `meta` (the manifest), `docs` (internal id -> [`DocRecord`]), `ids`
+//! (external id -> internal id) and `tombstones` (row of the active generation ->
+//! internal id of the dead document). Every change is one sled transaction across
+//! the trees followed by a `flush`, so a batch is durable whole or not at all.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+use std::path::{Path, PathBuf};
+
+/// Version of the on-disk format written by this build.
+pub const FORMAT_VERSION: u32 = 1;
+const MANIFEST_KEY: &[u8] = b"manifest";
+
+/// The database-wide state, stored as one JSON value in the `meta` tree.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// On-disk format version.
+    pub format_version: u32,
+    /// Vector dimension.
+    pub dim: usize,
+    /// Fingerprint of the embedder that produced the vectors.
+    pub embedder_fingerprint: String,
+    /// Spec that rebuilds the embedder on open (`None`: it must be passed in).
+    pub embedder_spec: Option<String>,
+    /// The generation whose vectors and graph answer queries.
+    pub generation: u64,
+    /// Rows committed in the active generation's vector file.
+    pub rows: u64,
+    /// Next internal document id.
+    pub next_iid: u64,
+    /// Live documents.
+    pub documents: u64,
+    /// HNSW parameter M (links per node).
+    pub hnsw_m: usize,
+    /// HNSW construction beam width.
+    pub hnsw_ef_construction: usize,
+    /// The newest durable graph snapshot, if any.
+    pub graph: Option<GraphSnapshot>,
+}
+
+/// A durable hnsw_rs dump and what it covers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GraphSnapshot {
+    /// hnsw_rs basename inside `graph/`.
+    pub basename: String,
+    /// Rows `0..rows` of the vector file were considered (live ones inserted).
+    pub rows: u64,
+    /// Tombstones that existed when the graph was last built from scratch; rows dead
+    /// by then are not in the graph.
+    pub dead_at_build: u64,
+    /// Byte length and CRC-32 of the `.hnsw.graph` and `.hnsw.data` files.
+    pub files: [(u64, u32); 2],
+}
+
+/// One stored document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DocRecord {
+    /// External id chosen by the user.
+    pub id: String,
+    /// The text that was embedded.
+    pub text: String,
+    /// User metadata (a JSON object) or null.
+    #[serde(default)]
+    pub metadata: serde_json::Value,
+    /// SHA-256 of text and metadata: an unchanged upsert is a no-op.
+    pub hash: String,
+    /// Row of the document's vector in the active generation.
+    pub row: u64,
+}
+
+/// A set of changes committed atomically by [`Catalog::commit`].
+#[derive(Debug, Default)]
+pub struct CatalogBatch {
+    /// New documents (or new versions): internal id and record.
+    pub put: Vec<(u64, DocRecord)>,
+    /// Previous versions replaced by `put`: internal id and row.
+    pub superseded: Vec<(u64, u64)>,
+    /// Deleted documents: internal id, external id and row.
+    pub deleted: Vec<(u64, String, u64)>,
+}
+
+/// Handle on the sled catalog.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    path: PathBuf,
+    db: sled::Db,
+    meta: sled::Tree,
+    docs: sled::Tree,
+    ids: sled::Tree,
+    tombstones: sled::Tree,
+}
+
+fn key(n: u64) -> [u8; 8] {
+    n.to_be_bytes()
+}
+
+fn unkey(path: &Path, b: &[u8]) -> Result<u64> {
+    b.try_into().map(u64::from_be_bytes).map_err(|_| Error::corrupt(path, format!("catalog key of {} bytes, expected 8", b.len())))
+}
+
+impl Catalog {
+    /// Opens (or creates) the sled catalog at `path`.
+    ///
+    /// sled can panic on damaged files; that is turned into a `Corrupt` error.
+    pub fn open(path: &Path) -> Result<Self> {
+        let p = path.to_path_buf();
+        let open = || std::panic::catch_unwind(|| sled::Config::new().path(&p).mode(sled::Mode::HighThroughput).open());
+        // Callers hold the directory lock, so sled's own file lock can only be held by a
+        // handle of ours that is still shutting down (its flusher thread): wait for it.
+        let mut opened = open();
+        for _ in 0..40 {
+            match &opened {
+                Ok(Err(sled::Error::Io(e))) if e.to_string().contains("could not acquire lock") => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    opened = open();
+                }
+                _ => break,
+            }
+        }
+        let db = match opened {
+            Ok(Ok(db)) => db,
+            Ok(Err(sled::Error::Io(e))) if e.to_string().contains("could not acquire lock") => return Err(Error::Locked { path: p }),
+            Ok(Err(sled::Error::Corruption { .. })) | Ok(Err(sled::Error::Unsupported(_))) | Ok(Err(sled::Error::ReportableBug(_))) => {
+                return Err(Error::corrupt(&p, "sled could not read the catalog"))
+            }
+            Ok(Err(e)) => return Err(Error::Catalog { path: p, source: e }),
+            Err(_) => return Err(Error::corrupt(&p, "sled panicked while reading the catalog")),
+        };
+        let tree = |name: &str| db.open_tree(name).map_err(|e| Error::Catalog { path: p.clone(), source: e });
+        Ok(Self { meta: tree("meta")?, docs: tree("docs")?, ids: tree("ids")?, tombstones: tree("tombstones")?, db, path: p })
+    }
+
+    fn sled_err(&self, e: sled::Error) -> Error {
+        Error::Catalog { path: self.path.clone(), source: e }
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(&self, what: &str, bytes: &[u8]) -> Result<T> {
+        serde_json::from_slice(bytes).map_err(|e| Error::corrupt(&self.path, format!("{what} is not valid: {e}")))
+    }
+
+    /// The manifest, or `None` for a catalog that was never initialised.
+    pub fn manifest(&self) -> Result<Option<Manifest>> {
+        match self.meta.get(MANIFEST_KEY).map_err(|e| self.sled_err(e))? {
+            Some(b) => self.decode("manifest", &b).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes the manifest alone and flushes.
+    pub fn put_manifest(&self, m: &Manifest) -> Result<()> {
+        let json = serde_json::to_vec(m).expect("manifest serialises");
+        self.meta.insert(MANIFEST_KEY, json).map_err(|e| self.sled_err(e))?;
+        self.flush()
+    }
+
+    /// The internal id of an external id.
+    pub fn iid(&self, id: &str) -> Result<Option<u64>> {
+        self.ids.get(id.as_bytes()).map_err(|e| self.sled_err(e))?.map(|b| unkey(&self.path, &b)).transpose()
+    }
+
+    /// A document by internal id.
+    pub fn doc(&self, iid: u64) -> Result<Option<DocRecord>> {
+        match self.docs.get(key(iid)).map_err(|e| self.sled_err(e))? {
+            Some(b) => self.decode("document record", &b).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// A document by external id, with its internal id.
+    pub fn doc_by_id(&self, id: &str) -> Result<Option<(u64, DocRecord)>> {
+        match self.iid(id)? {
+            Some(iid) => Ok(self.doc(iid)?.map(|d| (iid, d))),
+            None => Ok(None),
+        }
+    }
+
+    /// Rows of the active generation that belong to dead documents.
+    pub fn tombstone_rows(&self) -> Result<Vec<u64>> {
+        self.tombstones.iter().keys().map(|k| unkey(&self.path, &k.map_err(|e| self.sled_err(e))?)).collect()
+    }
+
+    /// Every live document, in internal-id order.
+    pub fn docs(&self) -> impl Iterator<Item = Result<(u64, DocRecord)>> + '_ {
+        self.docs.iter().map(move |kv| {
+            let (k, v) = kv.map_err(|e| self.sled_err(e))?;
+            Ok((unkey(&self.path, &k)?, self.decode("document record", &v)?))
+        })
+    }
+
+    /// Applies `batch` and `manifest` in one transaction and flushes to disk.
+    pub fn commit(&self, batch: &CatalogBatch, manifest: &Manifest) -> Result<()> {
+        let mjson = serde_json::to_vec(manifest).expect("manifest serialises");
+        let docs: Vec<(u64, Vec<u8>, &str)> =
+            batch.put.iter().map(|(iid, d)| (*iid, serde_json::to_vec(d).expect("record serialises"), d.id.as_str())).collect();
+        let res: Result<(), TransactionError<()>> =
+            (&self.meta, &self.docs, &self.ids, &self.tombstones).transaction(|(meta, tdocs, ids, tomb)| {
+                for (iid, json, id) in &docs {
+                    tdocs.insert(&key(*iid), json.as_slice())?;
+                    ids.insert(id.as_bytes(), &key(*iid))?;
+                }
+                for (iid, row) in &batch.superseded {
+                    tdocs.remove(&key(*iid))?;
+                    tomb.insert(&key(*row), &key(*iid))?;
+                }
+                for (iid, id, row) in &batch.deleted {
+                    tdocs.remove(&key(*iid))?;
+                    ids.remove(id.as_bytes())?;
+                    tomb.insert(&key(*row), &key(*iid))?;
+                }
+                meta.insert(MANIFEST_KEY, mjson.as_slice())?;
+                Ok::<(), ConflictableTransactionError<()>>(())
+            });
+        match res {
+            Ok(()) => self.flush(),
+            Err(TransactionError::Storage(e)) => Err(self.sled_err(e)),
+            Err(TransactionError::Abort(())) => unreachable!("the transaction never aborts"),
+        }
+    }
+
+    /// fsyncs everything written so far.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush().map(|_| ()).map_err(|e| self.sled_err(e))
+    }
+
+    /// Bytes sled uses on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}

@@ -1,0 +1,31 @@
+//! Durable state: the sled catalog (database of record) and memory-mapped vector files.
+//!
+//! A database is a directory:
+//!
+//! ```text
+//! DB/
+//!   DUETDB                    marker and format version (written last at creation)
+//!   LOCK                      advisory lock: one process at a time
+//!   catalog/                  sled: manifest, documents, id map, tombstones
+//!   vectors/g000001.vec       append-only vector file of generation 1
+//!   graph/                    hnsw_rs snapshots, derived and rebuildable
+//! ```
+//!
+//! This layer knows vectors of a fixed dimension and a fingerprint string; it knows
+//! nothing of models.
+
+mod catalog;
+mod layout;
+mod vectors;
+
+pub use catalog::{Catalog, CatalogBatch, DocRecord, GraphSnapshot, Manifest, FORMAT_VERSION};
+pub use layout::{DirLock, Layout};
+pub use vectors::{VectorFile, VectorView, VECTOR_HEADER_BYTES};
+
+use crate::error::{Error, Result};
+use std::path::Path;
+
+/// fsyncs a directory so that renames and new files in it are durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir).and_then(|f| f.sync_all()).map_err(|e| Error::io(dir, e))
+}
