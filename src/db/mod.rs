@@ -547,7 +547,10 @@ impl Db {
         let g = Graph::new(Self::graph_params(&w.manifest), live.len())?;
         g.insert_rows(&state.view, &live);
         self.read.write().unwrap().graph = Arc::new(g);
-        self.snapshot_locked(w, Some(state.dead_count))
+        self.snapshot_locked(w, Some(state.dead_count))?;
+        let purged = self.catalog.purge_dead_records()?;
+        tracing::debug!(purged, "dropped records of dead documents");
+        Ok(())
     }
 
     /// Housekeeping after a write: rebuild when tombstones fill the graph, snapshot

@@ -46,6 +46,11 @@ impl GraphParams {
 pub struct Graph {
     hnsw: Hnsw<'static, f32, DotDistance>,
     params: GraphParams,
+    /// hnsw_rs documents that parallel insertion and searching must not overlap
+    /// (`Hnsw::set_searching_mode`). Searches share this lock; inserts take it
+    /// exclusively, which blocks queries only for the graph insertion of a batch, not
+    /// for its embedding or commit.
+    guard: std::sync::RwLock<()>,
 }
 
 impl std::fmt::Debug for Graph {
@@ -70,7 +75,7 @@ impl Graph {
     pub fn new(params: GraphParams, capacity: usize) -> Result<Self> {
         params.validate()?;
         let hnsw = Hnsw::new(params.m, capacity.max(1024), MAX_LAYERS, params.ef_construction, DotDistance);
-        Ok(Self { hnsw, params })
+        Ok(Self { hnsw, params, guard: Default::default() })
     }
 
     /// Points in the graph (including ones whose rows have died since).
@@ -90,8 +95,9 @@ impl Graph {
 
     /// Inserts the given rows of `view`, in parallel when there are many.
     ///
-    /// Safe to call while other threads search.
+    /// Other threads' searches wait until the insertion is done.
     pub fn insert_rows(&self, view: &VectorView, rows: &[usize]) {
+        let _exclusive = self.guard.write().unwrap_or_else(|e| e.into_inner());
         if rows.len() < 64 {
             for &r in rows {
                 self.hnsw.insert_slice((view.vector(r), r));
@@ -103,19 +109,33 @@ impl Graph {
     }
 
     /// The `k` nearest rows to `query` that pass `keep`, best first.
+    ///
+    /// Filtering happens after the graph walk (hnsw_rs's own filtered search keeps
+    /// walking the whole component and trims its result list, which is slow): the walk
+    /// fetches more candidates, four times as many each round, until `k` pass or the
+    /// graph has no more. A caller with a very selective filter should fall back to an
+    /// exact scan when fewer than `k` come back.
     pub fn search(&self, query: &[f32], k: usize, ef: usize, keep: Option<&dyn Fn(usize) -> bool>) -> Vec<GraphHit> {
         if k == 0 || self.is_empty() {
             return Vec::new();
         }
-        let ef = ef.max(k);
-        let found = match keep {
-            Some(f) => {
-                let filter = |id: &usize| f(*id);
-                self.hnsw.search_filter(query, k, ef, Some(&filter))
+        const MAX_FETCH: usize = 4096;
+        let _shared = self.guard.read().unwrap_or_else(|e| e.into_inner());
+        let mut fetch = k;
+        loop {
+            let found = self.hnsw.search(query, fetch, ef.max(fetch));
+            let exhausted = found.len() < fetch || fetch >= self.len() || fetch >= MAX_FETCH;
+            let hits: Vec<GraphHit> = found
+                .into_iter()
+                .filter(|n| keep.is_none_or(|f| f(n.d_id)))
+                .take(k)
+                .map(|n| GraphHit { row: n.d_id, score: 1.0 - n.distance })
+                .collect();
+            if hits.len() >= k || exhausted {
+                return hits;
             }
-            None => self.hnsw.search(query, k, ef),
-        };
-        found.into_iter().map(|n| GraphHit { row: n.d_id, score: 1.0 - n.distance }).collect()
+            fetch = (fetch * 4).min(MAX_FETCH);
+        }
     }
 
     /// Dumps the whole graph under `dir` as `basename.hnsw.{graph,data}`, fsyncs both
@@ -159,7 +179,7 @@ impl Graph {
             io.load_hnsw::<f32, DotDistance>().map_err(|e| e.to_string())
         });
         match loaded {
-            Ok(Ok(hnsw)) => Ok(Self { hnsw, params }),
+            Ok(Ok(hnsw)) => Ok(Self { hnsw, params, guard: Default::default() }),
             Ok(Err(e)) => Err(Error::Graph(format!("loading snapshot {basename}: {e}"))),
             Err(_) => Err(Error::Graph(format!("snapshot {basename} is malformed (hnsw_rs panicked reading it)"))),
         }

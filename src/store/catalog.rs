@@ -1,6 +1,7 @@
 //! The sled catalog: the database of record.
 //!
-//! Trees: `meta` (the manifest), `docs` (internal id -> [`DocRecord`]), `ids`
+//! Trees: `meta` (the manifest), `docs` (internal id -> [`DocRecord`], dead versions
+//! kept until the next graph rebuild), `ids`
 //! (external id -> internal id) and `tombstones` (row of the active generation ->
 //! internal id of the dead document). Every change is one sled transaction across
 //! the trees followed by a `flush`, so a batch is durable whole or not at all.
@@ -183,7 +184,23 @@ impl Catalog {
         self.tombstones.iter().keys().map(|k| unkey(&self.path, &k.map_err(|e| self.sled_err(e))?)).collect()
     }
 
-    /// Every live document, in internal-id order.
+    /// Removes the records of dead documents (after the graph stopped returning their
+    /// rows). Tombstones stay: they mark the rows dead in the vector file.
+    pub fn purge_dead_records(&self) -> Result<usize> {
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for kv in self.tombstones.iter() {
+            let (_, iid) = kv.map_err(|e| self.sled_err(e))?;
+            batch.remove(iid);
+            n += 1;
+        }
+        self.docs.apply_batch(batch).map_err(|e| self.sled_err(e))?;
+        self.flush()?;
+        Ok(n)
+    }
+
+    /// Every stored record, dead ones included, in internal-id order (the caller checks
+    /// rows against its tombstones).
     pub fn docs(&self) -> impl Iterator<Item = Result<(u64, DocRecord)>> + '_ {
         self.docs.iter().map(move |kv| {
             let (k, v) = kv.map_err(|e| self.sled_err(e))?;
@@ -202,12 +219,13 @@ impl Catalog {
                     tdocs.insert(&key(*iid), json.as_slice())?;
                     ids.insert(id.as_bytes(), &key(*iid))?;
                 }
+                // Dead records stay readable: a query that took its snapshot before
+                // this commit may still return them. `purge` drops them once the
+                // graph no longer holds their rows.
                 for (iid, row) in &batch.superseded {
-                    tdocs.remove(&key(*iid))?;
                     tomb.insert(&key(*row), &key(*iid))?;
                 }
                 for (iid, id, row) in &batch.deleted {
-                    tdocs.remove(&key(*iid))?;
                     ids.remove(id.as_bytes())?;
                     tomb.insert(&key(*row), &key(*iid))?;
                 }

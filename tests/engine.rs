@@ -1,0 +1,202 @@
+//! The engine through its public API: ingest, query, upsert, delete, reopen, filters,
+//! concurrency and input errors.
+
+mod common;
+
+use common::{sample_docs, temp_db};
+use duetdb::{Db, Document, Error};
+use serde_json::json;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[test]
+fn ingest_query_and_reopen() {
+    let (_d, path) = temp_db();
+    let docs = sample_docs();
+    {
+        let db = Db::open(&path).unwrap();
+        let r = db.ingest(docs.clone()).unwrap();
+        assert_eq!(r.written, docs.len());
+        assert_eq!(db.len(), docs.len());
+        // every document is found by its own text
+        for d in docs.iter().step_by(17) {
+            let hits = db.query(&d.text).limit(3).run().unwrap();
+            assert_eq!(hits[0].id, d.id, "exact text of {}", d.id);
+            assert!(hits[0].score > 0.99);
+            assert_eq!(hits[0].metadata, d.metadata);
+        }
+        db.close().unwrap();
+    }
+    let db = Db::open(&path).unwrap();
+    assert_eq!(db.len(), docs.len());
+    let st = db.stats().unwrap();
+    assert_eq!((st.graph_points, st.snapshot_rows, st.vector_rows), (docs.len() as u64, docs.len() as u64, docs.len() as u64));
+    let d = &docs[100];
+    assert_eq!(db.get(&d.id).unwrap().as_ref(), Some(d));
+    assert_eq!(db.query(&d.text).limit(1).run().unwrap()[0].id, d.id);
+    // re-ingesting unchanged documents writes nothing
+    let r = db.ingest(docs.clone()).unwrap();
+    assert_eq!((r.written, r.unchanged), (0, docs.len()));
+    assert_eq!(db.stats().unwrap().vector_rows, docs.len() as u64);
+}
+
+#[test]
+fn reopen_without_checkpoint_reinserts_the_tail() {
+    let (_d, path) = temp_db();
+    let docs = sample_docs();
+    let db = Db::open(&path).unwrap();
+    db.ingest(docs[..200].to_vec()).unwrap();
+    db.checkpoint().unwrap();
+    db.ingest(docs[200..].to_vec()).unwrap();
+    // forget the Db without its drop-time checkpoint, as a crash would
+    std::mem::forget(db);
+    // the forgotten Db still holds the lock within this process
+    assert!(matches!(Db::open(&path), Err(Error::Locked { .. })));
+}
+
+#[test]
+fn upsert_replaces_and_delete_removes() {
+    let (_d, path) = temp_db();
+    let db = Db::open(&path).unwrap();
+    db.ingest([Document::new("a", "the quick brown fox jumps"), Document::new("b", "a lazy dog sleeps in the sun")]).unwrap();
+    db.ingest([Document::new("a", "compilers translate source code into machine code")]).unwrap();
+    assert_eq!(db.len(), 2);
+    assert_eq!(db.get("a").unwrap().unwrap().text, "compilers translate source code into machine code");
+    let hits = db.query("the quick brown fox jumps").limit(10).run().unwrap();
+    assert_eq!(hits.iter().filter(|h| h.id == "a").count(), 1, "old version must not be returned");
+    assert!(hits.iter().all(|h| h.text != "the quick brown fox jumps"));
+    assert_eq!(db.stats().unwrap().tombstones, 1);
+
+    assert_eq!(db.delete(&["b", "b", "missing"]).unwrap(), 1);
+    assert_eq!(db.len(), 1);
+    assert!(db.get("b").unwrap().is_none());
+    assert!(db.query("lazy dog").limit(10).run().unwrap().iter().all(|h| h.id != "b"));
+    drop(db);
+    let db = Db::open(&path).unwrap();
+    assert_eq!(db.len(), 1);
+    assert!(db.get("b").unwrap().is_none());
+    assert!(db.query("lazy dog sleeps").limit(10).run().unwrap().iter().all(|h| h.id != "b"));
+    // last one wins inside a batch
+    db.ingest_batch(&[Document::new("c", "first"), Document::new("c", "second version")]).unwrap();
+    assert_eq!(db.get("c").unwrap().unwrap().text, "second version");
+}
+
+#[test]
+fn tombstones_trigger_a_graph_rebuild() {
+    let (_d, path) = temp_db();
+    let docs = sample_docs();
+    let db = Db::open(&path).unwrap();
+    db.ingest(docs.clone()).unwrap();
+    let gone: Vec<&str> = docs.iter().take(300).map(|d| d.id.as_str()).collect();
+    assert_eq!(db.delete(&gone).unwrap(), 300);
+    let st = db.stats().unwrap();
+    assert_eq!(st.documents, docs.len() as u64 - 300);
+    assert!(st.graph_points < docs.len() as u64, "graph was rebuilt without dead rows: {st:?}");
+    for d in docs.iter().skip(300).step_by(11) {
+        assert_eq!(db.query(&d.text).limit(1).run().unwrap()[0].id, d.id);
+    }
+    drop(db);
+    let db = Db::open(&path).unwrap();
+    assert_eq!(db.len(), docs.len() - 300);
+    let hits = db.query(&docs[0].text).limit(5).run().unwrap();
+    assert!(hits.iter().all(|h| !gone.contains(&h.id.as_str())));
+}
+
+#[test]
+fn metadata_filters() {
+    let (_d, path) = temp_db();
+    let db = Db::open(&path).unwrap();
+    let docs: Vec<Document> = (0..300)
+        .map(|i| Document::new(format!("d{i}"), format!("document number {i} about topic {}", i % 7)).with_metadata(json!({"bucket": i % 3, "rare": i == 123})))
+        .collect();
+    db.ingest(docs).unwrap();
+    let hits = db.query("document about topic 2").limit(20).filter("bucket", 1).run().unwrap();
+    assert_eq!(hits.len(), 20);
+    assert!(hits.iter().all(|h| h.metadata["bucket"] == 1));
+    // a filter matching one document still finds it (exact fallback)
+    let hits = db.query("unrelated words entirely").limit(5).filter("rare", true).run().unwrap();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].id, "d123");
+    assert!(db.query("x").filter("bucket", 1).filter("rare", true).run().unwrap().is_empty());
+}
+
+#[test]
+fn readers_query_while_one_thread_ingests() {
+    let (_d, path) = temp_db();
+    let docs = sample_docs();
+    let db = Arc::new(Db::open(&path).unwrap());
+    db.ingest(docs[..100].to_vec()).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..4)
+        .map(|t| {
+            let (db, stop, docs) = (db.clone(), stop.clone(), docs.clone());
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let d = &docs[(n * 7 + t) % 100];
+                    let hits = db.query(&d.text).limit(5).run().unwrap();
+                    assert_eq!(hits[0].id, d.id, "hits {:?}", hits.iter().map(|h| (&h.id, h.score)).collect::<Vec<_>>());
+                    let mut ids: Vec<_> = hits.iter().map(|h| &h.id).collect();
+                    ids.dedup();
+                    assert_eq!(ids.len(), hits.len(), "no duplicate ids");
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    for chunk in docs[100..].chunks(20) {
+        db.ingest(chunk.to_vec()).unwrap();
+    }
+    // upserts of documents the readers look for, concurrently
+    db.ingest(docs[..50].iter().map(|d| d.clone().with_metadata(json!({"v": 2})))).unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let total: usize = readers.into_iter().map(|h| h.join().unwrap()).sum();
+    assert!(total > 0);
+    assert_eq!(db.len(), docs.len());
+}
+
+#[test]
+fn bad_input_is_a_named_error() {
+    let (_d, path) = temp_db();
+    let db = Db::options().max_text_bytes(1000).open(&path).unwrap();
+    let e = db.ingest([Document::new("ok", "fine"), Document::new("empty", "  ")]).unwrap_err();
+    assert!(e.to_string().contains("`empty` has empty text"), "{e}");
+    assert_eq!(db.len(), 0, "a bad document fails its whole batch");
+    let e = db.ingest([Document::new("big", "x".repeat(2000))]).unwrap_err();
+    assert!(e.to_string().contains("`big` has 2000 bytes"), "{e}");
+    let e = db.ingest([Document::new("", "text")]).unwrap_err();
+    assert!(e.to_string().contains("id is empty"), "{e}");
+    let e = db.ingest([Document::new("m", "text").with_metadata(json!([1, 2]))]).unwrap_err();
+    assert!(e.to_string().contains("metadata"), "{e}");
+    assert!(matches!(db.query("").run(), Err(Error::InvalidInput(_))));
+    assert!(matches!(db.query("").vector(vec![0.1; 3]).run(), Err(Error::Dimension { expected: 384, found: 3 })));
+    let mut v = vec![0.0; 384];
+    v[0] = f32::NAN;
+    assert!(db.query("").vector(v).run().is_err());
+}
+
+#[test]
+fn embedder_is_restored_and_mismatch_points_to_reindex() {
+    let (_d, path) = temp_db();
+    Db::options().embedder_spec("hash:64").open(&path).unwrap().ingest([Document::new("a", "alpha beta")]).unwrap();
+    let db = Db::open(&path).unwrap();
+    assert_eq!(db.stats().unwrap().dimension, 64);
+    drop(db);
+    let e = Db::options().embedder_spec("hash").open(&path).unwrap_err();
+    assert!(matches!(e, Error::EmbedderMismatch { .. }));
+    assert!(e.to_string().contains("reindex"), "{e}");
+    assert!(matches!(Db::options().embedder_spec("nope").open(&path), Err(Error::UnknownEmbedder { .. })));
+    assert!(matches!(Db::options().create_if_missing(false).open(path.with_extension("x")), Err(Error::NotFound { .. })));
+}
+
+#[test]
+fn two_opens_of_one_database_are_refused() {
+    let (_d, path) = temp_db();
+    let db = Db::open(&path).unwrap();
+    let e = Db::open(&path).unwrap_err();
+    assert!(matches!(e, Error::Locked { .. }), "{e}");
+    assert!(e.to_string().contains("locked"));
+    db.close().unwrap();
+    Db::open(&path).unwrap();
+}
