@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The main job on a fresh machine: build, ingest the sample Debian descriptions in
+# fixtures/, and query them. Re-running it is cheap: unchanged documents are skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --quiet
+db=${DUETDB_DEMO_DB:-target/demo.duet}
+./target/release/duetdb ingest "$db" fixtures/debian-sample.jsonl
+for q in "play music files from the command line" "fortran compiler modules" "input method tables for chinese"; do
+  echo "== $q"
+  ./target/release/duetdb query "$db" "$q" -k 3
+done
+./target/release/duetdb stats "$db"
