@@ -295,8 +295,9 @@ impl Db {
         let rebuilt_from_scratch = from == 0 && state.view.len() > 0;
         if !tail.is_empty() {
             tracing::info!(rows = tail.len(), "inserting rows committed after the graph snapshot");
-            graph.insert_rows(&state.view, &tail);
         }
+        // Also attaches the vectors to a loaded graph when the tail is empty.
+        graph.insert_rows(&state.view, &tail);
         self.read.write().unwrap().graph = Arc::new(graph);
         if rebuilt_from_scratch {
             // Save the work for the next open.

@@ -6,6 +6,7 @@
 //! of rows they cover.
 
 mod distance;
+mod flat;
 
 pub use distance::{dot, DotDistance};
 
@@ -14,7 +15,9 @@ use crate::store::VectorView;
 use hnsw_rs::api::AnnT;
 use hnsw_rs::hnswio::HnswIo;
 use hnsw_rs::prelude::Hnsw;
+use flat::FlatGraph;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// HNSW build parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,14 +46,27 @@ impl GraphParams {
 }
 
 /// An HNSW graph whose point ids are vector-file rows.
+///
+/// hnsw_rs builds the graph and persists it; queries walk a flat copy of its links
+/// ([`flat`]) plus an exact scan of the rows inserted since that copy was made, so
+/// they never wait for inserts.
 pub struct Graph {
     hnsw: Hnsw<'static, f32, DotDistance>,
     params: GraphParams,
-    /// hnsw_rs documents that parallel insertion and searching must not overlap
-    /// (`Hnsw::set_searching_mode`). Searches share this lock; inserts take it
-    /// exclusively, which blocks queries only for the graph insertion of a batch, not
-    /// for its embedding or commit.
-    guard: std::sync::RwLock<()>,
+    /// Inserts are serialised: the flat copy must match a quiescent hnsw_rs graph.
+    insert: Mutex<()>,
+    side: RwLock<SearchSide>,
+}
+
+/// What searches read, swapped as one unit so that every row is in exactly one of
+/// `flat` and `pending`.
+#[derive(Clone, Default)]
+struct SearchSide {
+    flat: Arc<FlatGraph>,
+    pending: Arc<Vec<u32>>,
+    /// The newest view of the vector file handed to `insert_rows`: it has every row
+    /// the graph has, even when a reader's own view is older.
+    view: Option<VectorView>,
 }
 
 impl std::fmt::Debug for Graph {
@@ -75,7 +91,11 @@ impl Graph {
     pub fn new(params: GraphParams, capacity: usize) -> Result<Self> {
         params.validate()?;
         let hnsw = Hnsw::new(params.m, capacity.max(1024), MAX_LAYERS, params.ef_construction, DotDistance);
-        Ok(Self { hnsw, params, guard: Default::default() })
+        Ok(Self::wrap(hnsw, params))
+    }
+
+    fn wrap(hnsw: Hnsw<'static, f32, DotDistance>, params: GraphParams) -> Self {
+        Self { hnsw, params, insert: Mutex::new(()), side: RwLock::new(SearchSide::default()) }
     }
 
     /// Points in the graph (including ones whose rows have died since).
@@ -93,11 +113,13 @@ impl Graph {
         self.params
     }
 
-    /// Inserts the given rows of `view`, in parallel when there are many.
+    /// Inserts the given rows of `view` (in parallel when there are many) and makes
+    /// `view` the one searches read vectors from. Searches go on meanwhile; they see
+    /// the new rows once this returns.
     ///
-    /// Other threads' searches wait until the insertion is done.
+    /// Call it with an empty `rows` after [`Graph::load`] to attach the vectors.
     pub fn insert_rows(&self, view: &VectorView, rows: &[usize]) {
-        let _exclusive = self.guard.write().unwrap_or_else(|e| e.into_inner());
+        let _serial = self.insert.lock().unwrap_or_else(|e| e.into_inner());
         if rows.len() < 64 {
             for &r in rows {
                 self.hnsw.insert_slice((view.vector(r), r));
@@ -106,33 +128,50 @@ impl Graph {
             let data: Vec<(&[f32], usize)> = rows.iter().map(|&r| (view.vector(r), r)).collect();
             self.hnsw.parallel_insert_slice(&data);
         }
+        let mut next = self.side.read().unwrap_or_else(|e| e.into_inner()).clone();
+        next.view = Some(view.clone());
+        let mut pending: Vec<u32> = next.pending.as_ref().clone();
+        pending.extend(rows.iter().map(|&r| r as u32));
+        // Re-copy the links once the exact scan of new rows grows costly (or after a
+        // load, when nothing was copied yet). Copying 100k points takes well under a
+        // second; the scan costs one dot product per pending row and query.
+        let stale = next.flat.len() + pending.len() < self.hnsw.get_nb_point();
+        if stale || pending.len() > 2048.max(self.hnsw.get_nb_point() / 16) {
+            next.flat = Arc::new(FlatGraph::from_hnsw(&self.hnsw));
+            pending.clear();
+        }
+        next.pending = Arc::new(pending);
+        *self.side.write().unwrap_or_else(|e| e.into_inner()) = next;
     }
 
     /// The `k` nearest rows to `query` that pass `keep`, best first.
     ///
-    /// Filtering happens after the graph walk (hnsw_rs's own filtered search keeps
-    /// walking the whole component and trims its result list, which is slow): the walk
-    /// fetches more candidates, four times as many each round, until `k` pass or the
-    /// graph has no more. A caller with a very selective filter should fall back to an
-    /// exact scan when fewer than `k` come back.
+    /// Filtering happens after the walk: it fetches more candidates, four times as
+    /// many each round, until `k` pass or the graph has no more. A caller with a very
+    /// selective filter should fall back to an exact scan when fewer than `k` return.
     pub fn search(&self, query: &[f32], k: usize, ef: usize, keep: Option<&dyn Fn(usize) -> bool>) -> Vec<GraphHit> {
-        if k == 0 || self.is_empty() {
+        let side = self.side.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let Some(view) = side.view.as_ref() else { return Vec::new() };
+        if k == 0 {
             return Vec::new();
         }
+        let passes = |r: u32| keep.is_none_or(|f| f(r as usize));
+        let mut recent: Vec<(f32, u32)> =
+            side.pending.iter().filter(|&&r| passes(r)).map(|&r| (1.0 - dot(query, view.vector(r as usize)), r)).collect();
+        recent.sort_by(|a, b| a.0.total_cmp(&b.0));
+        recent.truncate(k);
         const MAX_FETCH: usize = 4096;
-        let _shared = self.guard.read().unwrap_or_else(|e| e.into_inner());
         let mut fetch = k;
         loop {
-            let found = self.hnsw.search(query, fetch, ef.max(fetch));
-            let exhausted = found.len() < fetch || fetch >= self.len() || fetch >= MAX_FETCH;
-            let hits: Vec<GraphHit> = found
-                .into_iter()
-                .filter(|n| keep.is_none_or(|f| f(n.d_id)))
-                .take(k)
-                .map(|n| GraphHit { row: n.d_id, score: 1.0 - n.distance })
-                .collect();
+            let width = ef.max(fetch);
+            let walked = side.flat.search(view, query, width);
+            let exhausted = walked.len() < width || width >= side.flat.len() || fetch >= MAX_FETCH;
+            let mut hits: Vec<(f32, u32)> = walked.into_iter().filter(|(_, r)| passes(*r)).take(k).collect();
             if hits.len() >= k || exhausted {
-                return hits;
+                hits.extend_from_slice(&recent);
+                hits.sort_by(|a, b| a.0.total_cmp(&b.0));
+                hits.truncate(k);
+                return hits.into_iter().map(|(d, r)| GraphHit { row: r as usize, score: 1.0 - d }).collect();
             }
             fetch = (fetch * 4).min(MAX_FETCH);
         }
@@ -179,7 +218,7 @@ impl Graph {
             io.load_hnsw::<f32, DotDistance>().map_err(|e| e.to_string())
         });
         match loaded {
-            Ok(Ok(hnsw)) => Ok(Self { hnsw, params, guard: Default::default() }),
+            Ok(Ok(hnsw)) => Ok(Self::wrap(hnsw, params)),
             Ok(Err(e)) => Err(Error::Graph(format!("loading snapshot {basename}: {e}"))),
             Err(_) => Err(Error::Graph(format!("snapshot {basename} is malformed (hnsw_rs panicked reading it)"))),
         }
@@ -227,6 +266,8 @@ mod tests {
         let files = g.dump(dir.path(), "snap").unwrap();
         let g2 = Graph::load(dir.path(), "snap", &files, GraphParams::default()).unwrap();
         assert_eq!(g2.len(), 500);
+        assert!(g2.search(&vecs[7], 1, 64, None).is_empty(), "no vectors attached yet");
+        g2.insert_rows(&view, &[]);
         assert_eq!(g2.search(&vecs[7], 1, 64, None)[0].row, 7);
         // a damaged dump is an error, not a panic
         let [gp, _] = snapshot_files(dir.path(), "snap");
@@ -235,5 +276,34 @@ mod tests {
         std::fs::write(&gp, &b).unwrap();
         assert!(Graph::load(dir.path(), "snap", &files, GraphParams::default()).is_err());
         assert!(Graph::new(GraphParams { m: 300, ef_construction: 10 }, 1).is_err());
+    }
+
+    #[test]
+    fn flat_copy_and_pending_rows_agree_with_exact_search() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut vf = VectorFile::create(&dir.path().join("v"), 24, 1).unwrap();
+        let vecs: Vec<Vec<f32>> = (0..4000).map(|i| unit(1000 + i, 24)).collect();
+        let rows: Vec<(u64, &[f32])> = vecs.iter().enumerate().map(|(i, v)| (i as u64, v.as_slice())).collect();
+        vf.write_pending(&rows).unwrap();
+        vf.commit(4000);
+        let view = vf.view().unwrap();
+        let g = Graph::new(GraphParams::default(), 4000).unwrap();
+        g.insert_rows(&view, &(0..3000).collect::<Vec<_>>()); // over the threshold: copied flat
+        g.insert_rows(&view, &(3000..4000).collect::<Vec<_>>()); // pending, scanned exactly
+        let side = g.side.read().unwrap().clone();
+        assert_eq!((side.flat.len(), side.pending.len()), (3000, 1000));
+        let mut found = 0;
+        for q in (0..4000).step_by(40) {
+            let mut exact: Vec<(f32, usize)> = (0..4000).map(|r| (dot(&vecs[q], &vecs[r]), r)).collect();
+            exact.sort_by(|a, b| b.0.total_cmp(&a.0));
+            let hits = g.search(&vecs[q], 10, 64, None);
+            assert_eq!(hits[0].row, q);
+            found += hits.iter().filter(|h| exact[..10].iter().any(|e| e.1 == h.row)).count();
+        }
+        assert!(found as f64 / 1000.0 > 0.9, "recall@10 {}", found as f64 / 1000.0);
+        let even = |r: usize| r % 2 == 0;
+        let hits = g.search(&vecs[1], 10, 64, Some(&even));
+        assert_eq!(hits.len(), 10);
+        assert!(hits.iter().all(|h| h.row % 2 == 0));
     }
 }
