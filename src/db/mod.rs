@@ -513,6 +513,13 @@ impl Db {
         })
     }
 
+    /// Makes everything durable now: the catalog is fsynced (ingest and delete already
+    /// do this before returning) and the graph is snapshotted (see [`Db::checkpoint`]).
+    pub fn flush(&self) -> Result<()> {
+        self.catalog.flush()?;
+        self.checkpoint()
+    }
+
     /// Writes a graph snapshot if rows were added since the last one, so that the next
     /// open does not re-insert them. Documents are durable without it.
     pub fn checkpoint(&self) -> Result<()> {

@@ -48,7 +48,7 @@ impl GraphParams {
 /// An HNSW graph whose point ids are vector-file rows.
 ///
 /// hnsw_rs builds the graph and persists it; queries walk a flat copy of its links
-/// ([`flat`]) plus an exact scan of the rows inserted since that copy was made, so
+/// (rows as array indices) plus an exact scan of the rows inserted since that copy was made, so
 /// they never wait for inserts.
 pub struct Graph {
     hnsw: Hnsw<'static, f32, DotDistance>,

@@ -249,3 +249,53 @@ impl Catalog {
         self.db.size_on_disk().unwrap_or(0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest() -> Manifest {
+        Manifest {
+            format_version: FORMAT_VERSION,
+            dim: 4,
+            embedder_fingerprint: "test".into(),
+            embedder_spec: None,
+            generation: 1,
+            rows: 0,
+            next_iid: 0,
+            documents: 0,
+            hnsw_m: 16,
+            hnsw_ef_construction: 200,
+            graph: None,
+        }
+    }
+
+    fn rec(id: &str, row: u64) -> DocRecord {
+        DocRecord { id: id.into(), text: format!("text of {id}"), metadata: serde_json::json!({"k": 1}), hash: "h".into(), row }
+    }
+
+    #[test]
+    fn commit_supersede_delete_purge_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::open(dir.path()).unwrap();
+        assert_eq!(c.manifest().unwrap(), None);
+        let mut m = manifest();
+        m.rows = 2;
+        c.commit(&CatalogBatch { put: vec![(0, rec("a", 0)), (1, rec("b", 1))], ..Default::default() }, &m).unwrap();
+        m.rows = 3;
+        c.commit(&CatalogBatch { put: vec![(2, rec("a", 2))], superseded: vec![(0, 0)], ..Default::default() }, &m).unwrap();
+        c.commit(&CatalogBatch { deleted: vec![(1, "b".into(), 1)], ..Default::default() }, &m).unwrap();
+        assert_eq!(c.doc_by_id("a").unwrap().unwrap().0, 2);
+        assert!(c.doc_by_id("b").unwrap().is_none());
+        // dead records stay readable for readers of older snapshots until purged
+        assert_eq!(c.doc(0).unwrap().unwrap().row, 0);
+        assert_eq!(c.tombstone_rows().unwrap(), vec![0, 1]);
+        assert_eq!(c.purge_dead_records().unwrap(), 2);
+        assert!(c.doc(0).unwrap().is_none() && c.doc(1).unwrap().is_none());
+        drop(c);
+        let c = Catalog::open(dir.path()).unwrap();
+        assert_eq!(c.manifest().unwrap().unwrap(), m);
+        assert_eq!(c.docs().map(|d| d.unwrap().1.id).collect::<Vec<_>>(), vec!["a".to_string()]);
+        assert_eq!(c.tombstone_rows().unwrap(), vec![0, 1]);
+    }
+}
