@@ -99,6 +99,10 @@ pub enum Error {
     #[error("embedder error: {0}")]
     Embed(String),
 
+    /// A model file could not be loaded or run.
+    #[error("model error: {0}")]
+    Model(String),
+
     /// The sled catalog reported an error.
     #[error("catalog error in {path}: {source}")]
     Catalog {
@@ -132,5 +136,11 @@ impl Error {
     /// An invalid-input error.
     pub fn invalid(detail: impl Into<String>) -> Self {
         Error::InvalidInput(detail.into())
+    }
+}
+
+impl From<candle_core::Error> for Error {
+    fn from(e: candle_core::Error) -> Self {
+        Error::Model(e.to_string())
     }
 }

@@ -5,7 +5,10 @@
 //! identifies the exact function (so vectors of different embedders are never mixed).
 //! Nothing in this module knows about storage.
 
+pub mod decoder;
+pub mod gguf;
 mod hash;
+pub mod tokenizer;
 
 pub use hash::{HashEmbedder, HashEmbedderConfig};
 

@@ -1,0 +1,324 @@
+//! Decoder LLMs (llama: SmolLM2, qwen2: Qwen2.5) with our own forward: input is token
+//! embeddings (so soft tokens can be fed), output is every last-layer hidden state,
+//! logits on request; batches are left-padded; a KV cache serves step-by-step
+//! decoding. Two paths, [`Path::Fast`] (fused ops) and [`Path::Differentiable`]
+//! (ops with a backward; frozen weights get no gradient).
+//!
+//! candle-transformers' quantized models return last-token logits from token ids and
+//! keep their weights private, hence this forward (DESIGN.md section 4).
+
+pub mod ops;
+
+use super::gguf::Gguf;
+use crate::error::{Error, Result};
+use candle_core::{DType, Device, Tensor, D};
+use std::path::Path as FsPath;
+
+/// Which implementation of the ops to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// Fused kernels, no backward: inference.
+    Fast,
+    /// Differentiable ops: gradients flow to the input embeddings.
+    Differentiable,
+}
+
+/// Model family, from `general.architecture`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// Llama (SmolLM2): interleaved rotary embeddings in GGUF, no biases.
+    Llama,
+    /// Qwen2 (Qwen2.5): NeoX rotary layout, q/k/v biases.
+    Qwen2,
+}
+
+/// Hyper-parameters read from the GGUF metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecoderConfig {
+    /// Family.
+    pub arch: Arch,
+    /// Hidden size d.
+    pub hidden: usize,
+    /// Transformer blocks.
+    pub layers: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads (grouped-query attention).
+    pub kv_heads: usize,
+    /// Per-head dimension.
+    pub head_dim: usize,
+    /// Rotary base.
+    pub rope_base: f32,
+    /// RMS norm epsilon.
+    pub eps: f64,
+    /// Vocabulary size.
+    pub vocab: usize,
+    /// Longest sequence the rotary tables cover.
+    pub max_positions: usize,
+}
+
+struct Block {
+    attn_norm: Tensor,
+    wq: Tensor,
+    wk: Tensor,
+    wv: Tensor,
+    bias: Option<(Tensor, Tensor, Tensor)>,
+    wo: Tensor,
+    ffn_norm: Tensor,
+    w_gate: Tensor,
+    w_up: Tensor,
+    w_down: Tensor,
+}
+
+/// A decoder LLM with weights dequantised on a device.
+pub struct Decoder {
+    cfg: DecoderConfig,
+    tok_embd: Tensor,
+    output: Tensor,
+    norm: Tensor,
+    blocks: Vec<Block>,
+    cos: Tensor,
+    sin: Tensor,
+    device: Device,
+    dtype: DType,
+}
+
+impl std::fmt::Debug for Decoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decoder").field("cfg", &self.cfg).field("device", &self.device).finish()
+    }
+}
+
+/// Keys and values of earlier positions, for step-by-step decoding.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    left_pad: Vec<usize>,
+    len: usize,
+}
+
+impl KvCache {
+    /// Positions cached so far (including left padding).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+const MAX_POSITIONS: usize = 8192;
+
+impl Decoder {
+    /// Loads a llama or qwen2 GGUF, dequantising every weight to `dtype` on `device`
+    /// (f32 on CPU; f16/bf16 are for GPUs).
+    pub fn load(path: &FsPath, device: &Device, dtype: DType) -> Result<Self> {
+        let mut g = Gguf::open(path)?;
+        let arch_name = g.meta_str("general.architecture")?.to_string();
+        let arch = match arch_name.as_str() {
+            "llama" => Arch::Llama,
+            "qwen2" => Arch::Qwen2,
+            other => return Err(Error::Model(format!("{}: architecture `{other}` is not supported here (llama, qwen2)", path.display()))),
+        };
+        let a = |k: &str| format!("{arch_name}.{k}");
+        let hidden = g.meta_u32(&a("embedding_length"))? as usize;
+        let heads = g.meta_u32(&a("attention.head_count"))? as usize;
+        let tok_embd = g.tensor("token_embd.weight", device, dtype)?;
+        let cfg = DecoderConfig {
+            arch,
+            hidden,
+            layers: g.meta_u32(&a("block_count"))? as usize,
+            heads,
+            kv_heads: g.meta_u32(&a("attention.head_count_kv"))? as usize,
+            head_dim: hidden / heads,
+            rope_base: g.meta_f32(&a("rope.freq_base")).unwrap_or(10_000.0),
+            eps: g.meta_f32(&a("attention.layer_norm_rms_epsilon"))? as f64,
+            vocab: tok_embd.dim(0)?,
+            max_positions: (g.meta_u32(&a("context_length")).unwrap_or(4096) as usize).min(MAX_POSITIONS),
+        };
+        let output = if g.has_tensor("output.weight") { g.tensor("output.weight", device, dtype)? } else { tok_embd.clone() };
+        let norm = g.tensor("output_norm.weight", device, dtype)?;
+        let mut blocks = Vec::with_capacity(cfg.layers);
+        for i in 0..cfg.layers {
+            let mut t = |n: &str| g.tensor(&format!("blk.{i}.{n}"), device, dtype);
+            let bias = match arch {
+                Arch::Qwen2 => Some((t("attn_q.bias")?, t("attn_k.bias")?, t("attn_v.bias")?)),
+                Arch::Llama => None,
+            };
+            blocks.push(Block {
+                attn_norm: t("attn_norm.weight")?,
+                wq: t("attn_q.weight")?,
+                wk: t("attn_k.weight")?,
+                wv: t("attn_v.weight")?,
+                bias,
+                wo: t("attn_output.weight")?,
+                ffn_norm: t("ffn_norm.weight")?,
+                w_gate: t("ffn_gate.weight")?,
+                w_up: t("ffn_up.weight")?,
+                w_down: t("ffn_down.weight")?,
+            });
+        }
+        let (cos, sin) = rope_tables(cfg.head_dim, cfg.rope_base, cfg.max_positions, device, dtype)?;
+        Ok(Self { cfg, tok_embd, output, norm, blocks, cos, sin, device: device.clone(), dtype })
+    }
+
+    /// The hyper-parameters.
+    pub fn config(&self) -> &DecoderConfig {
+        &self.cfg
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The input token-embedding matrix (vocab, hidden).
+    pub fn token_embeddings(&self) -> &Tensor {
+        &self.tok_embd
+    }
+
+    /// Embeddings of token ids (b, t) -> (b, t, hidden).
+    pub fn embed_ids(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        Ok(self.tok_embd.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, self.cfg.hidden))?)
+    }
+
+    /// A left-padded batch of token-id sequences: ids (b, t) padded with `pad` on the
+    /// left, and the padding count of each row.
+    pub fn pad_left(&self, seqs: &[Vec<u32>], pad: u32) -> Result<(Tensor, Vec<usize>)> {
+        let t = seqs.iter().map(Vec::len).max().unwrap_or(0);
+        let mut flat = Vec::with_capacity(seqs.len() * t);
+        let mut pads = Vec::with_capacity(seqs.len());
+        for s in seqs {
+            pads.push(t - s.len());
+            flat.extend(std::iter::repeat_n(pad, t - s.len()));
+            flat.extend_from_slice(s);
+        }
+        Ok((Tensor::from_vec(flat, (seqs.len(), t), &self.device)?, pads))
+    }
+
+    /// A fresh cache for a batch with these left paddings.
+    pub fn new_cache(&self, left_pad: &[usize]) -> KvCache {
+        KvCache { layers: vec![None; self.cfg.layers], left_pad: left_pad.to_vec(), len: 0 }
+    }
+
+    /// Runs the decoder over `embeds` (b, t, hidden) and returns the final-normed
+    /// last-layer hidden state of every position (b, t, hidden).
+    ///
+    /// Rows are left-padded by `left_pad[i]` positions, which no real token attends
+    /// to and which do not count towards positions. With a cache, `embeds` continues
+    /// the cached sequence (then `left_pad` must be the cache's).
+    pub fn forward(&self, embeds: &Tensor, left_pad: &[usize], cache: Option<&mut KvCache>, path: Path) -> Result<Tensor> {
+        let (b, t, d) = embeds.dims3()?;
+        if d != self.cfg.hidden || left_pad.len() != b {
+            return Err(Error::Dimension { expected: self.cfg.hidden, found: d });
+        }
+        if let Some(c) = &cache {
+            if c.left_pad != left_pad {
+                return Err(Error::invalid("left padding differs from the cache's"));
+            }
+        }
+        let past = cache.as_ref().map_or(0, |c| c.len);
+        if past + t > self.cfg.max_positions {
+            return Err(Error::invalid(format!("sequence of {} positions exceeds the model's {}", past + t, self.cfg.max_positions)));
+        }
+        // Positions count real tokens only; pads sit at position 0.
+        let pos: Vec<u32> = (0..b).flat_map(|i| (past..past + t).map(move |j| j.saturating_sub(left_pad[i]) as u32)).collect();
+        let pos = Tensor::from_vec(pos, b * t, &self.device)?;
+        let hd2 = self.cfg.head_dim / 2;
+        let cos = self.cos.index_select(&pos, 0)?.reshape((b, t, hd2))?;
+        let sin = self.sin.index_select(&pos, 0)?.reshape((b, t, hd2))?;
+        // A query sees earlier non-pad keys; a pad query sees itself (a row of -inf only
+        // would make softmax NaN).
+        let total = past + t;
+        let mut mask = vec![0f32; b * t * total];
+        for i in 0..b {
+            for q in 0..t {
+                let qa = past + q;
+                for k in 0..total {
+                    let ok = (k <= qa && k >= left_pad[i]) || k == qa;
+                    if !ok {
+                        mask[(i * t + q) * total + k] = f32::NEG_INFINITY;
+                    }
+                }
+            }
+        }
+        let mask = Tensor::from_vec(mask, (b, 1, t, total), &self.device)?.to_dtype(self.dtype)?;
+        let mut cache = cache;
+        let mut x = embeds.clone();
+        for (li, blk) in self.blocks.iter().enumerate() {
+            let slot = cache.as_deref_mut().map(|c| &mut c.layers[li]);
+            x = self.block(blk, &x, &cos, &sin, &mask, slot, path)?;
+        }
+        if let Some(c) = cache {
+            c.len += t;
+        }
+        Ok(ops::rms_norm(&x, &self.norm, self.cfg.eps, path)?)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn block(&self, blk: &Block, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor, cache: Option<&mut Option<(Tensor, Tensor)>>, path: Path) -> Result<Tensor> {
+        let c = &self.cfg;
+        let (b, t, _) = x.dims3()?;
+        let h = ops::rms_norm(x, &blk.attn_norm, c.eps, path)?;
+        let (mut q, mut k, mut v) = (ops::linear(&h, &blk.wq, path)?, ops::linear(&h, &blk.wk, path)?, ops::linear(&h, &blk.wv, path)?);
+        if let Some((bq, bk, bv)) = &blk.bias {
+            q = q.broadcast_add(bq)?;
+            k = k.broadcast_add(bk)?;
+            v = v.broadcast_add(bv)?;
+        }
+        let q = q.reshape((b, t, c.heads, c.head_dim))?.transpose(1, 2)?;
+        let k = k.reshape((b, t, c.kv_heads, c.head_dim))?.transpose(1, 2)?;
+        let v = v.reshape((b, t, c.kv_heads, c.head_dim))?.transpose(1, 2)?.contiguous()?;
+        let interleaved = c.arch == Arch::Llama;
+        let q = ops::rope(&q, cos, sin, interleaved, path)?;
+        let k = ops::rope(&k, cos, sin, interleaved, path)?;
+        let (k, v) = match cache {
+            Some(slot) => {
+                let kv = match slot.take() {
+                    Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+                    None => (k, v),
+                };
+                *slot = Some(kv.clone());
+                kv
+            }
+            None => (k, v),
+        };
+        let rep = c.heads / c.kv_heads;
+        let k = candle_transformers::utils::repeat_kv(k, rep)?.contiguous()?;
+        let v = candle_transformers::utils::repeat_kv(v, rep)?.contiguous()?;
+        let att = (q.contiguous()?.matmul(&k.t()?)? / (c.head_dim as f64).sqrt())?.broadcast_add(mask)?;
+        let att = ops::softmax(&att, path)?;
+        let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, c.heads * c.head_dim))?;
+        let x = (x + ops::linear(&y, &blk.wo, path)?)?;
+        let h = ops::rms_norm(&x, &blk.ffn_norm, c.eps, path)?;
+        let gate = ops::linear(&h, &blk.w_gate, path)?.silu()?;
+        let up = ops::linear(&h, &blk.w_up, path)?;
+        Ok((&x + ops::linear(&(gate * up)?, &blk.w_down, path)?)?)
+    }
+
+    /// Next-token logits (..., vocab) from hidden states.
+    pub fn logits(&self, hidden: &Tensor, path: Path) -> Result<Tensor> {
+        Ok(ops::linear(hidden, &self.output, path)?)
+    }
+
+    /// Hidden state of each row's last position (b, hidden).
+    pub fn last(hidden: &Tensor) -> Result<Tensor> {
+        let t = hidden.dim(1)?;
+        Ok(hidden.narrow(1, t - 1, 1)?.squeeze(1)?)
+    }
+}
+
+fn rope_tables(head_dim: usize, base: f32, n: usize, device: &Device, dtype: DType) -> Result<(Tensor, Tensor)> {
+    let inv: Vec<f32> = (0..head_dim / 2).map(|i| 1.0 / base.powf(2.0 * i as f32 / head_dim as f32)).collect();
+    let inv = Tensor::from_vec(inv, (1, head_dim / 2), device)?;
+    let pos = Tensor::arange(0u32, n as u32, device)?.to_dtype(DType::F32)?.reshape((n, 1))?;
+    let f = pos.broadcast_mul(&inv)?;
+    Ok((f.cos()?.to_dtype(dtype)?.contiguous()?, f.sin()?.to_dtype(dtype)?.contiguous()?))
+}
+
+/// Reduces hidden states over the last dimension, for tests and checks.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+    Ok((a - b)?.abs()?.flatten_all()?.max(D::Minus1)?.to_dtype(DType::F32)?.to_scalar::<f32>()?)
+}

@@ -1,0 +1,157 @@
+//! The decoder's building blocks in two variants: fused (fast, no backward) and
+//! differentiable (DESIGN.md section 4: candle's fused ops have no backward), plus a
+//! linear op for frozen weights whose backward skips the weight gradient.
+
+use super::Path;
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, D};
+
+/// `x @ w^T` for a frozen `w` of shape (out, in); `x` is (..., in).
+///
+/// On the differentiable path the product is computed outside the autograd graph and
+/// attached to `x` by [`GradToInput`], whose backward returns `grad @ w` for `x` and
+/// nothing for `w`: candle's own matmul backward would also compute the (unused)
+/// weight gradient, which costs as much as the forward again.
+pub fn linear(x: &Tensor, w: &Tensor, path: Path) -> Result<Tensor> {
+    let (out_dim, in_dim) = w.dims2()?;
+    let mut shape = x.dims().to_vec();
+    let rows = x.elem_count() / in_dim;
+    *shape.last_mut().unwrap() = out_dim;
+    let y = x.detach().reshape((rows, in_dim))?.matmul(&w.t()?)?.reshape(shape)?;
+    match path {
+        Path::Fast => Ok(y),
+        Path::Differentiable => x.apply_op2(&y.contiguous()?, GradToInput { w: w.clone() }),
+    }
+}
+
+/// Returns its second argument; its backward sends `grad @ w` to the first.
+struct GradToInput {
+    w: Tensor,
+}
+
+impl CustomOp2 for GradToInput {
+    fn name(&self) -> &'static str {
+        "frozen-linear"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        if !l2.is_contiguous() || l2.start_offset() != 0 {
+            candle_core::bail!("frozen-linear expects a fresh contiguous product");
+        }
+        Ok((s2.try_clone(l2)?, l2.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        if !l2.is_contiguous() || l2.start_offset() != 0 {
+            candle_core::bail!("frozen-linear expects a fresh contiguous product");
+        }
+        Ok((s2.try_clone(l2)?, l2.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _: &Tensor, _: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (out_dim, in_dim) = self.w.dims2()?;
+        let rows = grad.elem_count() / out_dim;
+        let gx = grad.reshape((rows, out_dim))?.matmul(&self.w)?.reshape(x.shape())?;
+        debug_assert_eq!(gx.dim(D::Minus1)?, in_dim);
+        Ok((Some(gx), None))
+    }
+}
+
+/// RMS norm over the last dimension, scaled by `w`.
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, path: Path) -> Result<Tensor> {
+    match path {
+        Path::Fast => candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32),
+        Path::Differentiable => candle_nn::ops::rms_norm_slow(x, w, eps as f32),
+    }
+}
+
+/// Softmax over the last dimension.
+pub fn softmax(x: &Tensor, path: Path) -> Result<Tensor> {
+    match path {
+        Path::Fast => candle_nn::ops::softmax_last_dim(x),
+        Path::Differentiable => candle_nn::ops::softmax(x, D::Minus1),
+    }
+}
+
+/// Rotary embedding of `x` (b, heads, t, head_dim) with per-sequence tables `cos`,
+/// `sin` (b, t, head_dim/2). `interleaved`: pairs (2i, 2i+1) as in llama GGUFs;
+/// otherwise pairs (i, i + d/2) as in Qwen2 (NeoX layout).
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, interleaved: bool, path: Path) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    match (path, interleaved) {
+        (Path::Fast, true) => candle_nn::rotary_emb::rope_i(&x, cos, sin),
+        (Path::Fast, false) => candle_nn::rotary_emb::rope(&x, cos, sin),
+        (Path::Differentiable, interleaved) => {
+            // candle's slow ropes take unbatched tables; these broadcast over the batch.
+            let (b, h, t, d) = x.dims4()?;
+            if interleaved {
+                let cos = cos.reshape((b, 1, t, d / 2, 1))?;
+                let sin = sin.reshape((b, 1, t, d / 2, 1))?;
+                let x = x.reshape((b, h, t, d / 2, 2))?;
+                let x0 = x.narrow(D::Minus1, 0, 1)?;
+                let x1 = x.narrow(D::Minus1, 1, 1)?;
+                let y0 = (x0.broadcast_mul(&cos)? - x1.broadcast_mul(&sin)?)?;
+                let y1 = (x0.broadcast_mul(&sin)? + x1.broadcast_mul(&cos)?)?;
+                Tensor::cat(&[y0, y1], D::Minus1)?.reshape((b, h, t, d))
+            } else {
+                let cos = cos.reshape((b, 1, t, d / 2))?;
+                let sin = sin.reshape((b, 1, t, d / 2))?;
+                let x1 = x.narrow(D::Minus1, 0, d / 2)?;
+                let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
+                let y1 = (x1.broadcast_mul(&cos)? - x2.broadcast_mul(&sin)?)?;
+                let y2 = (x1.broadcast_mul(&sin)? + x2.broadcast_mul(&cos)?)?;
+                Tensor::cat(&[y1, y2], D::Minus1)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn fused_and_differentiable_ops_agree() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1., (2, 3, 5, 8), &dev)?;
+        let cos = Tensor::randn(0f32, 1., (2, 5, 4), &dev)?;
+        let sin = Tensor::randn(0f32, 1., (2, 5, 4), &dev)?;
+        for inter in [true, false] {
+            let a = rope(&x, &cos, &sin, inter, Path::Fast)?;
+            let b = rope(&x, &cos, &sin, inter, Path::Differentiable)?;
+            assert!((a - b)?.abs()?.max_all()?.to_scalar::<f32>()? < 1e-5);
+        }
+        let w = Tensor::randn(0f32, 1., 8, &dev)?;
+        let a = rms_norm(&x, &w, 1e-5, Path::Fast)?;
+        let b = rms_norm(&x, &w, 1e-5, Path::Differentiable)?;
+        assert!((a - b)?.abs()?.max_all()?.to_scalar::<f32>()? < 1e-4);
+        let a = softmax(&x, Path::Fast)?;
+        let b = softmax(&x, Path::Differentiable)?;
+        assert!((a - b)?.abs()?.max_all()?.to_scalar::<f32>()? < 1e-5);
+        Ok(())
+    }
+
+    #[test]
+    fn frozen_linear_gives_the_input_gradient_only() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Var::randn(0f32, 1., (2, 3, 4), &dev)?;
+        let w = Tensor::randn(0f32, 1., (5, 4), &dev)?;
+        let y = linear(x.as_tensor(), &w, Path::Differentiable)?;
+        let reference = x.as_tensor().broadcast_matmul(&w.t()?)?;
+        assert!((&y - &reference)?.abs()?.max_all()?.to_scalar::<f32>()? < 1e-5);
+        let grads = y.sqr()?.sum_all()?.backward()?;
+        let g = grads.get(x.as_tensor()).unwrap();
+        let expect = (reference * 2.)?.broadcast_matmul(&w)?;
+        assert!((g - expect)?.abs()?.max_all()?.to_scalar::<f32>()? < 1e-4);
+        assert!(grads.get(&w).is_none(), "no gradient for the frozen weight");
+        Ok(())
+    }
+}
