@@ -1,4 +1,4 @@
-//! Decoder LLMs (llama: SmolLM2, qwen2: Qwen2.5) with our own forward: input is token
+//! Decoder LLMs (llama: SmolLM2, qwen2: Qwen2.5, gemma3: Gemma3) with our own forward: input is token
 //! embeddings (so soft tokens can be fed), output is every last-layer hidden state,
 //! logits on request; batches are left-padded; a KV cache serves step-by-step
 //! decoding. Two paths, [`Path::Fast`] (fused ops) and [`Path::Differentiable`]
@@ -30,6 +30,18 @@ pub enum Arch {
     Llama,
     /// Qwen2 (Qwen2.5): NeoX rotary layout, q/k/v biases.
     Qwen2,
+    /// Gemma3: scaled input embeddings, per-head q/k norms, norms after attention
+    /// and MLP too, GELU MLP, sliding-window layers with their own rotary base.
+    Gemma3,
+}
+
+/// The MLP's gate activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// SiLU (llama, qwen2).
+    Silu,
+    /// GELU, tanh approximation (gemma3's `gelu_pytorch_tanh`).
+    GeluTanh,
 }
 
 /// Hyper-parameters read from the GGUF metadata.
@@ -55,6 +67,16 @@ pub struct DecoderConfig {
     pub vocab: usize,
     /// Longest sequence the rotary tables cover.
     pub max_positions: usize,
+    /// Input embeddings are the token-embedding rows times this (sqrt(d) for gemma3).
+    pub embed_scale: f64,
+    /// MLP gate activation.
+    pub activation: Activation,
+    /// Window of the sliding-window layers, if any.
+    pub sliding_window: Option<usize>,
+    /// Every `sliding_pattern`-th layer is global, the others slide (gemma3: 6).
+    pub sliding_pattern: usize,
+    /// Rotary base of the sliding-window layers.
+    pub rope_base_local: f32,
 }
 
 struct Block {
@@ -63,6 +85,9 @@ struct Block {
     wk: Tensor,
     wv: Tensor,
     bias: Option<(Tensor, Tensor, Tensor)>,
+    qk_norm: Option<(Tensor, Tensor)>,
+    post_norms: Option<(Tensor, Tensor)>,
+    sliding: bool,
     wo: Tensor,
     ffn_norm: Tensor,
     w_gate: Tensor,
@@ -79,6 +104,8 @@ pub struct Decoder {
     blocks: Vec<Block>,
     cos: Tensor,
     sin: Tensor,
+    /// Rotary tables of the sliding-window layers (gemma3).
+    local: Option<(Tensor, Tensor)>,
     device: Device,
     dtype: DType,
 }
@@ -119,23 +146,31 @@ impl Decoder {
         let arch = match arch_name.as_str() {
             "llama" => Arch::Llama,
             "qwen2" => Arch::Qwen2,
-            other => return Err(Error::Model(format!("{}: architecture `{other}` is not supported here (llama, qwen2)", path.display()))),
+            "gemma3" => Arch::Gemma3,
+            other => return Err(Error::Model(format!("{}: architecture `{other}` is not supported (llama, qwen2, gemma3)", path.display()))),
         };
         let a = |k: &str| format!("{arch_name}.{k}");
         let hidden = g.meta_u32(&a("embedding_length"))? as usize;
         let heads = g.meta_u32(&a("attention.head_count"))? as usize;
         let tok_embd = g.tensor("token_embd.weight", device, dtype)?;
+        let gemma = arch == Arch::Gemma3;
         let cfg = DecoderConfig {
             arch,
             hidden,
             layers: g.meta_u32(&a("block_count"))? as usize,
             heads,
             kv_heads: g.meta_u32(&a("attention.head_count_kv"))? as usize,
-            head_dim: hidden / heads,
+            head_dim: g.meta_u32(&a("attention.key_length")).map(|v| v as usize).unwrap_or(hidden / heads),
             rope_base: g.meta_f32(&a("rope.freq_base")).unwrap_or(10_000.0),
             eps: g.meta_f32(&a("attention.layer_norm_rms_epsilon"))? as f64,
             vocab: tok_embd.dim(0)?,
             max_positions: (g.meta_u32(&a("context_length")).unwrap_or(4096) as usize).min(MAX_POSITIONS),
+            embed_scale: if gemma { (hidden as f64).sqrt() } else { 1.0 },
+            activation: if gemma { Activation::GeluTanh } else { Activation::Silu },
+            sliding_window: if gemma { Some(g.meta_u32(&a("attention.sliding_window"))? as usize) } else { None },
+            // Not stored in the GGUF; Gemma3's config has sliding_window_pattern = 6.
+            sliding_pattern: g.meta_u32(&a("attention.sliding_window_type")).map(|v| v as usize).unwrap_or(6),
+            rope_base_local: g.meta_f32(&a("rope.local_freq_base")).unwrap_or(10_000.0),
         };
         let output = if g.has_tensor("output.weight") { g.tensor("output.weight", device, dtype)? } else { tok_embd.clone() };
         let norm = g.tensor("output_norm.weight", device, dtype)?;
@@ -144,7 +179,12 @@ impl Decoder {
             let mut t = |n: &str| g.tensor(&format!("blk.{i}.{n}"), device, dtype);
             let bias = match arch {
                 Arch::Qwen2 => Some((t("attn_q.bias")?, t("attn_k.bias")?, t("attn_v.bias")?)),
-                Arch::Llama => None,
+                _ => None,
+            };
+            let (qk_norm, post_norms) = if gemma {
+                (Some((t("attn_q_norm.weight")?, t("attn_k_norm.weight")?)), Some((t("post_attention_norm.weight")?, t("post_ffw_norm.weight")?)))
+            } else {
+                (None, None)
             };
             blocks.push(Block {
                 attn_norm: t("attn_norm.weight")?,
@@ -152,6 +192,9 @@ impl Decoder {
                 wk: t("attn_k.weight")?,
                 wv: t("attn_v.weight")?,
                 bias,
+                qk_norm,
+                post_norms,
+                sliding: cfg.sliding_window.is_some() && (i + 1) % cfg.sliding_pattern != 0,
                 wo: t("attn_output.weight")?,
                 ffn_norm: t("ffn_norm.weight")?,
                 w_gate: t("ffn_gate.weight")?,
@@ -160,7 +203,17 @@ impl Decoder {
             });
         }
         let (cos, sin) = rope_tables(cfg.head_dim, cfg.rope_base, cfg.max_positions, device, dtype)?;
-        Ok(Self { cfg, tok_embd, output, norm, blocks, cos, sin, device: device.clone(), dtype })
+        let local = match cfg.sliding_window {
+            Some(_) => Some(rope_tables(cfg.head_dim, cfg.rope_base_local, cfg.max_positions, device, dtype)?),
+            None => None,
+        };
+        Ok(Self { cfg, tok_embd, output, norm, blocks, cos, sin, local, device: device.clone(), dtype })
+    }
+
+    /// Overrides the MLP activation; only for checking this forward against
+    /// implementations that use another one (candle's quantized gemma3 uses SiLU).
+    pub fn set_activation(&mut self, a: Activation) {
+        self.cfg.activation = a;
     }
 
     /// The hyper-parameters.
@@ -173,15 +226,18 @@ impl Decoder {
         &self.device
     }
 
-    /// The input token-embedding matrix (vocab, hidden).
+    /// The token-embedding matrix (vocab, hidden). Input embeddings are its rows
+    /// times [`DecoderConfig::embed_scale`].
     pub fn token_embeddings(&self) -> &Tensor {
         &self.tok_embd
     }
 
-    /// Embeddings of token ids (b, t) -> (b, t, hidden).
+    /// Input embeddings of token ids (b, t) -> (b, t, hidden), scaled as the model
+    /// expects its inputs.
     pub fn embed_ids(&self, ids: &Tensor) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
-        Ok(self.tok_embd.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, self.cfg.hidden))?)
+        let e = self.tok_embd.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, self.cfg.hidden))?;
+        Ok(if self.cfg.embed_scale != 1.0 { (e * self.cfg.embed_scale)? } else { e })
     }
 
     /// A left-padded batch of token-id sequences: ids (b, t) padded with `pad` on the
@@ -227,34 +283,53 @@ impl Decoder {
         let pos: Vec<u32> = (0..b).flat_map(|i| (past..past + t).map(move |j| j.saturating_sub(left_pad[i]) as u32)).collect();
         let pos = Tensor::from_vec(pos, b * t, &self.device)?;
         let hd2 = self.cfg.head_dim / 2;
-        let cos = self.cos.index_select(&pos, 0)?.reshape((b, t, hd2))?;
-        let sin = self.sin.index_select(&pos, 0)?.reshape((b, t, hd2))?;
-        // A query sees earlier non-pad keys; a pad query sees itself (a row of -inf only
-        // would make softmax NaN).
-        let total = past + t;
-        let mut mask = vec![0f32; b * t * total];
-        for i in 0..b {
-            for q in 0..t {
-                let qa = past + q;
-                for k in 0..total {
-                    let ok = (k <= qa && k >= left_pad[i]) || k == qa;
-                    if !ok {
-                        mask[(i * t + q) * total + k] = f32::NEG_INFINITY;
-                    }
-                }
-            }
-        }
-        let mask = Tensor::from_vec(mask, (b, 1, t, total), &self.device)?.to_dtype(self.dtype)?;
+        let table = |(c, s): (&Tensor, &Tensor)| -> Result<(Tensor, Tensor)> {
+            Ok((c.index_select(&pos, 0)?.reshape((b, t, hd2))?, s.index_select(&pos, 0)?.reshape((b, t, hd2))?))
+        };
+        let global = table((&self.cos, &self.sin))?;
+        let local = match &self.local {
+            Some((c, s)) => Some(table((c, s))?),
+            None => None,
+        };
+        let global_mask = self.mask(b, t, past, left_pad, None)?;
+        let local_mask = match self.cfg.sliding_window {
+            Some(w) => Some(self.mask(b, t, past, left_pad, Some(w))?),
+            None => None,
+        };
         let mut cache = cache;
         let mut x = embeds.clone();
         for (li, blk) in self.blocks.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| &mut c.layers[li]);
-            x = self.block(blk, &x, &cos, &sin, &mask, slot, path)?;
+            let (rope, mask) = match (blk.sliding, &local, &local_mask) {
+                (true, Some(r), Some(m)) => (r, m),
+                _ => (&global, &global_mask),
+            };
+            x = self.block(blk, &x, &rope.0, &rope.1, mask, slot, path)?;
         }
         if let Some(c) = cache {
             c.len += t;
         }
         Ok(ops::rms_norm(&x, &self.norm, self.cfg.eps, path)?)
+    }
+
+    /// Additive attention mask (b, 1, t, past + t): a query sees earlier non-pad keys
+    /// (within `window` positions when given); a pad query sees itself, since a row of
+    /// -inf only would make softmax NaN.
+    fn mask(&self, b: usize, t: usize, past: usize, left_pad: &[usize], window: Option<usize>) -> Result<Tensor> {
+        let total = past + t;
+        let mut mask = vec![0f32; b * t * total];
+        for (i, &pad) in left_pad.iter().enumerate() {
+            for q in 0..t {
+                let qa = past + q;
+                for k in 0..total {
+                    let visible = k <= qa && k >= pad && window.is_none_or(|w| qa - k <= w);
+                    if !(visible || k == qa) {
+                        mask[(i * t + q) * total + k] = f32::NEG_INFINITY;
+                    }
+                }
+            }
+        }
+        Ok(Tensor::from_vec(mask, (b, 1, t, total), &self.device)?.to_dtype(self.dtype)?)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -271,6 +346,10 @@ impl Decoder {
         let q = q.reshape((b, t, c.heads, c.head_dim))?.transpose(1, 2)?;
         let k = k.reshape((b, t, c.kv_heads, c.head_dim))?.transpose(1, 2)?;
         let v = v.reshape((b, t, c.kv_heads, c.head_dim))?.transpose(1, 2)?.contiguous()?;
+        let (q, k) = match &blk.qk_norm {
+            Some((qn, kn)) => (ops::rms_norm(&q, qn, c.eps, path)?, ops::rms_norm(&k, kn, c.eps, path)?),
+            None => (q, k),
+        };
         let interleaved = c.arch == Arch::Llama;
         let q = ops::rope(&q, cos, sin, interleaved, path)?;
         let k = ops::rope(&k, cos, sin, interleaved, path)?;
@@ -291,11 +370,23 @@ impl Decoder {
         let att = (q.contiguous()?.matmul(&k.t()?)? / (c.head_dim as f64).sqrt())?.broadcast_add(mask)?;
         let att = ops::softmax(&att, path)?;
         let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, c.heads * c.head_dim))?;
-        let x = (x + ops::linear(&y, &blk.wo, path)?)?;
+        let mut attn = ops::linear(&y, &blk.wo, path)?;
+        if let Some((post_attn, _)) = &blk.post_norms {
+            attn = ops::rms_norm(&attn, post_attn, c.eps, path)?;
+        }
+        let x = (x + attn)?;
         let h = ops::rms_norm(&x, &blk.ffn_norm, c.eps, path)?;
-        let gate = ops::linear(&h, &blk.w_gate, path)?.silu()?;
+        let gate = ops::linear(&h, &blk.w_gate, path)?;
+        let gate = match c.activation {
+            Activation::Silu => gate.silu()?,
+            Activation::GeluTanh => gate.gelu()?,
+        };
         let up = ops::linear(&h, &blk.w_up, path)?;
-        Ok((&x + ops::linear(&(gate * up)?, &blk.w_down, path)?)?)
+        let mut mlp = ops::linear(&(gate * up)?, &blk.w_down, path)?;
+        if let Some((_, post_ffn)) = &blk.post_norms {
+            mlp = ops::rms_norm(&mlp, post_ffn, c.eps, path)?;
+        }
+        Ok((&x + mlp)?)
     }
 
     /// Next-token logits (..., vocab) from hidden states.
