@@ -2,7 +2,9 @@
 //! against candle-transformers' stock quantized llama, padding, both paths, the KV
 //! cache, and gradients to soft input embeddings.
 
-use candle_core::{DType, Device, Tensor, Var, D};
+mod common;
+
+use candle_core::{DType, Device, Tensor, Var};
 use duetdb::embed::decoder::{max_abs_diff, Decoder, Path};
 use duetdb::embed::gguf::Gguf;
 use duetdb::embed::tokenizer::TextTokenizer;
@@ -48,12 +50,7 @@ fn logits_match_candle_stock_model_and_predict_paris() {
 
     let (h, _) = hidden(&["The capital of France is"], Path::Fast);
     let ours = dec.logits(&Decoder::last(&h).unwrap(), Path::Fast).unwrap().squeeze(0).unwrap();
-    let scale = reference.abs().unwrap().max(D::Minus1).unwrap().to_scalar::<f32>().unwrap();
-    let diff = max_abs_diff(&ours, &reference).unwrap();
-    println!("max |logit difference| {diff} (logits up to {scale})");
-    assert!(diff < 1e-3 * scale.max(1.0), "logits differ by {diff}");
-    let best = ours.argmax(D::Minus1).unwrap().to_scalar::<u32>().unwrap();
-    assert_eq!(tok.decode(&[best]).unwrap(), " Paris");
+    common::assert_logits(&ours, &reference, tok, " Paris");
 }
 
 #[test]

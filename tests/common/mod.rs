@@ -20,3 +20,16 @@ pub fn temp_db() -> (tempfile::TempDir, PathBuf) {
     let p = dir.path().join("test.duet");
     (dir, p)
 }
+
+/// Asserts that next-token logits agree with a reference to 1e-3 of the largest logit
+/// and that the best token decodes to `expect`; returns the largest difference.
+pub fn assert_logits(ours: &candle_core::Tensor, reference: &candle_core::Tensor, tok: &duetdb::embed::tokenizer::TextTokenizer, expect: &str) -> f32 {
+    use candle_core::D;
+    let scale = reference.abs().unwrap().max(D::Minus1).unwrap().to_scalar::<f32>().unwrap();
+    let diff = duetdb::embed::decoder::max_abs_diff(ours, reference).unwrap();
+    println!("max |logit difference| {diff} (logits up to {scale})");
+    assert!(diff < 1e-3 * scale.max(1.0), "logits differ by {diff}");
+    let best = ours.argmax(D::Minus1).unwrap().to_scalar::<u32>().unwrap();
+    assert_eq!(tok.decode(&[best]).unwrap(), expect);
+    diff
+}

@@ -221,6 +221,13 @@ impl Decoder {
         &self.cfg
     }
 
+    /// Weights used in matrix products per token (the blocks' projections; the
+    /// embedding lookup is not a product): a forward costs about twice this in FLOPs
+    /// per token, plus attention.
+    pub fn matmul_params(&self) -> usize {
+        self.blocks.iter().map(|b| [&b.wq, &b.wk, &b.wv, &b.wo, &b.w_gate, &b.w_up, &b.w_down].iter().map(|t| t.elem_count()).sum::<usize>()).sum()
+    }
+
     /// The device the weights live on.
     pub fn device(&self) -> &Device {
         &self.device
