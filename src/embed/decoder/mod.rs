@@ -371,12 +371,17 @@ impl Decoder {
             }
             None => (k, v),
         };
+        // Grouped-query attention without copying k and v per query head: the `rep`
+        // query heads of a kv head become rows of one product (head h uses kv head
+        // h / rep, as in repeat_kv).
         let rep = c.heads / c.kv_heads;
-        let k = candle_transformers::utils::repeat_kv(k, rep)?.contiguous()?;
-        let v = candle_transformers::utils::repeat_kv(v, rep)?.contiguous()?;
-        let att = (q.contiguous()?.matmul(&k.t()?)? / (c.head_dim as f64).sqrt())?.broadcast_add(mask)?;
-        let att = ops::softmax(&att, path)?;
-        let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, c.heads * c.head_dim))?;
+        let total = k.dim(2)?;
+        let q = q.contiguous()?.reshape((b, c.kv_heads, rep * t, c.head_dim))?;
+        let att = (q.matmul(&k.contiguous()?.t()?)? / (c.head_dim as f64).sqrt())?;
+        let att = att.reshape((b, c.heads, t, total))?.broadcast_add(mask)?;
+        let att = ops::softmax(&att, path)?.reshape((b, c.kv_heads, rep * t, total))?;
+        let y = att.matmul(&v.contiguous()?)?.reshape((b, c.heads, t, c.head_dim))?;
+        let y = y.transpose(1, 2)?.reshape((b, t, c.heads * c.head_dim))?;
         let mut attn = ops::linear(&y, &blk.wo, path)?;
         if let Some((post_attn, _)) = &blk.post_norms {
             attn = ops::rms_norm(&attn, post_attn, c.eps, path)?;
