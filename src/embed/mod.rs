@@ -8,11 +8,13 @@
 pub mod decoder;
 pub mod gguf;
 mod hash;
+pub mod prompt;
 pub mod tokenizer;
 
 pub use hash::{HashEmbedder, HashEmbedderConfig};
 
 use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Whether a text is a search query or a stored passage.
@@ -50,10 +52,15 @@ pub trait Embedder: Send + Sync {
 /// The spec of the embedder a new database gets when none is chosen.
 pub const DEFAULT_SPEC: &str = "hash";
 
-/// Builds an embedder from its spec: a built-in name.
+/// Builds an embedder from its spec: a built-in name or a checkpoint directory.
 ///
-/// Known names: `hash` (feature hashing of word and character n-grams, 384-d) and
-/// `hash:DIM` for another dimension.
+/// - `hash`, `hash:DIM`: feature hashing of word and character n-grams (no model);
+/// - `default`: PromptEmbedder on SmolLM2, soft prompt from the instruction alone;
+/// - `prompt-text`: the same with the prompt also reading the text;
+/// - `m-mean`, `m-last`: SmolLM2 alone (no soft prompt), mean or last-token pooling;
+/// - a directory: a PromptEmbedder checkpoint (`config.json`, `alignment.safetensors`).
+///
+/// Model files are looked up as described in [`model_path`].
 ///
 /// ```
 /// let e = duetdb::embed::from_spec("hash").unwrap();
@@ -67,15 +74,39 @@ pub fn from_spec(spec: &str) -> Result<Arc<dyn Embedder>> {
         None => (spec, None),
     };
     match name {
-        "hash" | "default" => {
+        "hash" => {
             let mut cfg = HashEmbedderConfig::default();
             if let Some(a) = arg {
                 cfg.dim = a.parse().map_err(|_| unknown("expected `hash:DIM` with DIM a positive integer"))?;
             }
             Ok(Arc::new(HashEmbedder::new(cfg)?))
         }
-        _ => Err(unknown("built-in embedders are `hash` and `hash:DIM`")),
+        "default" | "prompt" | "prompt-text" | "m-mean" | "m-last" => Ok(Arc::new(prompt::PromptEmbedder::builtin(name)?)),
+        _ if Path::new(spec).join("config.json").is_file() => Ok(Arc::new(prompt::PromptEmbedder::load(Path::new(spec))?)),
+        _ => Err(unknown("expected hash, hash:DIM, default, prompt-text, m-mean, m-last, or a checkpoint directory")),
     }
+}
+
+/// Finds a model file by name: in `$DUETDB_MODELS`, then `./models`, then the fetch
+/// cache (`$DUETDB_CACHE`, default `~/.cache/duetdb`). A missing file is an error that
+/// names the fetch command.
+pub fn model_path(file: &str) -> Result<PathBuf> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    if let Ok(d) = std::env::var("DUETDB_MODELS") {
+        dirs.push(d.into());
+    }
+    dirs.push("models".into());
+    if let Ok(d) = std::env::var("DUETDB_CACHE") {
+        dirs.push(d.into());
+    } else if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(PathBuf::from(home).join(".cache/duetdb"));
+    }
+    dirs.iter().map(|d| d.join(file)).find(|p| p.is_file()).ok_or_else(|| {
+        Error::Model(format!(
+            "model file {file} not found in {}: run scripts/fetch-models.sh",
+            dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+        ))
+    })
 }
 
 /// L2-normalises `v` in place; a zero vector stays zero.

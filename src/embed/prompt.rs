@@ -1,0 +1,495 @@
+//! PromptEmbedder (arXiv 2605.28066): a Prompting LLM P writes K soft tokens by relaxed,
+//! differentiable decoding; an alignment matrix maps them into the input space of a
+//! frozen Embedding LLM M; M's pooled last hidden state, L2-normalised, is the
+//! embedding. With zero soft tokens it is "M alone", the baseline without a prompt.
+
+use super::decoder::{ops, Decoder, Path};
+use super::gguf::Gguf;
+use super::tokenizer::TextTokenizer;
+use super::{Embedder, Kind};
+use crate::error::{Error, Result};
+use candle_core::{DType, Device, Tensor, D};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// A backbone model file and the SHA-256 it must have.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backbone {
+    /// File name of the GGUF, looked up in the model directories (see [`super::model_path`]).
+    pub file: String,
+    /// SHA-256 of the file, hex.
+    pub sha256: String,
+    /// A `tokenizer.json` to use instead of the GGUF's own vocabulary (Gemma3).
+    #[serde(default)]
+    pub tokenizer: Option<String>,
+}
+
+/// Where the soft tokens go in M's input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    /// `[S' ; text]`
+    Prefix,
+    /// `[text ; S']`
+    Suffix,
+}
+
+/// How M's last hidden states become one vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pooling {
+    /// The last position of the sequence.
+    LastToken,
+    /// The mean over the text's positions.
+    MeanText,
+    /// The mean over the soft tokens' positions.
+    MeanSoft,
+}
+
+/// What the alignment matrix maps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlignSource {
+    /// The relaxed embeddings `s_k = p_k E_p`.
+    Relaxed,
+    /// P's last hidden state at each decoding step.
+    Hidden,
+}
+
+/// Everything that defines a PromptEmbedder; serialised as a checkpoint's `config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromptConfig {
+    /// The Prompting LLM P.
+    pub prompting: Backbone,
+    /// The frozen Embedding LLM M.
+    pub embedding: Backbone,
+    /// K, the number of soft tokens (0: M alone).
+    pub soft_tokens: usize,
+    /// Relaxation temperature tau of `softmax(logits / tau)`.
+    pub temperature: f32,
+    /// P's instruction for queries.
+    pub query_instruction: String,
+    /// P's instruction for passages.
+    pub passage_instruction: String,
+    /// Whether P also reads the text (else the soft prompt is a per-instruction constant).
+    pub condition_on_text: bool,
+    /// Soft tokens before or after the text.
+    pub placement: Placement,
+    /// Pooling of M's last hidden states.
+    pub pooling: Pooling,
+    /// What feeds the alignment matrix.
+    pub align_from: AlignSource,
+    /// Text tokens kept per text (longer texts are cut).
+    pub max_text_tokens: usize,
+    /// Largest padded batch, in positions (rows x longest row).
+    pub token_budget: usize,
+}
+
+/// SmolLM2-135M-Instruct, the default P and M (DESIGN.md section 4).
+pub fn smollm2() -> Backbone {
+    Backbone {
+        file: "SmolLM2-135M-Instruct.Q4_1.gguf".into(),
+        sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53".into(),
+        tokenizer: None,
+    }
+}
+
+impl Default for PromptConfig {
+    fn default() -> Self {
+        Self {
+            prompting: smollm2(),
+            embedding: smollm2(),
+            soft_tokens: 5,
+            temperature: 1.0,
+            query_instruction: "Represent this search query for retrieving relevant documents".into(),
+            passage_instruction: "Represent this document for retrieval".into(),
+            condition_on_text: false,
+            placement: Placement::Prefix,
+            pooling: Pooling::MeanText,
+            align_from: AlignSource::Relaxed,
+            max_text_tokens: 256,
+            token_budget: 2048,
+        }
+    }
+}
+
+struct Model {
+    dec: Decoder,
+    tok: TextTokenizer,
+}
+
+/// The PromptEmbedder; see the module docs.
+///
+/// ```no_run
+/// use duetdb::embed::{prompt::PromptEmbedder, Embedder, Kind};
+/// let e = PromptEmbedder::builtin("default").unwrap();   // needs scripts/fetch-models.sh
+/// let v = e.embed(&["play music from the command line"], Kind::Query).unwrap();
+/// assert_eq!(v[0].len(), e.dim());
+/// ```
+pub struct PromptEmbedder {
+    cfg: PromptConfig,
+    spec: Option<String>,
+    p: Arc<Model>,
+    m: Arc<Model>,
+    /// Alignment (d_p, d_e) and bias (d_e).
+    align_w: Tensor,
+    align_b: Tensor,
+    /// Soft prompts in M's space (K, d_e) per kind, when they do not read the text.
+    prompt_cache: Mutex<HashMap<Kind, Tensor>>,
+    fingerprint: String,
+    device: Device,
+}
+
+impl std::fmt::Debug for PromptEmbedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PromptEmbedder").field("cfg", &self.cfg).field("fingerprint", &self.fingerprint).finish()
+    }
+}
+
+fn sha256_file(path: &FsPath) -> Result<String> {
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path, e))?;
+    Ok(hex(&h.finalize()))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Hashes are remembered by path, size and modification time, so that opening a
+/// database does not hash hundreds of megabytes every time.
+fn verify_backbone(b: &Backbone) -> Result<PathBuf> {
+    type Seen = Vec<((PathBuf, u64, std::time::SystemTime), String)>;
+    static SEEN: Mutex<Seen> = Mutex::new(Vec::new());
+    let path = super::model_path(&b.file)?;
+    let meta = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
+    let key = (path.clone(), meta.len(), meta.modified().map_err(|e| Error::io(&path, e))?);
+    let known = SEEN.lock().unwrap().iter().find(|(k, _)| *k == key).map(|(_, h)| h.clone());
+    let got = match known {
+        Some(h) => h,
+        None => {
+            let h = sha256_file(&path)?;
+            SEEN.lock().unwrap().push((key, h.clone()));
+            h
+        }
+    };
+    if got != b.sha256 {
+        return Err(Error::Model(format!(
+            "backbone {} has SHA-256 {got}, the checkpoint expects {}: run scripts/fetch-models.sh to get the pinned file",
+            path.display(),
+            b.sha256
+        )));
+    }
+    Ok(path)
+}
+
+fn load_model(b: &Backbone, device: &Device) -> Result<Model> {
+    let path = verify_backbone(b)?;
+    let dec = Decoder::load(&path, device, DType::F32)?;
+    let tok = match &b.tokenizer {
+        Some(t) => {
+            let g = Gguf::open(&path)?;
+            let bos = g.meta_u32("tokenizer.ggml.bos_token_id").ok();
+            TextTokenizer::from_file(&super::model_path(t)?, bos, g.meta_u32("tokenizer.ggml.eos_token_id").ok())?
+        }
+        None => TextTokenizer::from_gguf(&Gguf::open(&path)?)?,
+    };
+    Ok(Model { dec, tok })
+}
+
+impl PromptEmbedder {
+    /// A built-in configuration by name: `default` (PromptEmbedder on SmolLM2, soft
+    /// prompt from the instruction only), `prompt-text` (P also reads the text),
+    /// `m-mean` / `m-last` (SmolLM2 alone, mean or last-token pooling).
+    pub fn builtin(name: &str) -> Result<Self> {
+        let mut cfg = PromptConfig::default();
+        match name {
+            "default" | "prompt" => {}
+            "prompt-text" => cfg.condition_on_text = true,
+            "m-mean" => cfg.soft_tokens = 0,
+            "m-last" => {
+                cfg.soft_tokens = 0;
+                cfg.pooling = Pooling::LastToken;
+            }
+            other => return Err(Error::UnknownEmbedder { spec: other.into(), detail: "not a built-in PromptEmbedder".into() }),
+        }
+        let mut e = Self::new(cfg, &Device::Cpu)?;
+        e.spec = Some(if name == "prompt" { "default".into() } else { name.into() });
+        Ok(e)
+    }
+
+    /// A fresh, untrained embedder: the alignment is the identity when P and M are
+    /// the same file, else a least-squares fit over their shared token strings.
+    pub fn new(cfg: PromptConfig, device: &Device) -> Result<Self> {
+        let p = Arc::new(load_model(&cfg.prompting, device)?);
+        let m = if cfg.embedding == cfg.prompting { p.clone() } else { Arc::new(load_model(&cfg.embedding, device)?) };
+        let (align_w, align_b) = if cfg.embedding == cfg.prompting {
+            let d = p.dec.config().hidden;
+            (Tensor::eye(d, DType::F32, device)?, Tensor::zeros(d, DType::F32, device)?)
+        } else {
+            least_squares_alignment(&p, &m)?
+        };
+        Self::assemble(cfg, None, p, m, align_w, align_b, device)
+    }
+
+    fn assemble(cfg: PromptConfig, spec: Option<String>, p: Arc<Model>, m: Arc<Model>, align_w: Tensor, align_b: Tensor, device: &Device) -> Result<Self> {
+        let (dp, de) = (p.dec.config().hidden, m.dec.config().hidden);
+        if align_w.dims() != [dp, de] || align_b.dims() != [de] {
+            return Err(Error::Model(format!("alignment has shape {:?} + {:?}, expected [{dp}, {de}] + [{de}]", align_w.dims(), align_b.dims())));
+        }
+        let mut h = Sha256::new();
+        h.update(serde_json::to_vec(&cfg).expect("config serialises"));
+        for t in [&align_w, &align_b] {
+            for x in t.flatten_all()?.to_vec1::<f32>()? {
+                h.update(x.to_le_bytes());
+            }
+        }
+        let fingerprint = format!("prompt-v1:{}:d{de}", &hex(&h.finalize())[..16]);
+        Ok(Self { cfg, spec, p, m, align_w, align_b, prompt_cache: Mutex::default(), fingerprint, device: device.clone() })
+    }
+
+    /// Loads a checkpoint directory (`config.json`, `alignment.safetensors`).
+    pub fn load(dir: &FsPath) -> Result<Self> {
+        let read = |n: &str| std::fs::read(dir.join(n)).map_err(|e| Error::io(dir.join(n), e));
+        let cfg: PromptConfig =
+            serde_json::from_slice(&read("config.json")?).map_err(|e| Error::corrupt(dir.join("config.json"), e.to_string()))?;
+        let device = Device::Cpu;
+        let tensors = candle_core::safetensors::load(dir.join("alignment.safetensors"), &device)
+            .map_err(|e| Error::corrupt(dir.join("alignment.safetensors"), e.to_string()))?;
+        let get = |n: &str| tensors.get(n).cloned().ok_or_else(|| Error::corrupt(dir.join("alignment.safetensors"), format!("no tensor `{n}`")));
+        let p = Arc::new(load_model(&cfg.prompting, &device)?);
+        let m = if cfg.embedding == cfg.prompting { p.clone() } else { Arc::new(load_model(&cfg.embedding, &device)?) };
+        let spec = std::fs::canonicalize(dir).ok().map(|d| d.display().to_string());
+        Self::assemble(cfg, spec, p, m, get("weight")?, get("bias")?, &device)
+    }
+
+    /// Writes this embedder as a checkpoint directory.
+    pub fn save(&self, dir: &FsPath) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let cfg = serde_json::to_vec_pretty(&self.cfg).expect("config serialises");
+        std::fs::write(dir.join("config.json"), cfg).map_err(|e| Error::io(dir.join("config.json"), e))?;
+        let t: HashMap<String, Tensor> = [("weight".to_string(), self.align_w.clone()), ("bias".to_string(), self.align_b.clone())].into();
+        candle_core::safetensors::save(&t, dir.join("alignment.safetensors"))?;
+        Ok(())
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PromptConfig {
+        &self.cfg
+    }
+
+    fn instruction(&self, kind: Kind) -> &str {
+        match kind {
+            Kind::Query => &self.cfg.query_instruction,
+            Kind::Passage => &self.cfg.passage_instruction,
+        }
+    }
+
+    fn text_ids(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = self.m.tok.encode(text)?;
+        ids.truncate(self.cfg.max_text_tokens);
+        if ids.is_empty() {
+            return Err(Error::invalid("text has no tokens"));
+        }
+        Ok(ids)
+    }
+
+    /// Relaxed decoding: K soft tokens for each prompt, mapped into M's input space,
+    /// (b, K, d_e). Differentiable on [`Path::Differentiable`].
+    pub fn soft_prompts(&self, prompts: &[String], path: Path) -> Result<Tensor> {
+        let p = &self.p;
+        let seqs: Vec<Vec<u32>> = prompts.iter().map(|s| p.tok.encode(s)).collect::<Result<_>>()?;
+        let (ids, pads) = p.dec.pad_left(&seqs, p.tok.eos.unwrap_or(0))?;
+        let mut cache = p.dec.new_cache(&pads);
+        let h = p.dec.forward(&p.dec.embed_ids(&ids)?, &pads, Some(&mut cache), path)?;
+        let mut last = Decoder::last(&h)?;
+        let embed = p.dec.token_embeddings();
+        let scale = p.dec.config().embed_scale;
+        let mut feats = Vec::with_capacity(self.cfg.soft_tokens);
+        for k in 0..self.cfg.soft_tokens {
+            let logits = (p.dec.logits(&last, path)? / self.cfg.temperature as f64)?;
+            let probs = ops::softmax(&logits, path)?;
+            // s_k = p_k E_p, in P's input space: a mixture of token embeddings.
+            let s = (ops::linear(&probs, &embed.t()?, path)? * scale)?;
+            feats.push(match self.cfg.align_from {
+                AlignSource::Relaxed => s.clone(),
+                AlignSource::Hidden => last.clone(),
+            });
+            if k + 1 < self.cfg.soft_tokens {
+                last = Decoder::last(&p.dec.forward(&s.unsqueeze(1)?, &pads, Some(&mut cache), path)?)?;
+            }
+        }
+        let s = Tensor::stack(&feats, 1)?; // (b, K, d_p)
+        Ok(s.broadcast_matmul(&self.align_w)?.broadcast_add(&self.align_b)?)
+    }
+
+    /// The cached soft prompt of a kind (K, d_e), for the mode that does not read the text.
+    fn constant_prompt(&self, kind: Kind) -> Result<Tensor> {
+        if let Some(t) = self.prompt_cache.lock().unwrap().get(&kind) {
+            return Ok(t.clone());
+        }
+        let t = self.soft_prompts(&[format!("Instruct: {}\n", self.instruction(kind))], Path::Fast)?.squeeze(0)?;
+        self.prompt_cache.lock().unwrap().insert(kind, t.clone());
+        Ok(t)
+    }
+
+    /// Embeddings of one batch, (b, d_e), L2-normalised. `soft` holds each row's soft
+    /// prompt (b, K, d_e) when K > 0.
+    pub fn embed_batch(&self, text_ids: &[Vec<u32>], soft: Option<&Tensor>, path: Path) -> Result<Tensor> {
+        let m = &self.m.dec;
+        let k = self.cfg.soft_tokens;
+        let b = text_ids.len();
+        let lens: Vec<usize> = text_ids.iter().map(|t| t.len() + k).collect();
+        let total = *lens.iter().max().unwrap_or(&0);
+        let d = m.config().hidden;
+        let mut rows = Vec::with_capacity(b);
+        let mut pads = Vec::with_capacity(b);
+        let mut weights = vec![0f32; b * total];
+        for (i, ids) in text_ids.iter().enumerate() {
+            let pad = total - lens[i];
+            pads.push(pad);
+            let text = m.embed_ids(&Tensor::new(ids.as_slice(), &self.device)?.unsqueeze(0)?)?.squeeze(0)?;
+            let mut parts = Vec::with_capacity(3);
+            if pad > 0 {
+                parts.push(Tensor::zeros((pad, d), DType::F32, &self.device)?);
+            }
+            let (soft_at, text_at) = match self.cfg.placement {
+                Placement::Prefix => (pad, pad + k),
+                Placement::Suffix => (pad + ids.len(), pad),
+            };
+            match (soft, self.cfg.placement) {
+                (Some(s), Placement::Prefix) => parts.extend([s.get(i)?, text]),
+                (Some(s), Placement::Suffix) => parts.extend([text, s.get(i)?]),
+                (None, _) => parts.push(text),
+            }
+            rows.push(Tensor::cat(&parts, 0)?);
+            let w = &mut weights[i * total..(i + 1) * total];
+            match self.cfg.pooling {
+                Pooling::LastToken => w[total - 1] = 1.0,
+                Pooling::MeanText => w[text_at..text_at + ids.len()].iter_mut().for_each(|x| *x = 1.0 / ids.len() as f32),
+                Pooling::MeanSoft if k > 0 => w[soft_at..soft_at + k].iter_mut().for_each(|x| *x = 1.0 / k as f32),
+                Pooling::MeanSoft => return Err(Error::invalid("mean over soft positions needs soft tokens")),
+            }
+        }
+        let x = Tensor::stack(&rows, 0)?;
+        let h = m.forward(&x, &pads, None, path)?;
+        let w = Tensor::from_vec(weights, (b, total, 1), &self.device)?;
+        let pooled = h.broadcast_mul(&w)?.sum(1)?;
+        let norm = pooled.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+        Ok(pooled.broadcast_div(&norm)?)
+    }
+
+    /// Embeds texts on either path; batches by the token budget (longest texts first,
+    /// so padding stays small), returning (n, d_e) in input order.
+    pub fn embed_tensor(&self, texts: &[&str], kind: Kind, path: Path) -> Result<Tensor> {
+        let ids: Vec<Vec<u32>> = texts.iter().map(|t| self.text_ids(t)).collect::<Result<_>>()?;
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
+        let k = self.cfg.soft_tokens;
+        let constant = if k > 0 && !self.cfg.condition_on_text { Some(self.constant_prompt(kind)?) } else { None };
+        let mut out: Vec<Option<Tensor>> = vec![None; ids.len()];
+        let mut start = 0;
+        while start < order.len() {
+            let longest = ids[order[start]].len() + k;
+            let n = (self.cfg.token_budget / longest).max(1).min(order.len() - start);
+            let batch: Vec<usize> = order[start..start + n].to_vec();
+            let batch_ids: Vec<Vec<u32>> = batch.iter().map(|&i| ids[i].clone()).collect();
+            let soft = match (&constant, k) {
+                (_, 0) => None,
+                (Some(c), _) => Some(c.unsqueeze(0)?.repeat((n, 1, 1))?),
+                (None, _) => {
+                    let prompts: Vec<String> =
+                        batch.iter().map(|&i| format!("Instruct: {}\nQuery: {}", self.instruction(kind), texts[i])).collect();
+                    Some(self.soft_prompts(&prompts, path)?)
+                }
+            };
+            let e = self.embed_batch(&batch_ids, soft.as_ref(), path)?;
+            for (j, &i) in batch.iter().enumerate() {
+                out[i] = Some(e.get(j)?);
+            }
+            start += n;
+        }
+        let rows: Vec<Tensor> = out.into_iter().map(|t| t.expect("every text embedded")).collect();
+        Ok(Tensor::stack(&rows, 0)?)
+    }
+}
+
+/// Least-squares fit `E_m[t] ~ E_p[t] A + b` over the token strings both vocabularies
+/// share (ridge-regularised normal equations, solved by Cholesky in f64).
+fn least_squares_alignment(p: &Model, m: &Model) -> Result<(Tensor, Tensor)> {
+    let vp = p.tok.vocab();
+    let vm = m.tok.vocab();
+    let mut pairs: Vec<(u32, u32)> = vp.iter().filter_map(|(s, &i)| vm.get(s).map(|&j| (i, j))).collect();
+    pairs.sort_unstable();
+    if pairs.len() < 1000 {
+        return Err(Error::Model(format!("only {} token strings are shared by the two vocabularies", pairs.len())));
+    }
+    let dev = p.dec.device();
+    let ip = Tensor::from_vec(pairs.iter().map(|x| x.0).collect::<Vec<_>>(), pairs.len(), dev)?;
+    let im = Tensor::from_vec(pairs.iter().map(|x| x.1).collect::<Vec<_>>(), pairs.len(), dev)?;
+    let x = (p.dec.token_embeddings().index_select(&ip, 0)? * p.dec.config().embed_scale)?;
+    let y = (m.dec.token_embeddings().index_select(&im, 0)? * m.dec.config().embed_scale)?;
+    let n = x.dim(0)?;
+    let x1 = Tensor::cat(&[&x, &Tensor::ones((n, 1), DType::F32, dev)?], 1)?; // bias column
+    let xtx: Vec<Vec<f32>> = x1.t()?.matmul(&x1)?.to_vec2()?;
+    let xty: Vec<Vec<f32>> = x1.t()?.matmul(&y)?.to_vec2()?;
+    let dp = xtx.len();
+    let mut a: Vec<f64> = xtx.iter().flatten().map(|v| *v as f64).collect();
+    let ridge = 1e-3 * (0..dp).map(|i| a[i * dp + i]).sum::<f64>() / dp as f64;
+    for i in 0..dp {
+        a[i * dp + i] += ridge;
+    }
+    // Cholesky A = L L^T, then solve for every column of X^T Y.
+    for j in 0..dp {
+        let mut s = a[j * dp + j] - (0..j).map(|k| a[j * dp + k] * a[j * dp + k]).sum::<f64>();
+        if s <= 0.0 {
+            s = 1e-12;
+        }
+        a[j * dp + j] = s.sqrt();
+        for i in j + 1..dp {
+            let v = (a[i * dp + j] - (0..j).map(|k| a[i * dp + k] * a[j * dp + k]).sum::<f64>()) / a[j * dp + j];
+            a[i * dp + j] = v;
+        }
+    }
+    let de = xty[0].len();
+    let mut w = vec![0f32; dp * de];
+    for c in 0..de {
+        let mut z = vec![0f64; dp];
+        for i in 0..dp {
+            z[i] = (xty[i][c] as f64 - (0..i).map(|k| a[i * dp + k] * z[k]).sum::<f64>()) / a[i * dp + i];
+        }
+        for i in (0..dp).rev() {
+            z[i] = (z[i] - (i + 1..dp).map(|k| a[k * dp + i] * z[k]).sum::<f64>()) / a[i * dp + i];
+        }
+        for i in 0..dp {
+            w[i * de + c] = z[i] as f32;
+        }
+    }
+    let w = Tensor::from_vec(w, (dp, de), dev)?;
+    Ok((w.narrow(0, 0, dp - 1)?, w.get(dp - 1)?))
+}
+
+impl Embedder for PromptEmbedder {
+    fn embed(&self, texts: &[&str], kind: Kind) -> Result<Vec<Vec<f32>>> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self.embed_tensor(texts, kind, Path::Fast)?.to_vec2()?)
+    }
+
+    fn dim(&self) -> usize {
+        self.m.dec.config().hidden
+    }
+
+    fn fingerprint(&self) -> String {
+        self.fingerprint.clone()
+    }
+
+    fn spec(&self) -> Option<String> {
+        self.spec.clone()
+    }
+}

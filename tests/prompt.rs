@@ -1,0 +1,113 @@
+//! PromptEmbedder on real SmolLM2 weights (run `scripts/fetch-models.sh` first).
+
+use candle_core::{DType, Device, Tensor, D};
+use duetdb::embed::decoder::{max_abs_diff, Decoder, Path};
+use duetdb::embed::prompt::{PromptConfig, PromptEmbedder};
+use duetdb::embed::{model_path, Embedder, Kind};
+
+fn embedder(cfg: PromptConfig) -> PromptEmbedder {
+    PromptEmbedder::new(cfg, &Device::Cpu).unwrap()
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+#[test]
+fn relaxed_decoding_approaches_greedy_as_temperature_falls() {
+    let prompt = "Instruct: Represent this document for retrieval\n".to_string();
+    // Greedy decoding with real tokens, as the reference.
+    let dec = Decoder::load(&model_path("SmolLM2-135M-Instruct.Q4_1.gguf").unwrap(), &Device::Cpu, DType::F32).unwrap();
+    let e = embedder(PromptConfig { soft_tokens: 3, temperature: 1e-4, ..Default::default() });
+    let tok = duetdb::embed::tokenizer::TextTokenizer::from_gguf(&duetdb::embed::gguf::Gguf::open(&model_path("SmolLM2-135M-Instruct.Q4_1.gguf").unwrap()).unwrap()).unwrap();
+    let mut ids = tok.encode(&prompt).unwrap();
+    let mut greedy = Vec::new();
+    for _ in 0..3 {
+        let x = dec.embed_ids(&Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap()).unwrap();
+        let h = dec.forward(&x, &[0], None, Path::Fast).unwrap();
+        let next = dec.logits(&Decoder::last(&h).unwrap(), Path::Fast).unwrap().argmax(D::Minus1).unwrap().squeeze(0).unwrap().to_scalar::<u32>().unwrap();
+        greedy.push(next);
+        ids.push(next);
+    }
+    let greedy_emb = dec.embed_ids(&Tensor::new(greedy.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap()).unwrap();
+    // Identity alignment (P and M are the same model), so soft tokens are in P's space.
+    let cold = e.soft_prompts(&[prompt.clone()], Path::Fast).unwrap();
+    let diff_cold = max_abs_diff(&cold, &greedy_emb).unwrap();
+    let warm = embedder(PromptConfig { soft_tokens: 3, temperature: 1.0, ..Default::default() }).soft_prompts(&[prompt], Path::Fast).unwrap();
+    let diff_warm = max_abs_diff(&warm, &greedy_emb).unwrap();
+    println!("greedy tokens {:?}; |relaxed - greedy| at tau=1e-4: {diff_cold}, at tau=1: {diff_warm}", tok.decode(&greedy).unwrap());
+    assert!(diff_cold < 1e-3, "tau -> 0 must give the greedy tokens' embeddings, differs by {diff_cold}");
+    assert!(diff_warm > 10.0 * diff_cold.max(1e-6), "tau = 1 should be a real mixture");
+}
+
+#[test]
+fn embedding_is_the_same_alone_and_in_a_padded_batch() {
+    let texts = ["ripgrep recursively searches directories for a regex pattern", "vim", "A music player daemon with a command line client and many plugins."];
+    for condition_on_text in [false, true] {
+        let e = embedder(PromptConfig { condition_on_text, ..Default::default() });
+        let batch = e.embed(&texts, Kind::Passage).unwrap();
+        for (i, t) in texts.iter().enumerate() {
+            let alone = e.embed(&[t], Kind::Passage).unwrap();
+            let diff = alone[0].iter().zip(&batch[i]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            println!("condition_on_text={condition_on_text}, text {i}: {diff}");
+            // Reading the text, P decodes 5 steps autoregressively over a 49k-way softmax:
+            // float noise from differently shaped matrix products grows to ~5e-4 on a
+            // unit vector. A masking error would show up as differences near 0.1.
+            let tolerance = if condition_on_text { 1e-3 } else { 1e-4 };
+            assert!(diff < tolerance, "condition_on_text={condition_on_text}, text {i}: {diff}");
+            assert!((dot(&alone[0], &alone[0]) - 1.0).abs() < 1e-4, "L2-normalised");
+        }
+    }
+}
+
+#[test]
+fn queries_and_passages_use_different_prompts_and_retrieval_works() {
+    let e = PromptEmbedder::builtin("default").unwrap();
+    let q = e.embed(&["play music from the command line"], Kind::Query).unwrap();
+    let p = e.embed(&["play music from the command line"], Kind::Passage).unwrap();
+    assert!(dot(&q[0], &p[0]) < 0.9999, "asymmetric instructions give different vectors");
+    let docs = e
+        .embed(&["MPC is a command line client for the Music Player Daemon.", "GNU Fortran compiler for modules and coarrays.", "A library for parsing JSON in C."], Kind::Passage)
+        .unwrap();
+    let scores: Vec<f32> = docs.iter().map(|d| dot(&q[0], d)).collect();
+    assert!(scores[0] > scores[1] && scores[0] > scores[2], "scores {scores:?}");
+}
+
+#[test]
+fn checkpoint_roundtrip_and_backbone_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = embedder(PromptConfig { soft_tokens: 2, ..Default::default() });
+    e.save(dir.path()).unwrap();
+    let back = PromptEmbedder::load(dir.path()).unwrap();
+    assert_eq!(back.fingerprint(), e.fingerprint());
+    assert_eq!(back.embed(&["hello"], Kind::Query).unwrap(), e.embed(&["hello"], Kind::Query).unwrap());
+    assert_ne!(embedder(PromptConfig { soft_tokens: 3, ..Default::default() }).fingerprint(), e.fingerprint());
+    let spec = back.spec().unwrap();
+    assert_eq!(duetdb::embed::from_spec(&spec).unwrap().fingerprint(), e.fingerprint());
+
+    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap()).unwrap();
+    cfg["embedding"]["sha256"] = "00".repeat(32).into();
+    std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
+    let err = PromptEmbedder::load(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("SHA-256") && err.contains("SmolLM2-135M-Instruct.Q4_1.gguf") && err.contains("fetch-models"), "{err}");
+    cfg["embedding"]["file"] = "no-such-model.gguf".into();
+    std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
+    let err = PromptEmbedder::load(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("no-such-model.gguf") && err.contains("fetch-models"), "{err}");
+}
+
+#[test]
+fn gradients_flow_through_m_to_the_soft_prompt() {
+    let e = embedder(PromptConfig { condition_on_text: true, soft_tokens: 2, ..Default::default() });
+    let v = e.embed_tensor(&["regex search tool"], Kind::Query, Path::Differentiable).unwrap();
+    let fast = e.embed_tensor(&["regex search tool"], Kind::Query, Path::Fast).unwrap();
+    assert!(max_abs_diff(&v, &fast).unwrap() < 1e-3);
+    // A loss on the embedding has a gradient with respect to P's input embeddings path:
+    // check through a variable soft prompt fed straight to M.
+    let soft = candle_core::Var::from_tensor(&e.soft_prompts(&["Instruct: x\nQuery: regex search tool".into()], Path::Fast).unwrap()).unwrap();
+    let ids = vec![vec![1u32, 2, 3]];
+    let out = e.embed_batch(&ids, Some(soft.as_tensor()), Path::Differentiable).unwrap();
+    let g = out.sum_all().unwrap().backward().unwrap();
+    let gs = g.get(soft.as_tensor()).expect("gradient reaches the soft tokens");
+    assert!(gs.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() > 0.0);
+}
