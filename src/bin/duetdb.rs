@@ -25,7 +25,7 @@ enum Cmd {
         db: PathBuf,
         /// JSON Lines file, or `-` for standard input.
         input: String,
-        /// Embedder for a new database (`hash`, `hash:DIM`); an existing database keeps its own.
+        /// Embedder for a new database (a spec, as for `embed`); an existing database keeps its own.
         #[arg(long)]
         embedder: Option<String>,
         /// Documents per atomic, durable batch.
@@ -75,6 +75,42 @@ enum Cmd {
         #[arg(required = true)]
         ids: Vec<String>,
         /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the vectors of texts.
+    Embed {
+        /// Texts to embed.
+        #[arg(required = true)]
+        texts: Vec<String>,
+        /// Embedder spec: hash, hash:DIM, default, prompt-text, m-mean, m-last, minilm, or a checkpoint directory.
+        #[arg(long, default_value = duetdb::embed::DEFAULT_SPEC)]
+        embedder: String,
+        /// Embed as queries or as passages.
+        #[arg(long, default_value = "query", value_parser = ["query", "passage"])]
+        kind: String,
+        /// Print `{"embeddings", "dimension", "embedder"}`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Retrieval quality of an embedder on a JSON Lines file of (query, document) pairs:
+    /// every document is indexed, every query run; its relevant document is the one on its line.
+    Eval {
+        /// JSON Lines file.
+        file: PathBuf,
+        /// Field holding the query.
+        #[arg(long)]
+        query_field: String,
+        /// Field holding the document.
+        #[arg(long)]
+        doc_field: String,
+        /// Embedder spec (as for `embed`).
+        #[arg(long, default_value = duetdb::embed::DEFAULT_SPEC)]
+        embedder: String,
+        /// Only the first N usable lines.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Print one JSON object.
         #[arg(long)]
         json: bool,
     },
@@ -201,6 +237,98 @@ fn parse_filter(f: &str) -> Result<(String, Value), String> {
     Ok((k.to_string(), v))
 }
 
+fn embed_cmd(texts: Vec<String>, spec: String, kind: String, json: bool) -> Result<(), String> {
+    let e = duetdb::embed::from_spec(&spec).map_err(|e| e.to_string())?;
+    let kind = if kind == "passage" { duetdb::Kind::Passage } else { duetdb::Kind::Query };
+    if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {
+        return Err(format!("text {} is empty", i + 1));
+    }
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let v = e.embed(&refs, kind).map_err(|e| e.to_string())?;
+    if json {
+        out(json!({"embeddings": v, "dimension": e.dim(), "embedder": e.fingerprint()}));
+    } else {
+        for (t, v) in texts.iter().zip(&v) {
+            let head: Vec<String> = v.iter().take(6).map(|x| format!("{x:+.4}")).collect();
+            out(format!("{} [{} ...] ({} dims) {t}", e.fingerprint(), head.join(" "), v.len()));
+        }
+    }
+    Ok(())
+}
+
+/// Metrics of one eval run; the relevant document of query i is document i.
+fn eval_cmd(file: PathBuf, qf: String, df: String, spec: String, limit: Option<usize>, json: bool) -> Result<(), String> {
+    let text = std::fs::read_to_string(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let mut pairs = Vec::new();
+    let mut skipped = 0;
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: Value = serde_json::from_str(line).map_err(|e| format!("line {}: {e}", n + 1))?;
+        let field = |f: &str| v.get(f).and_then(Value::as_str).map(str::trim).unwrap_or("").to_string();
+        let (q, d) = (field(&qf), field(&df));
+        if q.is_empty() || d.is_empty() {
+            skipped += 1;
+            continue;
+        }
+        pairs.push((q, d));
+        if limit.is_some_and(|l| pairs.len() >= l) {
+            break;
+        }
+    }
+    if pairs.is_empty() {
+        return Err(format!("no line of {} has both `{qf}` and `{df}`", file.display()));
+    }
+    let embedder = duetdb::embed::from_spec(&spec).map_err(|e| e.to_string())?;
+    let dir = std::env::temp_dir().join(format!("duetdb-eval-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let result = (|| -> Result<Value, String> {
+        let db = Db::options().embedder(embedder.clone()).open(&dir).map_err(|e| e.to_string())?;
+        let bar = ProgressBar::new(2 * pairs.len() as u64)
+            .with_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} {msg} ({eta})").unwrap());
+        bar.set_message("documents");
+        let t = std::time::Instant::now();
+        for (i, chunk) in pairs.chunks(64).enumerate() {
+            let docs: Vec<Document> = chunk.iter().enumerate().map(|(j, (_, d))| Document::new((i * 64 + j).to_string(), d.clone())).collect();
+            db.ingest_batch(&docs).map_err(|e| e.to_string())?;
+            bar.inc(chunk.len() as u64);
+        }
+        let docs_per_s = pairs.len() as f64 / t.elapsed().as_secs_f64();
+        bar.set_message("queries");
+        let t = std::time::Instant::now();
+        let (mut mrr, mut ndcg, mut r1, mut r10) = (0f64, 0f64, 0f64, 0f64);
+        for (i, (q, _)) in pairs.iter().enumerate() {
+            let hits = db.query(q).limit(10).run().map_err(|e| e.to_string())?;
+            if let Some(rank) = hits.iter().position(|h| h.id == i.to_string()) {
+                mrr += 1.0 / (rank + 1) as f64;
+                ndcg += 1.0 / ((rank + 2) as f64).log2();
+                r1 += (rank == 0) as u8 as f64;
+                r10 += 1.0;
+            }
+            bar.inc(1);
+        }
+        let queries_per_s = pairs.len() as f64 / t.elapsed().as_secs_f64();
+        bar.finish_and_clear();
+        let n = pairs.len() as f64;
+        Ok(json!({"mrr10": mrr / n, "ndcg10": ndcg / n, "recall1": r1 / n, "recall10": r10 / n,
+                  "docs_per_s": docs_per_s, "queries_per_s": queries_per_s, "pairs": pairs.len(), "skipped": skipped,
+                  "embedder": embedder.fingerprint()}))
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    let r = result?;
+    if json {
+        out(r);
+    } else {
+        out(format!(
+            "{} pairs ({} skipped), embedder {}\nMRR@10 {:.4}  nDCG@10 {:.4}  Recall@1 {:.4}  Recall@10 {:.4}\n{:.1} documents/s, {:.1} queries/s",
+            r["pairs"], r["skipped"], r["embedder"], r["mrr10"].as_f64().unwrap(), r["ndcg10"].as_f64().unwrap(),
+            r["recall1"].as_f64().unwrap(), r["recall10"].as_f64().unwrap(), r["docs_per_s"].as_f64().unwrap(), r["queries_per_s"].as_f64().unwrap()
+        ));
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<(), String> {
     let s = |e: Error| e.to_string();
     match cli.cmd {
@@ -246,6 +374,8 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             db.close().map_err(s)
         }
+        Cmd::Embed { texts, embedder, kind, json } => embed_cmd(texts, embedder, kind, json),
+        Cmd::Eval { file, query_field, doc_field, embedder, limit, json } => eval_cmd(file, query_field, doc_field, embedder, limit, json),
         Cmd::Stats { db, json } => {
             let db = open_existing(&db).map_err(s)?;
             let st = db.stats().map_err(s)?;

@@ -5,6 +5,7 @@
 //! identifies the exact function (so vectors of different embedders are never mixed).
 //! Nothing in this module knows about storage.
 
+pub mod bert;
 pub mod decoder;
 pub mod gguf;
 mod hash;
@@ -58,6 +59,7 @@ pub const DEFAULT_SPEC: &str = "hash";
 /// - `default`: PromptEmbedder on SmolLM2, soft prompt from the instruction alone;
 /// - `prompt-text`: the same with the prompt also reading the text;
 /// - `m-mean`, `m-last`: SmolLM2 alone (no soft prompt), mean or last-token pooling;
+/// - `minilm`: all-MiniLM-L6-v2 (BERT, mean pooling), the classic baseline;
 /// - a directory: a PromptEmbedder checkpoint (`config.json`, `alignment.safetensors`).
 ///
 /// Model files are looked up as described in [`model_path`].
@@ -82,12 +84,13 @@ pub fn from_spec(spec: &str) -> Result<Arc<dyn Embedder>> {
             Ok(Arc::new(HashEmbedder::new(cfg)?))
         }
         "default" | "prompt" | "prompt-text" | "m-mean" | "m-last" => Ok(Arc::new(prompt::PromptEmbedder::builtin(name)?)),
+        "minilm" => Ok(Arc::new(bert::BertEmbedder::load(&model_path("all-MiniLM-L6-v2")?)?)),
         _ if Path::new(spec).join("config.json").is_file() => Ok(Arc::new(prompt::PromptEmbedder::load(Path::new(spec))?)),
-        _ => Err(unknown("expected hash, hash:DIM, default, prompt-text, m-mean, m-last, or a checkpoint directory")),
+        _ => Err(unknown("expected hash, hash:DIM, default, prompt-text, m-mean, m-last, minilm, or a checkpoint directory")),
     }
 }
 
-/// Finds a model file by name: in `$DUETDB_MODELS`, then `./models`, then the fetch
+/// Finds a model file (or directory) by name: in `$DUETDB_MODELS`, then `./models`, then the fetch
 /// cache (`$DUETDB_CACHE`, default `~/.cache/duetdb`). A missing file is an error that
 /// names the fetch command.
 pub fn model_path(file: &str) -> Result<PathBuf> {
@@ -101,7 +104,7 @@ pub fn model_path(file: &str) -> Result<PathBuf> {
     } else if let Some(home) = std::env::var_os("HOME") {
         dirs.push(PathBuf::from(home).join(".cache/duetdb"));
     }
-    dirs.iter().map(|d| d.join(file)).find(|p| p.is_file()).ok_or_else(|| {
+    dirs.iter().map(|d| d.join(file)).find(|p| p.exists()).ok_or_else(|| {
         Error::Model(format!(
             "model file {file} not found in {}: run scripts/fetch-models.sh",
             dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")

@@ -149,7 +149,8 @@ impl std::fmt::Debug for PromptEmbedder {
     }
 }
 
-fn sha256_file(path: &FsPath) -> Result<String> {
+/// SHA-256 of a file, hex.
+pub(crate) fn sha256_file(path: &FsPath) -> Result<String> {
     let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut h = Sha256::new();
     std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path, e))?;
