@@ -109,7 +109,7 @@ fn main() {
     let dbp = out.join("bench.duet");
     let _ = std::fs::remove_dir_all(&dbp);
     let t = Instant::now();
-    let db = Db::options().graph_params(GraphParams { m, ef_construction: efc }).open(&dbp).unwrap();
+    let db = Db::options().embedder_spec("hash").graph_params(GraphParams { m, ef_construction: efc }).open(&dbp).unwrap();
     for chunk in base_docs.chunks(1000) {
         db.ingest_batch(chunk).unwrap();
     }

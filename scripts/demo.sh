@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The main job on a fresh machine: build, ingest the sample Debian descriptions in
-# fixtures/, and query them. Re-running it is cheap: unchanged documents are skipped.
+# The main job on a fresh machine: fetch the default model if absent, build, ingest the
+# sample Debian descriptions in fixtures/ with the default embedder (PromptEmbedder on
+# SmolLM2), and query them. Re-running it is cheap: unchanged documents are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+./scripts/fetch-models.sh
 cargo build --release --quiet
 db=${DUETDB_DEMO_DB:-target/demo.duet}
 ./target/release/duetdb ingest "$db" fixtures/debian-sample.jsonl

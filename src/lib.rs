@@ -6,7 +6,7 @@
 //! ```
 //! use duetdb::{Db, Document};
 //! # let dir = tempfile::tempdir().unwrap();
-//! let db = Db::open(dir.path().join("notes.duet"))?;
+//! let db = Db::open(dir.path().join("notes.duet"))?; // built-in PromptEmbedder (scripts/fetch-models.sh)
 //! db.ingest([Document::new("ripgrep", "ripgrep recursively searches directories for a regex pattern")])?;
 //! for h in db.query("search files for a regex").limit(10).run()? {
 //!     println!("{:.3} {} {}", h.score, h.id, h.text);

@@ -32,7 +32,7 @@ fn ingest_query_get_delete_stats() {
     let db = dir.path().join("cli.duet");
     let db = db.to_str().unwrap();
     let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/debian-sample.jsonl");
-    let o = duetdb(&["ingest", db, sample, "--json", "--batch", "100"], None);
+    let o = duetdb(&["ingest", db, sample, "--json", "--batch", "100", "--embedder", "hash"], None);
     assert!(o.status.success(), "{}", stderr(&o));
     let lines = json_lines(&o);
     assert_eq!(lines.len(), 7, "6 batches and the summary");
@@ -81,7 +81,7 @@ fn bad_lines_are_named_or_skipped() {
     input.extend_from_slice(b"{\"id\": \"c\", \"text\": \"\"}\n");
     input.extend_from_slice(b"not json\n\n");
     input.extend_from_slice(b"{\"id\": \"d\", \"text\": \"delta\", \"metadata\": {\"x\": 1}}\n");
-    let o = duetdb(&["ingest", db, "-", "--json"], Some(&input));
+    let o = duetdb(&["ingest", db, "-", "--json", "--embedder", "hash"], Some(&input));
     assert!(!o.status.success());
     let err = stderr(&o);
     assert!(err.contains("line 2") && err.contains("invalid UTF-8"), "{err}");
@@ -90,7 +90,7 @@ fn bad_lines_are_named_or_skipped() {
     // documents before the bad line were committed and acknowledged
     assert_eq!(json_lines(&o).last().unwrap()["committed"], 1);
 
-    let o = duetdb(&["ingest", db, "-", "--json", "--skip-bad"], Some(&input));
+    let o = duetdb(&["ingest", db, "-", "--json", "--skip-bad", "--embedder", "hash"], Some(&input));
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(json_lines(&o).last().unwrap(), &serde_json::json!({"done": true, "committed": 2, "skipped": 3}));
     let err = stderr(&o);

@@ -9,7 +9,7 @@ use std::fs;
 use std::path::Path;
 
 fn make_db(path: &Path) {
-    let db = Db::open(path).unwrap();
+    let db = common::open(path).unwrap();
     db.ingest(sample_docs()).unwrap();
     db.close().unwrap();
 }
@@ -25,7 +25,7 @@ fn truncated_vector_file() {
     let f = fs::OpenOptions::new().write(true).open(vec_file(&path)).unwrap();
     let len = f.metadata().unwrap().len();
     f.set_len(len - 1000).unwrap();
-    let e = Db::open(&path).unwrap_err();
+    let e = common::open(&path).unwrap_err();
     assert!(matches!(e, Error::Corrupt { .. }), "{e}");
     assert!(e.to_string().contains("truncated") && e.to_string().contains("g000001.vec"), "{e}");
 }
@@ -38,7 +38,7 @@ fn flipped_header_bytes() {
         let mut b = fs::read(vec_file(&path)).unwrap();
         b[offset] ^= 0x5a;
         fs::write(vec_file(&path), &b).unwrap();
-        let e = Db::open(&path).unwrap_err().to_string();
+        let e = common::open(&path).unwrap_err().to_string();
         assert!(e.contains(expect) && e.contains("corrupt"), "offset {offset}: {e}");
     }
 }
@@ -48,7 +48,7 @@ fn missing_vector_file() {
     let (_d, path) = temp_db();
     make_db(&path);
     fs::remove_file(vec_file(&path)).unwrap();
-    let e = Db::open(&path).unwrap_err().to_string();
+    let e = common::open(&path).unwrap_err().to_string();
     assert!(e.contains("g000001.vec"), "{e}");
 }
 
@@ -56,20 +56,20 @@ fn missing_vector_file() {
 fn foreign_files_and_directories() {
     let (d, path) = temp_db();
     fs::write(&path, b"SQLite format 3\0").unwrap();
-    let e = Db::open(&path).unwrap_err();
+    let e = common::open(&path).unwrap_err();
     assert!(matches!(e, Error::Foreign { .. }) && e.to_string().contains("is a file"), "{e}");
     let other = d.path().join("project");
     fs::create_dir(&other).unwrap();
     fs::write(other.join("Cargo.toml"), b"[package]").unwrap();
-    let e = Db::open(&other).unwrap_err();
+    let e = common::open(&other).unwrap_err();
     assert!(matches!(e, Error::Foreign { .. }), "{e}");
     assert_eq!(fs::read_dir(&other).unwrap().count(), 1, "a foreign directory is left untouched");
     let fake = d.path().join("fake");
     fs::create_dir(&fake).unwrap();
     fs::write(fake.join("DUETDB"), b"something else\n").unwrap();
-    assert!(matches!(Db::open(&fake), Err(Error::Foreign { .. })));
+    assert!(matches!(common::open(&fake), Err(Error::Foreign { .. })));
     fs::write(fake.join("DUETDB"), b"duetdb database\nformat 99\n").unwrap();
-    assert!(matches!(Db::open(&fake), Err(Error::FormatVersion { found: 99, .. })));
+    assert!(matches!(common::open(&fake), Err(Error::FormatVersion { found: 99, .. })));
 }
 
 #[test]
@@ -84,7 +84,7 @@ fn garbage_in_the_catalog_directory() {
             fs::write(entry.path(), (0..len).map(|_| rng.u8(..)).collect::<Vec<u8>>()).unwrap();
         }
     }
-    let e = Db::open(&path).unwrap_err();
+    let e = common::open(&path).unwrap_err();
     assert!(matches!(e, Error::Corrupt { .. } | Error::Catalog { .. }), "{e}");
     assert!(e.to_string().contains("catalog"), "{e}");
 
@@ -93,7 +93,7 @@ fn garbage_in_the_catalog_directory() {
     fs::remove_dir_all(path2.join("catalog")).unwrap();
     fs::create_dir(path2.join("catalog")).unwrap();
     fs::write(path2.join("catalog/junk"), b"junk").unwrap();
-    let e = Db::open(&path2).unwrap_err();
+    let e = common::open(&path2).unwrap_err();
     assert!(e.to_string().contains("no manifest"), "{e}");
 }
 
@@ -108,7 +108,7 @@ fn damaged_graph_snapshot_is_rebuilt() {
         fs::write(entry.path(), &b).unwrap();
     }
     let docs = sample_docs();
-    let db = Db::open(&path).unwrap();
+    let db = common::open(&path).unwrap();
     assert_eq!(db.stats().unwrap().graph_points, docs.len() as u64);
     assert_eq!(db.query(&docs[3].text).limit(1).run().unwrap()[0].id, docs[3].id);
 }

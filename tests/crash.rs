@@ -46,7 +46,7 @@ fn sigkill_during_ingest_loses_no_acknowledged_document() {
     while kills < KILLS && rounds < 4 * KILLS {
         rounds += 1;
         let mut child = Command::new(env!("CARGO_BIN_EXE_duetdb"))
-            .args(["ingest", db_path.to_str().unwrap(), input.to_str().unwrap(), "--json", "--batch", &BATCH.to_string()])
+            .args(["ingest", db_path.to_str().unwrap(), input.to_str().unwrap(), "--json", "--batch", &BATCH.to_string(), "--embedder", "hash"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -14,7 +14,7 @@ fn ingest_query_and_reopen() {
     let (_d, path) = temp_db();
     let docs = sample_docs();
     {
-        let db = Db::open(&path).unwrap();
+        let db = common::open(&path).unwrap();
         let r = db.ingest(docs.clone()).unwrap();
         assert_eq!(r.written, docs.len());
         assert_eq!(db.len(), docs.len());
@@ -27,7 +27,7 @@ fn ingest_query_and_reopen() {
         }
         db.close().unwrap();
     }
-    let db = Db::open(&path).unwrap();
+    let db = common::open(&path).unwrap();
     assert_eq!(db.len(), docs.len());
     let st = db.stats().unwrap();
     assert_eq!((st.graph_points, st.snapshot_rows, st.vector_rows), (docs.len() as u64, docs.len() as u64, docs.len() as u64));
@@ -44,20 +44,20 @@ fn ingest_query_and_reopen() {
 fn reopen_without_checkpoint_reinserts_the_tail() {
     let (_d, path) = temp_db();
     let docs = sample_docs();
-    let db = Db::open(&path).unwrap();
+    let db = common::open(&path).unwrap();
     db.ingest(docs[..200].to_vec()).unwrap();
     db.checkpoint().unwrap();
     db.ingest(docs[200..].to_vec()).unwrap();
     // forget the Db without its drop-time checkpoint, as a crash would
     std::mem::forget(db);
     // the forgotten Db still holds the lock within this process
-    assert!(matches!(Db::open(&path), Err(Error::Locked { .. })));
+    assert!(matches!(common::open(&path), Err(Error::Locked { .. })));
 }
 
 #[test]
 fn upsert_replaces_and_delete_removes() {
     let (_d, path) = temp_db();
-    let db = Db::open(&path).unwrap();
+    let db = common::open(&path).unwrap();
     db.ingest([Document::new("a", "the quick brown fox jumps"), Document::new("b", "a lazy dog sleeps in the sun")]).unwrap();
     db.ingest([Document::new("a", "compilers translate source code into machine code")]).unwrap();
     assert_eq!(db.len(), 2);
@@ -72,7 +72,7 @@ fn upsert_replaces_and_delete_removes() {
     assert!(db.get("b").unwrap().is_none());
     assert!(db.query("lazy dog").limit(10).run().unwrap().iter().all(|h| h.id != "b"));
     drop(db);
-    let db = Db::open(&path).unwrap();
+    let db = common::open(&path).unwrap();
     assert_eq!(db.len(), 1);
     assert!(db.get("b").unwrap().is_none());
     assert!(db.query("lazy dog sleeps").limit(10).run().unwrap().iter().all(|h| h.id != "b"));
@@ -85,7 +85,7 @@ fn upsert_replaces_and_delete_removes() {
 fn tombstones_trigger_a_graph_rebuild() {
     let (_d, path) = temp_db();
     let docs = sample_docs();
-    let db = Db::open(&path).unwrap();
+    let db = common::open(&path).unwrap();
     db.ingest(docs.clone()).unwrap();
     let gone: Vec<&str> = docs.iter().take(300).map(|d| d.id.as_str()).collect();
     assert_eq!(db.delete(&gone).unwrap(), 300);
@@ -96,7 +96,7 @@ fn tombstones_trigger_a_graph_rebuild() {
         assert_eq!(db.query(&d.text).limit(1).run().unwrap()[0].id, d.id);
     }
     drop(db);
-    let db = Db::open(&path).unwrap();
+    let db = common::open(&path).unwrap();
     assert_eq!(db.len(), docs.len() - 300);
     let hits = db.query(&docs[0].text).limit(5).run().unwrap();
     assert!(hits.iter().all(|h| !gone.contains(&h.id.as_str())));
@@ -105,7 +105,7 @@ fn tombstones_trigger_a_graph_rebuild() {
 #[test]
 fn metadata_filters() {
     let (_d, path) = temp_db();
-    let db = Db::open(&path).unwrap();
+    let db = common::open(&path).unwrap();
     let docs: Vec<Document> = (0..300)
         .map(|i| Document::new(format!("d{i}"), format!("document number {i} about topic {}", i % 7)).with_metadata(json!({"bucket": i % 3, "rare": i == 123})))
         .collect();
@@ -124,7 +124,7 @@ fn metadata_filters() {
 fn readers_query_while_one_thread_ingests() {
     let (_d, path) = temp_db();
     let docs = sample_docs();
-    let db = Arc::new(Db::open(&path).unwrap());
+    let db = Arc::new(common::open(&path).unwrap());
     db.ingest(docs[..100].to_vec()).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let readers: Vec<_> = (0..4)
@@ -159,7 +159,7 @@ fn readers_query_while_one_thread_ingests() {
 #[test]
 fn bad_input_is_a_named_error() {
     let (_d, path) = temp_db();
-    let db = Db::options().max_text_bytes(1000).open(&path).unwrap();
+    let db = Db::options().embedder_spec("hash").max_text_bytes(1000).open(&path).unwrap();
     let e = db.ingest([Document::new("ok", "fine"), Document::new("empty", "  ")]).unwrap_err();
     assert!(e.to_string().contains("`empty` has empty text"), "{e}");
     assert_eq!(db.len(), 0, "a bad document fails its whole batch");
@@ -180,7 +180,7 @@ fn bad_input_is_a_named_error() {
 fn embedder_is_restored_and_mismatch_points_to_reindex() {
     let (_d, path) = temp_db();
     Db::options().embedder_spec("hash:64").open(&path).unwrap().ingest([Document::new("a", "alpha beta")]).unwrap();
-    let db = Db::open(&path).unwrap();
+    let db = Db::open(&path).unwrap(); // no embedder named: the recorded one is restored
     assert_eq!(db.stats().unwrap().dimension, 64);
     drop(db);
     let e = Db::options().embedder_spec("hash").open(&path).unwrap_err();
@@ -193,10 +193,10 @@ fn embedder_is_restored_and_mismatch_points_to_reindex() {
 #[test]
 fn two_opens_of_one_database_are_refused() {
     let (_d, path) = temp_db();
-    let db = Db::open(&path).unwrap();
-    let e = Db::open(&path).unwrap_err();
+    let db = common::open(&path).unwrap();
+    let e = common::open(&path).unwrap_err();
     assert!(matches!(e, Error::Locked { .. }), "{e}");
     assert!(e.to_string().contains("locked"));
     db.close().unwrap();
-    Db::open(&path).unwrap();
+    common::open(&path).unwrap();
 }

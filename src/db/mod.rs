@@ -142,7 +142,8 @@ struct Writer {
 /// ```
 /// use duetdb::{Db, Document};
 /// let dir = tempfile::tempdir().unwrap();
-/// let db = Db::open(dir.path().join("notes.duet")).unwrap();
+/// // `Db::open(path)` uses the built-in PromptEmbedder; here the lexical `hash` embedder.
+/// let db = Db::options().embedder_spec("hash").open(dir.path().join("notes.duet")).unwrap();
 /// db.ingest([Document::new("ripgrep", "ripgrep recursively searches directories for a regex pattern"),
 ///            Document::new("mpv", "mpv is a media player for the command line")]).unwrap();
 /// let hits = db.query("search directories for a regex").limit(1).run().unwrap();
@@ -487,7 +488,7 @@ impl Db {
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
-    /// # let db = duetdb::Db::open(dir.path().join("db")).unwrap();
+    /// # let db = duetdb::Db::options().embedder_spec("hash").open(dir.path().join("db")).unwrap();
     /// # db.ingest([duetdb::Document::new("a", "alpha").with_metadata(serde_json::json!({"lang": "en"}))]).unwrap();
     /// let hits = db.query("alpha").limit(5).ef(128).filter("lang", "en").run().unwrap();
     /// assert_eq!(hits.len(), 1);

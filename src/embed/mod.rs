@@ -50,8 +50,10 @@ pub trait Embedder: Send + Sync {
     fn spec(&self) -> Option<String>;
 }
 
-/// The spec of the embedder a new database gets when none is chosen.
-pub const DEFAULT_SPEC: &str = "hash";
+/// The spec of the embedder a new database gets when none is chosen: PromptEmbedder on
+/// SmolLM2 with the soft prompt computed from the instruction alone (the faster mode;
+/// see the README's evaluation table).
+pub const DEFAULT_SPEC: &str = "default";
 
 /// Builds an embedder from its spec: a built-in name or a checkpoint directory.
 ///

@@ -33,3 +33,9 @@ pub fn assert_logits(ours: &candle_core::Tensor, reference: &candle_core::Tensor
     assert_eq!(tok.decode(&[best]).unwrap(), expect);
     diff
 }
+
+/// Opens (or creates) a database with the lexical `hash` embedder: the engine's tests
+/// are about storage, not about the model.
+pub fn open(path: &std::path::Path) -> duetdb::Result<duetdb::Db> {
+    duetdb::Db::options().embedder_spec("hash").open(path)
+}
