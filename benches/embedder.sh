@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Ingest documents/s and query latency p50/p99 of a database with the default embedder,
+# in both conditioning modes (soft prompt from the instruction alone: `default`; from
+# instruction and text: `prompt-text`), plus `hash` as the no-model reference.
+# Needs ../shared/data and scripts/fetch-models.sh.   N=10000 Q=200 benches/embedder.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=bench-out/embedder; mkdir -p "$out"
+N=${N:-10000}; Q=${Q:-200}
+python3 - "$N" "$Q" "$out" <<'PY'
+import gzip, json, sys
+n, q, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+rows = [json.loads(l) for l in gzip.open("../shared/data/debian-descriptions.jsonl.gz", "rt")]
+docs = [r["description"] for r in rows if r["description"].strip()][:n]
+queries = [r["summary"] for r in rows if r["split"] == "dev" and r["summary"].strip()][:q]
+for name, xs in (("docs", docs), ("queries", queries)):
+    with open(f"{out}/{name}.jsonl", "w") as f:
+        for t in xs: f.write(json.dumps({"text": t}) + "\n")
+PY
+./scripts/fetch-models.sh >/dev/null
+cargo build --release --quiet --example embed_bench
+for spec in ${SPECS:-hash default prompt-text}; do
+  ./target/release/examples/embed_bench "$out/docs.jsonl" "$out/queries.jsonl" "$N" "$spec" "$out" > "$out/$spec.json"
+done
+python3 - "$out" ${SPECS:-hash default prompt-text} <<'PY'
+import json, sys
+out, specs = sys.argv[1], sys.argv[2:]
+print(f"{'embedder':<12} {'docs':>6} {'docs/s':>9} {'query p50 ms':>13} {'query p99 ms':>13}")
+for s in specs:
+    r = json.load(open(f"{out}/{s}.json"))
+    print(f"{s:<12} {r['docs']:>6} {r['docs_per_s']:>9.1f} {r['p50_ms']:>13.1f} {r['p99_ms']:>13.1f}")
+PY
