@@ -109,3 +109,40 @@ fn errors_are_one_line_with_nonzero_exit() {
     assert!(stderr(&o).contains("not a duetdb database"), "{}", stderr(&o));
     assert!(!missing.exists(), "read commands never create a database");
 }
+
+#[test]
+fn embed_and_eval_json_shapes() {
+    let o = duetdb(&["embed", "regex search", "music player", "--embedder", "hash", "--kind", "passage", "--json"], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = &json_lines(&o)[0];
+    assert_eq!(v["dimension"], 384);
+    assert_eq!(v["embeddings"].as_array().unwrap().len(), 2);
+    assert_eq!(v["embeddings"][0].as_array().unwrap().len(), 384);
+    assert!(v["embedder"].as_str().unwrap().starts_with("hash-v1"));
+    let o = duetdb(&["embed", " ", "--embedder", "hash"], None);
+    assert!(!o.status.success() && stderr(&o).contains("text 1 is empty"), "{}", stderr(&o));
+
+    // The sample's summaries (in metadata) against their descriptions.
+    let dir = tempfile::tempdir().unwrap();
+    let pairs = dir.path().join("pairs.jsonl");
+    let sample = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/debian-sample.jsonl")).unwrap();
+    let lines: Vec<String> = sample
+        .lines()
+        .map(|l| {
+            let d: Value = serde_json::from_str(l).unwrap();
+            serde_json::json!({"q": d["metadata"]["summary"], "d": d["text"]}).to_string()
+        })
+        .collect();
+    std::fs::write(&pairs, lines.join("\n")).unwrap();
+    let o = duetdb(&["eval", pairs.to_str().unwrap(), "--query-field", "q", "--doc-field", "d", "--embedder", "hash", "--limit", "200", "--json"], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = &json_lines(&o)[0];
+    assert_eq!(r["pairs"], 200);
+    for k in ["mrr10", "ndcg10", "recall1", "recall10", "docs_per_s", "queries_per_s"] {
+        assert!(r[k].as_f64().is_some(), "eval reports {k}");
+    }
+    let (mrr, r1, r10) = (r["mrr10"].as_f64().unwrap(), r["recall1"].as_f64().unwrap(), r["recall10"].as_f64().unwrap());
+    assert!(r1 <= mrr && mrr <= r10 && r10 <= 1.0 && mrr > 0.3, "{r}");
+    let o = duetdb(&["eval", pairs.to_str().unwrap(), "--query-field", "nope", "--doc-field", "d", "--embedder", "hash"], None);
+    assert!(!o.status.success() && stderr(&o).contains("`nope`"), "{}", stderr(&o));
+}
