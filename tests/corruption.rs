@@ -4,7 +4,7 @@
 mod common;
 
 use common::{sample_docs, temp_db};
-use duetdb::{Db, Error};
+use duetdb::Error;
 use std::fs;
 use std::path::Path;
 

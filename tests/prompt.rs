@@ -111,3 +111,37 @@ fn gradients_flow_through_m_to_the_soft_prompt() {
     let gs = g.get(soft.as_tensor()).expect("gradient reaches the soft tokens");
     assert!(gs.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() > 0.0);
 }
+
+#[test]
+#[ignore = "needs the 491 MB Qwen2.5 GGUF: scripts/fetch-models.sh qwen2.5"]
+fn least_squares_alignment_maps_shared_tokens_across_backbones() {
+    use duetdb::embed::gguf::Gguf;
+    use duetdb::embed::prompt::{qwen25, smollm2};
+    use duetdb::embed::tokenizer::TextTokenizer;
+    let e = embedder(PromptConfig { embedding: qwen25(), ..Default::default() });
+    let (w, b) = e.alignment();
+    assert_eq!(w.dims(), &[576, 896]);
+    // Map SmolLM2's embeddings of common words and check that the nearest Qwen
+    // embedding among 500 candidates is the same word's, far above chance (1/500).
+    let tp = TextTokenizer::from_gguf(&Gguf::open(&model_path(&smollm2().file).unwrap()).unwrap()).unwrap();
+    let tm = TextTokenizer::from_gguf(&Gguf::open(&model_path(&qwen25().file).unwrap()).unwrap()).unwrap();
+    let dp = Decoder::load(&model_path(&smollm2().file).unwrap(), &Device::Cpu, DType::F32).unwrap();
+    let dm = Decoder::load(&model_path(&qwen25().file).unwrap(), &Device::Cpu, DType::F32).unwrap();
+    let vp = tp.vocab();
+    let vm = tm.vocab();
+    let shared: Vec<(u32, u32)> = {
+        let mut v: Vec<(u32, u32)> = vp.iter().filter_map(|(s, i)| vm.get(s).map(|j| (*i, *j))).filter(|(i, _)| *i > 1000).collect();
+        v.sort_unstable();
+        v.into_iter().step_by(37).take(500).collect()
+    };
+    let ip = Tensor::new(shared.iter().map(|x| x.0).collect::<Vec<_>>(), &Device::Cpu).unwrap();
+    let im = Tensor::new(shared.iter().map(|x| x.1).collect::<Vec<_>>(), &Device::Cpu).unwrap();
+    let mapped = dp.token_embeddings().index_select(&ip, 0).unwrap().matmul(w).unwrap().broadcast_add(b).unwrap();
+    let target = dm.token_embeddings().index_select(&im, 0).unwrap();
+    let norm = |t: &Tensor| t.broadcast_div(&t.sqr().unwrap().sum_keepdim(1).unwrap().sqrt().unwrap()).unwrap();
+    let sims = norm(&mapped).matmul(&norm(&target).t().unwrap()).unwrap();
+    let best: Vec<u32> = sims.argmax(D::Minus1).unwrap().to_vec1().unwrap();
+    let hits = best.iter().enumerate().filter(|(i, j)| *i as u32 == **j).count();
+    println!("nearest-neighbour accuracy of the fitted map: {hits}/500 (chance: 1)");
+    assert!(hits > 50, "only {hits}/500");
+}

@@ -88,6 +88,15 @@ pub struct PromptConfig {
     pub token_budget: usize,
 }
 
+/// Qwen2.5-Coder-0.5B-Instruct, the second backbone (DESIGN.md section 4).
+pub fn qwen25() -> Backbone {
+    Backbone {
+        file: "Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf".into(),
+        sha256: "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32".into(),
+        tokenizer: None,
+    }
+}
+
 /// SmolLM2-135M-Instruct, the default P and M (DESIGN.md section 4).
 pub fn smollm2() -> Backbone {
     Backbone {
@@ -276,6 +285,11 @@ impl PromptEmbedder {
         let t: HashMap<String, Tensor> = [("weight".to_string(), self.align_w.clone()), ("bias".to_string(), self.align_b.clone())].into();
         candle_core::safetensors::save(&t, dir.join("alignment.safetensors"))?;
         Ok(())
+    }
+
+    /// The alignment matrix (d_p, d_e) and bias (d_e).
+    pub fn alignment(&self) -> (&Tensor, &Tensor) {
+        (&self.align_w, &self.align_b)
     }
 
     /// The configuration.
