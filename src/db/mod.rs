@@ -152,7 +152,8 @@ struct Writer {
 pub struct Db {
     layout: Layout,
     catalog: Catalog,
-    embedder: Arc<dyn Embedder>,
+    /// Loaded on first use from the manifest's spec, unless passed at open.
+    embedder: std::sync::OnceLock<Arc<dyn Embedder>>,
     max_text_bytes: usize,
     writer: Mutex<Writer>,
     read: RwLock<ReadState>,
@@ -161,7 +162,7 @@ pub struct Db {
 
 impl std::fmt::Debug for Db {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Db").field("path", &self.layout.root()).field("embedder", &self.embedder.fingerprint()).finish()
+        f.debug_struct("Db").field("path", &self.layout.root()).field("embedder_loaded", &self.embedder.get().is_some()).finish()
     }
 }
 
@@ -225,25 +226,17 @@ impl Db {
         if manifest.format_version != FORMAT_VERSION {
             return Err(Error::FormatVersion { path: layout.catalog(), expected: FORMAT_VERSION, found: manifest.format_version });
         }
-        let embedder = match requested {
-            Some(e) if e.fingerprint() != manifest.embedder_fingerprint => {
-                return Err(Error::EmbedderMismatch { stored: manifest.embedder_fingerprint, requested: e.fingerprint() })
-            }
-            Some(e) => e,
-            None => {
-                let spec = manifest.embedder_spec.clone().ok_or_else(|| Error::UnknownEmbedder {
-                    spec: manifest.embedder_fingerprint.clone(),
-                    detail: "the database was built with a custom embedder: pass it with Db::options().embedder(..)".into(),
-                })?;
-                let e = embed::from_spec(&spec)?;
-                if e.fingerprint() != manifest.embedder_fingerprint {
-                    return Err(Error::EmbedderMismatch { stored: manifest.embedder_fingerprint, requested: e.fingerprint() });
-                }
-                e
-            }
-        };
-        if embedder.dim() != manifest.dim {
-            return Err(Error::Dimension { expected: manifest.dim, found: embedder.dim() });
+        // A named embedder is checked now; the recorded one is loaded on first use, so
+        // that `get`, `delete` and `stats` never load a model.
+        let embedder = std::sync::OnceLock::new();
+        if let Some(e) = requested {
+            check_embedder(&manifest, e.as_ref())?;
+            let _ = embedder.set(e);
+        } else if manifest.embedder_spec.is_none() {
+            return Err(Error::UnknownEmbedder {
+                spec: manifest.embedder_fingerprint.clone(),
+                detail: "the database was built with a custom embedder: pass it with Db::options().embedder(..)".into(),
+            });
         }
         let vectors = VectorFile::open(&layout.vectors(manifest.generation), manifest.dim, manifest.generation, manifest.rows)?;
         let view = vectors.view()?;
@@ -326,9 +319,21 @@ impl Db {
         doc.validate(self.max_text_bytes)
     }
 
-    /// The embedder of this database.
-    pub fn embedder(&self) -> &Arc<dyn Embedder> {
-        &self.embedder
+    /// The embedder of this database, loading the recorded one on first use.
+    pub fn embedder(&self) -> Result<&Arc<dyn Embedder>> {
+        if let Some(e) = self.embedder.get() {
+            return Ok(e);
+        }
+        let m = self.writer.lock().unwrap().manifest.clone();
+        let spec = m.embedder_spec.as_deref().expect("checked at open");
+        let e = embed::from_spec(spec)?;
+        check_embedder(&m, e.as_ref())?;
+        Ok(self.embedder.get_or_init(|| e))
+    }
+
+    /// The vector dimension of this database.
+    pub fn dimension(&self) -> usize {
+        self.writer.lock().unwrap().manifest.dim
     }
 
     /// The database directory.
@@ -386,7 +391,7 @@ impl Db {
             return Ok(report);
         }
         let texts: Vec<&str> = todo.iter().map(|(d, ..)| d.text.as_str()).collect();
-        let mut vecs = self.embedder.embed(&texts, Kind::Passage)?;
+        let mut vecs = self.embedder()?.embed(&texts, Kind::Passage)?;
         if vecs.len() != texts.len() {
             return Err(Error::Embed(format!("embedder returned {} vectors for {} texts", vecs.len(), texts.len())));
         }
@@ -611,6 +616,17 @@ impl Drop for Db {
             }
         }
     }
+}
+
+/// An embedder may serve a database only if it computes the same function.
+fn check_embedder(m: &Manifest, e: &dyn Embedder) -> Result<()> {
+    if e.fingerprint() != m.embedder_fingerprint {
+        return Err(Error::EmbedderMismatch { stored: m.embedder_fingerprint.clone(), requested: e.fingerprint() });
+    }
+    if e.dim() != m.dim {
+        return Err(Error::Dimension { expected: m.dim, found: e.dim() });
+    }
+    Ok(())
 }
 
 fn fastrand_u32() -> u32 {

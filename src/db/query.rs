@@ -56,14 +56,14 @@ impl<'a> Query<'a> {
 
     /// Runs the query: hits, best first.
     pub fn run(mut self) -> Result<Vec<Hit>> {
-        let dim = self.db.embedder.dim();
+        let dim = self.db.dimension();
         let mut q = match self.vector.take() {
             Some(v) => v,
             None => {
                 if self.text.trim().is_empty() {
                     return Err(Error::invalid("query text is empty"));
                 }
-                let mut v = self.db.embedder.embed(&[self.text], Kind::Query)?;
+                let mut v = self.db.embedder()?.embed(&[self.text], Kind::Query)?;
                 v.pop().ok_or_else(|| Error::Embed("embedder returned no vector for the query".into()))?
             }
         };
