@@ -146,3 +146,15 @@ fn least_squares_alignment_maps_shared_tokens_across_backbones() {
     println!("nearest-neighbour accuracy of the fitted map: {hits}/500 (chance: 1)"); // 484/500 when written
     assert!(hits > 50, "only {hits}/500");
 }
+
+#[test]
+fn very_long_texts_are_cut_not_refused() {
+    // Debian has descriptions of 81k characters; both P's prompt and M's input are cut
+    // to `max_text_tokens` instead of overflowing the model's positions.
+    let long = "duetdb stores vectors in memory-mapped files. ".repeat(1300);
+    for condition_on_text in [false, true] {
+        let e = embedder(PromptConfig { condition_on_text, soft_tokens: 2, ..Default::default() });
+        let v = e.embed(&[long.as_str()], Kind::Passage).unwrap();
+        assert_eq!(v[0].len(), 576);
+    }
+}

@@ -316,9 +316,23 @@ impl PromptEmbedder {
     /// Relaxed decoding: K soft tokens for each prompt, mapped into M's input space,
     /// (b, K, d_e). Differentiable on [`Path::Differentiable`].
     pub fn soft_prompts(&self, prompts: &[String], path: Path) -> Result<Tensor> {
+        let seqs: Vec<Vec<u32>> = prompts.iter().map(|s| self.p.tok.encode(s)).collect::<Result<_>>()?;
+        self.soft_prompts_ids(&seqs, path)
+    }
+
+    /// P's prompt for a text: the instruction, then the text cut to `max_text_tokens`.
+    fn conditioned_prompt(&self, kind: Kind, text: &str) -> Result<Vec<u32>> {
+        let head = format!("Instruct: {}\nQuery: ", self.instruction(kind));
+        let keep = self.p.tok.encode(&head)?.len() + self.cfg.max_text_tokens;
+        let mut ids = self.p.tok.encode(&format!("{head}{text}"))?;
+        ids.truncate(keep);
+        Ok(ids)
+    }
+
+    /// [`PromptEmbedder::soft_prompts`] from token ids of P.
+    pub fn soft_prompts_ids(&self, seqs: &[Vec<u32>], path: Path) -> Result<Tensor> {
         let p = &self.p;
-        let seqs: Vec<Vec<u32>> = prompts.iter().map(|s| p.tok.encode(s)).collect::<Result<_>>()?;
-        let (ids, pads) = p.dec.pad_left(&seqs, p.tok.eos.unwrap_or(0))?;
+        let (ids, pads) = p.dec.pad_left(seqs, p.tok.eos.unwrap_or(0))?;
         let mut cache = p.dec.new_cache(&pads);
         let h = p.dec.forward(&p.dec.embed_ids(&ids)?, &pads, Some(&mut cache), path)?;
         let mut last = Decoder::last(&h)?;
@@ -417,9 +431,8 @@ impl PromptEmbedder {
                 (_, 0) => None,
                 (Some(c), _) => Some(c.unsqueeze(0)?.repeat((n, 1, 1))?),
                 (None, _) => {
-                    let prompts: Vec<String> =
-                        batch.iter().map(|&i| format!("Instruct: {}\nQuery: {}", self.instruction(kind), texts[i])).collect();
-                    Some(self.soft_prompts(&prompts, path)?)
+                    let prompts: Vec<Vec<u32>> = batch.iter().map(|&i| self.conditioned_prompt(kind, texts[i])).collect::<Result<_>>()?;
+                    Some(self.soft_prompts_ids(&prompts, path)?)
                 }
             };
             let e = self.embed_batch(&batch_ids, soft.as_ref(), path)?;
