@@ -90,7 +90,8 @@ fn bad_lines_are_named_or_skipped() {
     // documents before the bad line were committed and acknowledged
     assert_eq!(json_lines(&o).last().unwrap()["committed"], 1);
 
-    let o = duetdb(&["ingest", db, "-", "--json", "--skip-bad", "--embedder", "hash"], Some(&input));
+    // No --embedder: the database's recorded one is restored.
+    let o = duetdb(&["ingest", db, "-", "--json", "--skip-bad"], Some(&input));
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(json_lines(&o).last().unwrap(), &serde_json::json!({"done": true, "committed": 2, "skipped": 3}));
     let err = stderr(&o);

@@ -200,3 +200,21 @@ fn two_opens_of_one_database_are_refused() {
     db.close().unwrap();
     common::open(&path).unwrap();
 }
+
+#[test]
+fn ingest_after_reopening_without_naming_the_embedder() {
+    // The recorded embedder is loaded lazily on first use; that must not take a lock
+    // the ingest already holds (it once deadlocked here).
+    let (_d, path) = temp_db();
+    common::open(&path).unwrap().ingest([Document::new("a", "alpha beta")]).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = path.clone();
+    std::thread::spawn(move || {
+        let db = Db::open(&p).unwrap();
+        db.ingest([Document::new("b", "gamma delta")]).unwrap();
+        let hits = db.query("gamma delta").limit(1).run().unwrap();
+        tx.send(hits[0].id.clone()).unwrap();
+    });
+    let got = rx.recv_timeout(std::time::Duration::from_secs(60)).expect("ingest after a plain reopen finished");
+    assert_eq!(got, "b");
+}

@@ -154,6 +154,10 @@ pub struct Db {
     catalog: Catalog,
     /// Loaded on first use from the manifest's spec, unless passed at open.
     embedder: std::sync::OnceLock<Arc<dyn Embedder>>,
+    /// The manifest's embedder record (spec, fingerprint, dimension), fixed for the
+    /// life of the handle: read without the writer lock, which ingest holds while it
+    /// embeds.
+    recorded: Manifest,
     max_text_bytes: usize,
     writer: Mutex<Writer>,
     read: RwLock<ReadState>,
@@ -191,7 +195,7 @@ impl Db {
 
     fn open_with(path: &Path, opts: DbOptions) -> Result<Db> {
         let layout = Layout::new(path);
-        let requested = opts.resolve_embedder()?;
+        let mut requested = opts.resolve_embedder()?;
         if !layout.probe(FORMAT_VERSION)? {
             if !opts.create {
                 return Err(Error::NotFound { path: path.to_path_buf() });
@@ -219,6 +223,7 @@ impl Db {
                 VectorFile::create(&tmp.vectors(1), e.dim(), 1)?;
                 Ok(())
             })?;
+            requested = Some(e);
         }
         let lock = layout.lock()?;
         let catalog = Catalog::open(&layout.catalog())?;
@@ -251,6 +256,7 @@ impl Db {
             catalog,
             embedder,
             max_text_bytes: opts.max_text_bytes,
+            recorded: manifest.clone(),
             writer: Mutex::new(Writer { vectors, manifest, closed: false }),
             read: RwLock::new(read),
             _lock: lock,
@@ -324,16 +330,15 @@ impl Db {
         if let Some(e) = self.embedder.get() {
             return Ok(e);
         }
-        let m = self.writer.lock().unwrap().manifest.clone();
-        let spec = m.embedder_spec.as_deref().expect("checked at open");
+        let spec = self.recorded.embedder_spec.as_deref().expect("checked at open");
         let e = embed::from_spec(spec)?;
-        check_embedder(&m, e.as_ref())?;
+        check_embedder(&self.recorded, e.as_ref())?;
         Ok(self.embedder.get_or_init(|| e))
     }
 
     /// The vector dimension of this database.
     pub fn dimension(&self) -> usize {
-        self.writer.lock().unwrap().manifest.dim
+        self.recorded.dim
     }
 
     /// The database directory.
