@@ -32,10 +32,7 @@ impl BertEmbedder {
     /// `model.safetensors`), checking the weights' SHA-256.
     pub fn load(dir: &Path) -> Result<Self> {
         let weights = dir.join("model.safetensors");
-        let got = super::prompt::sha256_file(&weights)?;
-        if got != MINILM_SHA256 {
-            return Err(Error::Model(format!("{} has SHA-256 {got}, expected {MINILM_SHA256}: run scripts/fetch-models.sh minilm", weights.display())));
-        }
+        super::verify_sha256(&weights, MINILM_SHA256, "minilm")?;
         let cfg: Config = serde_json::from_slice(&std::fs::read(dir.join("config.json")).map_err(|e| Error::io(dir.join("config.json"), e))?)
             .map_err(|e| Error::corrupt(dir.join("config.json"), e.to_string()))?;
         let mut tok = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).map_err(|e| Error::Model(format!("{}: {e}", dir.display())))?;

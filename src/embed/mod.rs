@@ -121,3 +121,42 @@ pub fn normalize(v: &mut [f32]) {
         v.iter_mut().for_each(|x| *x /= n);
     }
 }
+
+/// Checks that the file at `path` has the SHA-256 `expected`; a mismatch names the file
+/// and the fetch command (`scripts/fetch-models.sh {fetch_arg}`). Hashes are remembered
+/// by path, size and modification time, so that opening a database does not hash
+/// hundreds of megabytes every time.
+pub(crate) fn verify_sha256(path: &Path, expected: &str, fetch_arg: &str) -> Result<()> {
+    use sha2::{Digest, Sha256};
+    use std::sync::Mutex;
+    type Seen = Vec<((PathBuf, u64, std::time::SystemTime), String)>;
+    static SEEN: Mutex<Seen> = Mutex::new(Vec::new());
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    let key = (path.to_path_buf(), meta.len(), meta.modified().map_err(|e| Error::io(path, e))?);
+    let known = SEEN.lock().unwrap().iter().find(|(k, _)| *k == key).map(|(_, h)| h.clone());
+    let got = match known {
+        Some(h) => h,
+        None => {
+            let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+            let mut h = Sha256::new();
+            std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path, e))?;
+            let h = hex(&h.finalize());
+            SEEN.lock().unwrap().push((key, h.clone()));
+            h
+        }
+    };
+    if got != expected {
+        let cmd = format!("scripts/fetch-models.sh {fetch_arg}");
+        return Err(Error::Model(format!(
+            "{} has SHA-256 {got}, expected {expected}: run {} to get the pinned file",
+            path.display(),
+            cmd.trim_end()
+        )));
+    }
+    Ok(())
+}
+
+/// Lower-case hex of bytes.
+pub(crate) fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

@@ -158,42 +158,9 @@ impl std::fmt::Debug for PromptEmbedder {
     }
 }
 
-/// SHA-256 of a file, hex.
-pub(crate) fn sha256_file(path: &FsPath) -> Result<String> {
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path, e))?;
-    Ok(hex(&h.finalize()))
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// Hashes are remembered by path, size and modification time, so that opening a
-/// database does not hash hundreds of megabytes every time.
 fn verify_backbone(b: &Backbone) -> Result<PathBuf> {
-    type Seen = Vec<((PathBuf, u64, std::time::SystemTime), String)>;
-    static SEEN: Mutex<Seen> = Mutex::new(Vec::new());
     let path = super::model_path(&b.file)?;
-    let meta = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
-    let key = (path.clone(), meta.len(), meta.modified().map_err(|e| Error::io(&path, e))?);
-    let known = SEEN.lock().unwrap().iter().find(|(k, _)| *k == key).map(|(_, h)| h.clone());
-    let got = match known {
-        Some(h) => h,
-        None => {
-            let h = sha256_file(&path)?;
-            SEEN.lock().unwrap().push((key, h.clone()));
-            h
-        }
-    };
-    if got != b.sha256 {
-        return Err(Error::Model(format!(
-            "backbone {} has SHA-256 {got}, the checkpoint expects {}: run scripts/fetch-models.sh to get the pinned file",
-            path.display(),
-            b.sha256
-        )));
-    }
+    super::verify_sha256(&path, &b.sha256, "")?;
     Ok(path)
 }
 
@@ -258,7 +225,7 @@ impl PromptEmbedder {
                 h.update(x.to_le_bytes());
             }
         }
-        let fingerprint = format!("prompt-v1:{}:d{de}", &hex(&h.finalize())[..16]);
+        let fingerprint = format!("prompt-v1:{}:d{de}", &super::hex(&h.finalize())[..16]);
         Ok(Self { cfg, spec, p, m, align_w, align_b, prompt_cache: Mutex::default(), fingerprint, device: device.clone() })
     }
 

@@ -421,7 +421,8 @@ fn rope_tables(head_dim: usize, base: f32, n: usize, device: &Device, dtype: DTy
     Ok((f.cos()?.to_dtype(dtype)?.contiguous()?, f.sin()?.to_dtype(dtype)?.contiguous()?))
 }
 
-/// Reduces hidden states over the last dimension, for tests and checks.
+/// The largest absolute element-wise difference of two tensors of one shape, as f32
+/// (for comparing forwards against references).
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
     Ok((a - b)?.abs()?.flatten_all()?.max(D::Minus1)?.to_dtype(DType::F32)?.to_scalar::<f32>()?)
 }
