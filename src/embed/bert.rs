@@ -31,6 +31,7 @@ impl BertEmbedder {
     /// Loads all-MiniLM-L6-v2 from its directory (`config.json`, `tokenizer.json`,
     /// `model.safetensors`), checking the weights' SHA-256.
     pub fn load(dir: &Path) -> Result<Self> {
+        super::threads::pin_cpu_threads();
         let weights = dir.join("model.safetensors");
         super::verify_sha256(&weights, MINILM_SHA256, "minilm")?;
         let cfg: Config = serde_json::from_slice(&std::fs::read(dir.join("config.json")).map_err(|e| Error::io(dir.join("config.json"), e))?)

@@ -10,6 +10,7 @@ pub mod decoder;
 pub mod gguf;
 mod hash;
 pub mod prompt;
+mod threads;
 pub mod tokenizer;
 
 pub use hash::{HashEmbedder, HashEmbedderConfig};

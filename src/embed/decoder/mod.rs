@@ -141,6 +141,7 @@ impl Decoder {
     /// Loads a llama or qwen2 GGUF, dequantising every weight to `dtype` on `device`
     /// (f32 on CPU; f16/bf16 are for GPUs).
     pub fn load(path: &FsPath, device: &Device, dtype: DType) -> Result<Self> {
+        super::threads::pin_cpu_threads();
         let mut g = Gguf::open(path)?;
         let arch_name = g.meta_str("general.architecture")?.to_string();
         let arch = match arch_name.as_str() {

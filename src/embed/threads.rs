@@ -1,0 +1,28 @@
+//! The CPU thread count of candle's kernels, fixed once per process.
+//!
+//! candle 0.11 asks for its thread count on every matrix product; when
+//! `RAYON_NUM_THREADS` is unset the answer comes from `num_cpus::get_physical`, which
+//! reads and parses `/proc/cpuinfo` each time. For a query (one short forward, ~200
+//! products) that was a quarter of the time on a 2-core machine: p50 52 ms unset,
+//! 41 ms with the variable set (`examples/query_profile.rs`).
+
+use std::sync::Once;
+
+static PIN: Once = Once::new();
+
+/// Sets `RAYON_NUM_THREADS` to candle's own default (physical cores) when the user has
+/// not set it, so candle stops recounting cores; the thread count it uses is the same.
+///
+/// Called when a model is loaded, before any model work starts. The variable is only
+/// written when absent, and only once per process. Writing the environment races with
+/// C code reading it on another thread (`getenv`); Rust's own `std::env` accesses are
+/// locked, and this runs before the model spawns any thread of its own.
+pub(crate) fn pin_cpu_threads() {
+    PIN.call_once(|| {
+        if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+            let n = candle_core::utils::get_num_threads();
+            std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+            tracing::debug!(threads = n, "pinned candle's CPU thread count");
+        }
+    });
+}
