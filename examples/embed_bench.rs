@@ -23,8 +23,12 @@ fn main() {
     let load_s = t.elapsed().as_secs_f64();
     let docs: Vec<Document> = docs.into_iter().take(n).enumerate().map(|(i, t)| Document::new(i.to_string(), t)).collect();
     let t = Instant::now();
-    for chunk in docs.chunks(64) {
+    for (i, chunk) in docs.chunks(64).enumerate() {
         db.ingest_batch(chunk).unwrap();
+        if (i + 1) % 16 == 0 {
+            // A line per 1024 documents: long runs show where they are in the log.
+            eprintln!("{spec}: {} documents in {:.0} s", (i + 1) * 64, t.elapsed().as_secs_f64());
+        }
     }
     let docs_per_s = docs.len() as f64 / t.elapsed().as_secs_f64();
     let _ = db.query(&queries[0]).limit(10).run().unwrap(); // warm-up
