@@ -1,6 +1,7 @@
 //! PromptEmbedder on real SmolLM2 weights (run `scripts/fetch-models.sh` first).
 
 use candle_core::{DType, Device, Tensor, D};
+use duetdb::embed::decoder::lora::LoraConfig;
 use duetdb::embed::decoder::{max_abs_diff, Decoder, Path};
 use duetdb::embed::prompt::{PromptConfig, PromptEmbedder};
 use duetdb::embed::{model_path, Embedder, Kind};
@@ -110,6 +111,49 @@ fn gradients_flow_through_m_to_the_soft_prompt() {
     let g = out.sum_all().unwrap().backward().unwrap();
     let gs = g.get(soft.as_tensor()).expect("gradient reaches the soft tokens");
     assert!(gs.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() > 0.0);
+}
+
+#[test]
+fn lora_adapters_start_neutral_pass_gradients_and_roundtrip() {
+    let plain = embedder(PromptConfig { soft_tokens: 2, ..Default::default() });
+    let e = embedder(PromptConfig { soft_tokens: 2, lora: Some(LoraConfig::default()), ..Default::default() });
+    let text = ["regex search tool"];
+    // B = 0: the adapted P writes the same soft prompt as P alone.
+    assert_eq!(e.embed(&text, Kind::Query).unwrap(), plain.embed(&text, Kind::Query).unwrap());
+    assert_ne!(e.fingerprint(), plain.fingerprint(), "adapters are part of the identity");
+
+    // The default mode's soft prompt reads only the instruction; on the differentiable
+    // path it is recomputed, so a loss on the embedding reaches P's adapters (B gets a
+    // gradient; A's is zero while B = 0, as in LoRA).
+    let lora = e.lora().unwrap();
+    let out = e.embed_tensor(&text, Kind::Query, Path::Differentiable).unwrap();
+    let grads = out.sum_all().unwrap().backward().unwrap();
+    let bs: Vec<_> = lora.vars().into_iter().skip(1).step_by(2).collect();
+    assert_eq!(bs.len(), 30 * 2, "q and v adapters in each of SmolLM2's 30 blocks");
+    let gsum: f32 = bs.iter().map(|b| grads.get(b.as_tensor()).map_or(0.0, |g| g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap())).sum();
+    assert!(gsum > 0.0, "no gradient reached the adapters");
+
+    // Move B as a training step would; the cached prompt must be dropped to see it.
+    for b in &bs {
+        b.set(&Tensor::randn(0f32, 0.05, b.dims(), &Device::Cpu).unwrap()).unwrap();
+    }
+    let stale = e.embed(&text, Kind::Query).unwrap();
+    e.clear_prompt_cache();
+    let trained = e.embed(&text, Kind::Query).unwrap();
+    assert_ne!(trained, stale, "the adapters change the soft prompt");
+
+    let dir = tempfile::tempdir().unwrap();
+    e.save(dir.path()).unwrap();
+    assert!(dir.path().join("prompting_lora.safetensors").exists());
+    let back = PromptEmbedder::load(dir.path()).unwrap();
+    assert_eq!(back.embed(&text, Kind::Query).unwrap(), trained);
+    // Trained values are part of the fingerprint (the config alone is the same).
+    let fresh = embedder(PromptConfig { soft_tokens: 2, lora: Some(LoraConfig::default()), ..Default::default() });
+    assert_ne!(back.fingerprint(), fresh.fingerprint());
+
+    std::fs::remove_file(dir.path().join("prompting_lora.safetensors")).unwrap();
+    let err = PromptEmbedder::load(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("prompting_lora.safetensors"), "{err}");
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! frozen Embedding LLM M; M's pooled last hidden state, L2-normalised, is the
 //! embedding. With zero soft tokens it is "M alone", the baseline without a prompt.
 
+use super::decoder::lora::{Lora, LoraConfig};
 use super::decoder::{ops, Decoder, Path};
 use super::gguf::Gguf;
 use super::tokenizer::TextTokenizer;
@@ -86,6 +87,10 @@ pub struct PromptConfig {
     pub max_text_tokens: usize,
     /// Largest padded batch, in positions (rows x longest row).
     pub token_budget: usize,
+    /// Low-rank adapters on P (trained with the soft prompt); `None`: P as loaded.
+    /// Stored in the checkpoint's `prompting_lora.safetensors`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraConfig>,
 }
 
 /// Qwen2.5-Coder-0.5B-Instruct, the second backbone (DESIGN.md section 4).
@@ -121,9 +126,13 @@ impl Default for PromptConfig {
             align_from: AlignSource::Relaxed,
             max_text_tokens: 256,
             token_budget: 2048,
+            lora: None,
         }
     }
 }
+
+/// File name of P's adapters in a checkpoint directory.
+const LORA_FILE: &str = "prompting_lora.safetensors";
 
 struct Model {
     dec: Decoder,
@@ -146,6 +155,8 @@ pub struct PromptEmbedder {
     /// Alignment (d_p, d_e) and bias (d_e).
     align_w: Tensor,
     align_b: Tensor,
+    /// P's adapters, when the config has them.
+    lora: Option<Lora>,
     /// Soft prompts in M's space (K, d_e) per kind, when they do not read the text.
     prompt_cache: Mutex<HashMap<Kind, Tensor>>,
     fingerprint: String,
@@ -210,26 +221,44 @@ impl PromptEmbedder {
         } else {
             least_squares_alignment(&p, &m)?
         };
-        Self::assemble(cfg, None, p, m, align_w, align_b, device)
+        // Fresh adapters have B = 0: P behaves as loaded until trained.
+        let lora = match &cfg.lora {
+            Some(l) => Some(Lora::new(l.clone(), &p.dec, 0)?),
+            None => None,
+        };
+        Self::assemble(cfg, None, p, m, align_w, align_b, lora, device)
     }
 
-    fn assemble(cfg: PromptConfig, spec: Option<String>, p: Arc<Model>, m: Arc<Model>, align_w: Tensor, align_b: Tensor, device: &Device) -> Result<Self> {
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(cfg: PromptConfig, spec: Option<String>, p: Arc<Model>, m: Arc<Model>, align_w: Tensor, align_b: Tensor, lora: Option<Lora>, device: &Device) -> Result<Self> {
         let (dp, de) = (p.dec.config().hidden, m.dec.config().hidden);
         if align_w.dims() != [dp, de] || align_b.dims() != [de] {
             return Err(Error::Model(format!("alignment has shape {:?} + {:?}, expected [{dp}, {de}] + [{de}]", align_w.dims(), align_b.dims())));
         }
         let mut h = Sha256::new();
         h.update(serde_json::to_vec(&cfg).expect("config serialises"));
-        for t in [&align_w, &align_b] {
+        let hash_tensor = |h: &mut Sha256, t: &Tensor| -> Result<()> {
             for x in t.flatten_all()?.to_vec1::<f32>()? {
                 h.update(x.to_le_bytes());
             }
+            Ok(())
+        };
+        hash_tensor(&mut h, &align_w)?;
+        hash_tensor(&mut h, &align_b)?;
+        if let Some(l) = &lora {
+            let mut named: Vec<(String, Tensor)> = l.tensors().into_iter().collect();
+            named.sort_by(|a, b| a.0.cmp(&b.0));
+            for (name, t) in &named {
+                h.update(name.as_bytes());
+                hash_tensor(&mut h, t)?;
+            }
         }
         let fingerprint = format!("prompt-v1:{}:d{de}", &super::hex(&h.finalize())[..16]);
-        Ok(Self { cfg, spec, p, m, align_w, align_b, prompt_cache: Mutex::default(), fingerprint, device: device.clone() })
+        Ok(Self { cfg, spec, p, m, align_w, align_b, lora, prompt_cache: Mutex::default(), fingerprint, device: device.clone() })
     }
 
-    /// Loads a checkpoint directory (`config.json`, `alignment.safetensors`).
+    /// Loads a checkpoint directory (`config.json`, `alignment.safetensors`, and
+    /// `prompting_lora.safetensors` when the config has adapters).
     pub fn load(dir: &FsPath) -> Result<Self> {
         let read = |n: &str| std::fs::read(dir.join(n)).map_err(|e| Error::io(dir.join(n), e));
         let cfg: PromptConfig =
@@ -240,18 +269,51 @@ impl PromptEmbedder {
         let get = |n: &str| tensors.get(n).cloned().ok_or_else(|| Error::corrupt(dir.join("alignment.safetensors"), format!("no tensor `{n}`")));
         let p = Arc::new(load_model(&cfg.prompting, &device)?);
         let m = if cfg.embedding == cfg.prompting { p.clone() } else { Arc::new(load_model(&cfg.embedding, &device)?) };
+        let lora = match &cfg.lora {
+            Some(l) => {
+                let f = dir.join(LORA_FILE);
+                if !f.exists() {
+                    return Err(Error::corrupt(&f, "missing: the checkpoint's config.json has LoRA adapters"));
+                }
+                Some(Lora::load(l.clone(), &p.dec, &f)?)
+            }
+            None => None,
+        };
         let spec = std::fs::canonicalize(dir).ok().map(|d| d.display().to_string());
-        Self::assemble(cfg, spec, p, m, get("weight")?, get("bias")?, &device)
+        Self::assemble(cfg, spec, p, m, get("weight")?, get("bias")?, lora, &device)
     }
 
     /// Writes this embedder as a checkpoint directory.
+    ///
+    /// Each file is written under a temporary name and renamed into place, tensors
+    /// first and `config.json` last, so a crash leaves either the old file or the new
+    /// one, never a torn file.
     pub fn save(&self, dir: &FsPath) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let cfg = serde_json::to_vec_pretty(&self.cfg).expect("config serialises");
-        std::fs::write(dir.join("config.json"), cfg).map_err(|e| Error::io(dir.join("config.json"), e))?;
+        let put = |name: &str, write: &dyn Fn(&FsPath) -> Result<()>| -> Result<()> {
+            let tmp = dir.join(format!(".{name}.tmp"));
+            write(&tmp)?;
+            std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| Error::io(&tmp, e))?;
+            std::fs::rename(&tmp, dir.join(name)).map_err(|e| Error::io(dir.join(name), e))
+        };
         let t: HashMap<String, Tensor> = [("weight".to_string(), self.align_w.clone()), ("bias".to_string(), self.align_b.clone())].into();
-        candle_core::safetensors::save(&t, dir.join("alignment.safetensors"))?;
+        put("alignment.safetensors", &|f| Ok(candle_core::safetensors::save(&t, f)?))?;
+        match &self.lora {
+            Some(l) => put(LORA_FILE, &|f| l.save(f))?,
+            None => match std::fs::remove_file(dir.join(LORA_FILE)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(dir.join(LORA_FILE), e)),
+                _ => {}
+            },
+        }
+        let cfg = serde_json::to_vec_pretty(&self.cfg).expect("config serialises");
+        put("config.json", &|f| std::fs::write(f, &cfg).map_err(|e| Error::io(f, e)))?;
         Ok(())
+    }
+
+    /// P's low-rank adapters, when the config has them (their `vars` are what
+    /// training updates besides the alignment).
+    pub fn lora(&self) -> Option<&Lora> {
+        self.lora.as_ref()
     }
 
     /// The alignment matrix (d_p, d_e) and bias (d_e).
@@ -301,7 +363,8 @@ impl PromptEmbedder {
         let p = &self.p;
         let (ids, pads) = p.dec.pad_left(seqs, p.tok.eos.unwrap_or(0))?;
         let mut cache = p.dec.new_cache(&pads);
-        let h = p.dec.forward(&p.dec.embed_ids(&ids)?, &pads, Some(&mut cache), path)?;
+        let lora = self.lora.as_ref();
+        let h = p.dec.forward_adapted(&p.dec.embed_ids(&ids)?, &pads, Some(&mut cache), path, lora)?;
         let mut last = Decoder::last(&h)?;
         let embed = p.dec.token_embeddings();
         let scale = p.dec.config().embed_scale;
@@ -316,11 +379,22 @@ impl PromptEmbedder {
                 AlignSource::Hidden => last.clone(),
             });
             if k + 1 < self.cfg.soft_tokens {
-                last = Decoder::last(&p.dec.forward(&s.unsqueeze(1)?, &pads, Some(&mut cache), path)?)?;
+                last = Decoder::last(&p.dec.forward_adapted(&s.unsqueeze(1)?, &pads, Some(&mut cache), path, lora)?)?;
             }
         }
         let s = Tensor::stack(&feats, 1)?; // (b, K, d_p)
         Ok(s.broadcast_matmul(&self.align_w)?.broadcast_add(&self.align_b)?)
+    }
+
+    /// P's prompt in the mode that does not read the text.
+    fn instruction_prompt(&self, kind: Kind) -> String {
+        format!("Instruct: {}\n", self.instruction(kind))
+    }
+
+    /// Forgets the cached soft prompts; training calls this after changing P's
+    /// adapters or the alignment in place (their [`candle_core::Var`]s).
+    pub fn clear_prompt_cache(&self) {
+        self.prompt_cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     /// The cached soft prompt of a kind (K, d_e), for the mode that does not read the text.
@@ -328,7 +402,7 @@ impl PromptEmbedder {
         if let Some(t) = self.prompt_cache.lock().unwrap().get(&kind) {
             return Ok(t.clone());
         }
-        let t = self.soft_prompts(&[format!("Instruct: {}\n", self.instruction(kind))], Path::Fast)?.squeeze(0)?;
+        let t = self.soft_prompts(&[self.instruction_prompt(kind)], Path::Fast)?.squeeze(0)?;
         self.prompt_cache.lock().unwrap().insert(kind, t.clone());
         Ok(t)
     }
@@ -386,7 +460,13 @@ impl PromptEmbedder {
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
         let k = self.cfg.soft_tokens;
-        let constant = if k > 0 && !self.cfg.condition_on_text { Some(self.constant_prompt(kind)?) } else { None };
+        // The cached prompt has no autograd graph: the differentiable path recomputes it
+        // so that gradients reach P (its adapters) and the alignment.
+        let constant = match (k > 0 && !self.cfg.condition_on_text, path) {
+            (false, _) => None,
+            (true, Path::Fast) => Some(self.constant_prompt(kind)?),
+            (true, Path::Differentiable) => Some(self.soft_prompts(&[self.instruction_prompt(kind)], path)?.squeeze(0)?),
+        };
         let mut out: Vec<Option<Tensor>> = vec![None; ids.len()];
         let mut start = 0;
         while start < order.len() {

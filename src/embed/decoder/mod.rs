@@ -7,7 +7,10 @@
 //! candle-transformers' quantized models return last-token logits from token ids and
 //! keep their weights private, hence this forward (DESIGN.md section 4).
 
+pub mod lora;
 pub mod ops;
+
+use lora::{Lora, Target};
 
 use super::gguf::Gguf;
 use crate::error::{Error, Result};
@@ -93,6 +96,21 @@ struct Block {
     w_gate: Tensor,
     w_up: Tensor,
     w_down: Tensor,
+}
+
+impl Block {
+    /// The frozen weight of a projection (out, in).
+    fn weight(&self, t: Target) -> &Tensor {
+        match t {
+            Target::Q => &self.wq,
+            Target::K => &self.wk,
+            Target::V => &self.wv,
+            Target::O => &self.wo,
+            Target::Gate => &self.w_gate,
+            Target::Up => &self.w_up,
+            Target::Down => &self.w_down,
+        }
+    }
 }
 
 /// A decoder LLM with weights dequantised on a device.
@@ -274,6 +292,17 @@ impl Decoder {
     /// to and which do not count towards positions. With a cache, `embeds` continues
     /// the cached sequence (then `left_pad` must be the cache's).
     pub fn forward(&self, embeds: &Tensor, left_pad: &[usize], cache: Option<&mut KvCache>, path: Path) -> Result<Tensor> {
+        self.forward_adapted(embeds, left_pad, cache, path, None)
+    }
+
+    /// [`Decoder::forward`] with low-rank adapters on the blocks' projections; on
+    /// [`Path::Differentiable`] gradients reach the adapters' `A` and `B`.
+    pub fn forward_adapted(&self, embeds: &Tensor, left_pad: &[usize], cache: Option<&mut KvCache>, path: Path, lora: Option<&Lora>) -> Result<Tensor> {
+        if let Some(l) = lora {
+            if l.layer_count() != self.blocks.len() {
+                return Err(Error::Model(format!("adapters for {} blocks, model has {}", l.layer_count(), self.blocks.len())));
+            }
+        }
         let (b, t, d) = embeds.dims3()?;
         if d != self.cfg.hidden || left_pad.len() != b {
             return Err(Error::Dimension { expected: self.cfg.hidden, found: d });
@@ -312,7 +341,7 @@ impl Decoder {
                 (true, Some(r), Some(m)) => (r, m),
                 _ => (&global, &global_mask),
             };
-            x = self.block(blk, &x, &rope.0, &rope.1, mask, slot, path)?;
+            x = self.block(blk, li, lora, &x, &rope.0, &rope.1, mask, slot, path)?;
         }
         if let Some(c) = cache {
             c.len += t;
@@ -341,11 +370,19 @@ impl Decoder {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn block(&self, blk: &Block, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor, cache: Option<&mut Option<(Tensor, Tensor)>>, path: Path) -> Result<Tensor> {
+    fn block(&self, blk: &Block, li: usize, lora: Option<&Lora>, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor, cache: Option<&mut Option<(Tensor, Tensor)>>, path: Path) -> Result<Tensor> {
         let c = &self.cfg;
+        // A projection: the frozen product, plus the adapter's update when there is one.
+        let proj = |x: &Tensor, t: Target| -> Result<Tensor> {
+            let y = ops::linear(x, blk.weight(t), path)?;
+            Ok(match lora.map(|l| l.delta(li, t, x, path)).transpose()?.flatten() {
+                Some(d) => (y + d)?,
+                None => y,
+            })
+        };
         let (b, t, _) = x.dims3()?;
         let h = ops::rms_norm(x, &blk.attn_norm, c.eps, path)?;
-        let (mut q, mut k, mut v) = (ops::linear(&h, &blk.wq, path)?, ops::linear(&h, &blk.wk, path)?, ops::linear(&h, &blk.wv, path)?);
+        let (mut q, mut k, mut v) = (proj(&h, Target::Q)?, proj(&h, Target::K)?, proj(&h, Target::V)?);
         if let Some((bq, bk, bv)) = &blk.bias {
             q = q.broadcast_add(bq)?;
             k = k.broadcast_add(bk)?;
@@ -383,19 +420,19 @@ impl Decoder {
         let att = ops::softmax(&att, path)?.reshape((b, c.kv_heads, rep * t, total))?;
         let y = att.matmul(&v.contiguous()?)?.reshape((b, c.heads, t, c.head_dim))?;
         let y = y.transpose(1, 2)?.reshape((b, t, c.heads * c.head_dim))?;
-        let mut attn = ops::linear(&y, &blk.wo, path)?;
+        let mut attn = proj(&y, Target::O)?;
         if let Some((post_attn, _)) = &blk.post_norms {
             attn = ops::rms_norm(&attn, post_attn, c.eps, path)?;
         }
         let x = (x + attn)?;
         let h = ops::rms_norm(&x, &blk.ffn_norm, c.eps, path)?;
-        let gate = ops::linear(&h, &blk.w_gate, path)?;
+        let gate = proj(&h, Target::Gate)?;
         let gate = match c.activation {
             Activation::Silu => gate.silu()?,
             Activation::GeluTanh => gate.gelu()?,
         };
-        let up = ops::linear(&h, &blk.w_up, path)?;
-        let mut mlp = ops::linear(&(gate * up)?, &blk.w_down, path)?;
+        let up = proj(&h, Target::Up)?;
+        let mut mlp = proj(&(gate * up)?, Target::Down)?;
         if let Some((_, post_ffn)) = &blk.post_norms {
             mlp = ops::rms_norm(&mlp, post_ffn, c.eps, path)?;
         }
