@@ -4,7 +4,7 @@
 //! embedding. With zero soft tokens it is "M alone", the baseline without a prompt.
 
 use super::decoder::lora::{Lora, LoraConfig};
-use super::decoder::{ops, Decoder, Path};
+use super::decoder::{ops, Decoder, KvCache, Path};
 use super::gguf::Gguf;
 use super::tokenizer::TextTokenizer;
 use super::{Embedder, Kind};
@@ -159,6 +159,9 @@ pub struct PromptEmbedder {
     lora: Option<Lora>,
     /// Soft prompts in M's space (K, d_e) per kind, when they do not read the text.
     prompt_cache: Mutex<HashMap<Kind, Tensor>>,
+    /// M's keys and values over that soft prompt, when it is a prefix: every text
+    /// continues it, so M never recomputes those K positions.
+    prefix_cache: Mutex<HashMap<Kind, KvCache>>,
     fingerprint: String,
     device: Device,
 }
@@ -254,7 +257,7 @@ impl PromptEmbedder {
             }
         }
         let fingerprint = format!("prompt-v1:{}:d{de}", &super::hex(&h.finalize())[..16]);
-        Ok(Self { cfg, spec, p, m, align_w, align_b, lora, prompt_cache: Mutex::default(), fingerprint, device: device.clone() })
+        Ok(Self { cfg, spec, p, m, align_w, align_b, lora, prompt_cache: Mutex::default(), prefix_cache: Mutex::default(), fingerprint, device: device.clone() })
     }
 
     /// Loads a checkpoint directory (`config.json`, `alignment.safetensors`, and
@@ -395,6 +398,7 @@ impl PromptEmbedder {
     /// adapters or the alignment in place (their [`candle_core::Var`]s).
     pub fn clear_prompt_cache(&self) {
         self.prompt_cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.prefix_cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     /// The cached soft prompt of a kind (K, d_e), for the mode that does not read the text.
@@ -405,6 +409,48 @@ impl PromptEmbedder {
         let t = self.soft_prompts(&[self.instruction_prompt(kind)], Path::Fast)?.squeeze(0)?;
         self.prompt_cache.lock().unwrap().insert(kind, t.clone());
         Ok(t)
+    }
+
+    /// M's cache over the constant soft prompt of a kind (one row, K positions).
+    fn prefix_kv(&self, kind: Kind) -> Result<KvCache> {
+        if let Some(c) = self.prefix_cache.lock().unwrap().get(&kind) {
+            return Ok(c.clone());
+        }
+        let m = &self.m.dec;
+        let mut cache = m.new_cache(&[0]);
+        m.forward(&self.constant_prompt(kind)?.unsqueeze(0)?, &[0], Some(&mut cache), Path::Fast)?;
+        self.prefix_cache.lock().unwrap().insert(kind, cache.clone());
+        Ok(cache)
+    }
+
+    /// [`PromptEmbedder::embed_batch`] for the constant prefix soft prompt, from M's
+    /// cached keys and values: the same embeddings (up to float rounding), K positions
+    /// fewer per text.
+    fn embed_batch_prefixed(&self, text_ids: &[Vec<u32>], kind: Kind) -> Result<Tensor> {
+        let m = &self.m.dec;
+        let (ids, pads) = m.pad_left(text_ids, 0)?;
+        let mut cache = self.prefix_kv(kind)?.for_batch(&pads)?;
+        let h = m.forward(&m.embed_ids(&ids)?, &pads, Some(&mut cache), Path::Fast)?;
+        let total = ids.dim(1)?;
+        let mut weights = vec![0f32; text_ids.len() * total];
+        for (i, t) in text_ids.iter().enumerate() {
+            let w = &mut weights[i * total..(i + 1) * total];
+            match self.cfg.pooling {
+                Pooling::LastToken => w[total - 1] = 1.0,
+                Pooling::MeanText => w[pads[i]..].iter_mut().for_each(|x| *x = 1.0 / t.len() as f32),
+                Pooling::MeanSoft => return Err(Error::invalid("mean over soft positions needs the soft positions' states")),
+            }
+        }
+        self.pool(&h, weights)
+    }
+
+    /// Weighted sum over positions (`weights` is (b, t) row-major), L2-normalised.
+    fn pool(&self, h: &Tensor, weights: Vec<f32>) -> Result<Tensor> {
+        let (b, t, _) = h.dims3()?;
+        let w = Tensor::from_vec(weights, (b, t, 1), &self.device)?;
+        let pooled = h.broadcast_mul(&w)?.sum(1)?;
+        let norm = pooled.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+        Ok(pooled.broadcast_div(&norm)?)
     }
 
     /// Embeddings of one batch, (b, d_e), L2-normalised. `soft` holds each row's soft
@@ -447,10 +493,7 @@ impl PromptEmbedder {
         }
         let x = Tensor::stack(&rows, 0)?;
         let h = m.forward(&x, &pads, None, path)?;
-        let w = Tensor::from_vec(weights, (b, total, 1), &self.device)?;
-        let pooled = h.broadcast_mul(&w)?.sum(1)?;
-        let norm = pooled.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
-        Ok(pooled.broadcast_div(&norm)?)
+        self.pool(&h, weights)
     }
 
     /// Embeds texts on either path; batches by the token budget (longest texts first,
@@ -467,6 +510,8 @@ impl PromptEmbedder {
             (true, Path::Fast) => Some(self.constant_prompt(kind)?),
             (true, Path::Differentiable) => Some(self.soft_prompts(&[self.instruction_prompt(kind)], path)?.squeeze(0)?),
         };
+        // A constant prefix prompt on the fast path: M's states over it are cached too.
+        let prefixed = constant.is_some() && path == Path::Fast && self.cfg.placement == Placement::Prefix && self.cfg.pooling != Pooling::MeanSoft;
         let mut out: Vec<Option<Tensor>> = vec![None; ids.len()];
         let mut start = 0;
         while start < order.len() {
@@ -476,13 +521,18 @@ impl PromptEmbedder {
             let batch_ids: Vec<Vec<u32>> = batch.iter().map(|&i| ids[i].clone()).collect();
             let soft = match (&constant, k) {
                 (_, 0) => None,
+                _ if prefixed => None,
                 (Some(c), _) => Some(c.unsqueeze(0)?.repeat((n, 1, 1))?),
                 (None, _) => {
                     let prompts: Vec<Vec<u32>> = batch.iter().map(|&i| self.conditioned_prompt(kind, texts[i])).collect::<Result<_>>()?;
                     Some(self.soft_prompts_ids(&prompts, path)?)
                 }
             };
-            let e = self.embed_batch(&batch_ids, soft.as_ref(), path)?;
+            let e = if prefixed {
+                self.embed_batch_prefixed(&batch_ids, kind)?
+            } else {
+                self.embed_batch(&batch_ids, soft.as_ref(), path)?
+            };
             for (j, &i) in batch.iter().enumerate() {
                 out[i] = Some(e.get(j)?);
             }
@@ -566,5 +616,27 @@ impl Embedder for PromptEmbedder {
 
     fn spec(&self) -> Option<String> {
         self.spec.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::embed::decoder::max_abs_diff;
+
+    /// Needs SmolLM2 (`scripts/fetch-models.sh`, as for the test command).
+    #[test]
+    fn cached_prefix_gives_the_full_forward_embeddings() -> Result<()> {
+        let e = PromptEmbedder::builtin("default")?;
+        let texts = ["regex search tool", "x", "GNU C compiler: the GNU compiler collection front end for C, with the usual optimisers and code generators"];
+        let ids: Vec<Vec<u32>> = texts.iter().map(|t| e.text_ids(t)).collect::<Result<_>>()?;
+        for kind in [Kind::Query, Kind::Passage] {
+            let cached = e.embed_batch_prefixed(&ids, kind)?;
+            let soft = e.constant_prompt(kind)?.unsqueeze(0)?.repeat((ids.len(), 1, 1))?;
+            let full = e.embed_batch(&ids, Some(&soft), Path::Fast)?;
+            let diff = max_abs_diff(&cached, &full)?;
+            assert!(diff < 1e-5, "{kind:?}: cached prefix differs from the full forward by {diff}");
+        }
+        Ok(())
     }
 }

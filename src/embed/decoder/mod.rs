@@ -134,15 +134,40 @@ impl std::fmt::Debug for Decoder {
     }
 }
 
-/// Keys and values of earlier positions, for step-by-step decoding.
+/// Keys and values of earlier positions, for step-by-step decoding, or of a prefix
+/// shared by every row of a batch (see [`KvCache::for_batch`]).
 #[derive(Debug, Clone)]
 pub struct KvCache {
     layers: Vec<Option<(Tensor, Tensor)>>,
     left_pad: Vec<usize>,
+    /// Where each row's padding starts: 0 for a left-padded batch, the prefix length
+    /// for a shared prefix followed by left-padded rows.
+    pad_at: usize,
     len: usize,
 }
 
 impl KvCache {
+    /// This cache, computed for one unpadded row, as the shared prefix of a batch of
+    /// `left_pad.len()` rows that continue it left-padded by `left_pad[i]` positions
+    /// (the padding sits between the prefix and each row, and is masked).
+    ///
+    /// A constant soft prompt is run through the model once and reused by every text.
+    pub fn for_batch(&self, left_pad: &[usize]) -> Result<KvCache> {
+        if self.left_pad != [0] {
+            return Err(Error::invalid("a shared prefix must be one unpadded row"));
+        }
+        let b = left_pad.len();
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| match l {
+                Some((k, v)) => Ok(Some((k.repeat((b, 1, 1, 1))?, v.repeat((b, 1, 1, 1))?))),
+                None => Ok(None),
+            })
+            .collect::<Result<_>>()?;
+        Ok(KvCache { layers, left_pad: left_pad.to_vec(), pad_at: self.len, len: self.len })
+    }
+
     /// Positions cached so far (including left padding).
     pub fn len(&self) -> usize {
         self.len
@@ -282,7 +307,7 @@ impl Decoder {
 
     /// A fresh cache for a batch with these left paddings.
     pub fn new_cache(&self, left_pad: &[usize]) -> KvCache {
-        KvCache { layers: vec![None; self.cfg.layers], left_pad: left_pad.to_vec(), len: 0 }
+        KvCache { layers: vec![None; self.cfg.layers], left_pad: left_pad.to_vec(), pad_at: 0, len: 0 }
     }
 
     /// Runs the decoder over `embeds` (b, t, hidden) and returns the final-normed
@@ -313,10 +338,13 @@ impl Decoder {
             }
         }
         let past = cache.as_ref().map_or(0, |c| c.len);
+        let pad_at = cache.as_ref().map_or(0, |c| c.pad_at);
         if past + t > self.cfg.max_positions {
             return Err(Error::invalid(format!("sequence of {} positions exceeds the model's {}", past + t, self.cfg.max_positions)));
         }
-        // Positions count real tokens only; pads sit at position 0.
+        // Positions count real tokens only (padding sits at `pad_at`, before each row's
+        // first token of this chunk or of the cached sequence); pads get some position,
+        // which is harmless since nothing sees them.
         let pos: Vec<u32> = (0..b).flat_map(|i| (past..past + t).map(move |j| j.saturating_sub(left_pad[i]) as u32)).collect();
         let pos = Tensor::from_vec(pos, b * t, &self.device)?;
         let hd2 = self.cfg.head_dim / 2;
@@ -328,9 +356,9 @@ impl Decoder {
             Some((c, s)) => Some(table((c, s))?),
             None => None,
         };
-        let global_mask = self.mask(b, t, past, left_pad, None)?;
+        let global_mask = self.mask(b, t, past, pad_at, left_pad, None)?;
         let local_mask = match self.cfg.sliding_window {
-            Some(w) => Some(self.mask(b, t, past, left_pad, Some(w))?),
+            Some(w) => Some(self.mask(b, t, past, pad_at, left_pad, Some(w))?),
             None => None,
         };
         let mut cache = cache;
@@ -350,16 +378,19 @@ impl Decoder {
     }
 
     /// Additive attention mask (b, 1, t, past + t): a query sees earlier non-pad keys
-    /// (within `window` positions when given); a pad query sees itself, since a row of
-    /// -inf only would make softmax NaN.
-    fn mask(&self, b: usize, t: usize, past: usize, left_pad: &[usize], window: Option<usize>) -> Result<Tensor> {
+    /// (row i's pads are `pad_at..pad_at + left_pad[i]`), within `window` positions when
+    /// given; a pad query sees itself, since a row of -inf only would make softmax NaN.
+    fn mask(&self, b: usize, t: usize, past: usize, pad_at: usize, left_pad: &[usize], window: Option<usize>) -> Result<Tensor> {
         let total = past + t;
         let mut mask = vec![0f32; b * t * total];
         for (i, &pad) in left_pad.iter().enumerate() {
+            // Position of a real index: the pads before it do not count.
+            let position = |k: usize| if k >= pad_at + pad { k - pad } else { k };
             for q in 0..t {
                 let qa = past + q;
                 for k in 0..total {
-                    let visible = k <= qa && k >= pad && window.is_none_or(|w| qa - k <= w);
+                    let is_pad = (pad_at..pad_at + pad).contains(&k);
+                    let visible = k <= qa && !is_pad && window.is_none_or(|w| position(qa) - position(k) <= w);
                     if !(visible || k == qa) {
                         mask[(i * t + q) * total + k] = f32::NEG_INFINITY;
                     }
