@@ -61,8 +61,12 @@ fn padded_batch_equals_one_text_at_a_time() {
         let (alone, _) = hidden(&[t], Path::Fast);
         let n = alone.dim(1).unwrap();
         let row = batch.get(i).unwrap().narrow(0, pads[i], n).unwrap();
-        let diff = max_abs_diff(&row, &alone.squeeze(0).unwrap()).unwrap();
-        assert!(diff < 1e-4, "text {i}: padded batch differs by {diff}");
+        let alone = alone.squeeze(0).unwrap();
+        let diff = max_abs_diff(&row, &alone).unwrap();
+        // Rounding only: a short text alone goes through the few-rows kernel, the batch
+        // through gemm, which sum in different orders (hidden states reach ~50).
+        let scale = alone.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-5 * scale, "text {i}: padded batch differs by {diff} (largest value {scale})");
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod lora;
 pub mod ops;
+pub mod skinny;
 
 use lora::{Lora, Target};
 

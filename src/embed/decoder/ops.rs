@@ -2,9 +2,9 @@
 //! differentiable (DESIGN.md section 4: candle's fused ops have no backward), plus a
 //! linear op for frozen weights whose backward skips the weight gradient.
 
-use super::Path;
+use super::{skinny, Path};
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, D};
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
 
 /// `x @ w^T` for a frozen `w` of shape (out, in); `x` is (..., in).
 ///
@@ -17,7 +17,13 @@ pub fn linear(x: &Tensor, w: &Tensor, path: Path) -> Result<Tensor> {
     let mut shape = x.dims().to_vec();
     let rows = x.elem_count() / in_dim;
     *shape.last_mut().unwrap() = out_dim;
-    let y = x.detach().reshape((rows, in_dim))?.matmul(&w.t()?)?.reshape(shape)?;
+    let x2 = x.detach().reshape((rows, in_dim))?;
+    let y = if skinny::ROWS.contains(&rows) && w.device().is_cpu() && w.dtype() == DType::F32 && w.is_contiguous() && skinny::available() {
+        x2.contiguous()?.apply_op2_no_bwd(w, &skinny::SkinnyMatmul)?
+    } else {
+        x2.matmul(&w.t()?)?
+    }
+    .reshape(shape)?;
     match path {
         Path::Fast => Ok(y),
         Path::Differentiable => x.apply_op2(&y.contiguous()?, GradToInput { w: w.clone() }),
