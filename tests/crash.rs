@@ -109,7 +109,7 @@ fn check(db_path: &std::path::Path, docs: &[(String, String)], acked: usize, que
     let db = Db::open(db_path).unwrap_or_else(|e| panic!("reopen after kill: {e}"));
     let present = db.len();
     assert!(present >= acked, "{present} documents present, {acked} acknowledged");
-    assert!(present % BATCH == 0 || present == docs.len(), "{present} is not whole batches of {BATCH}");
+    assert!(present.is_multiple_of(BATCH) || present == docs.len(), "{present} is not whole batches of {BATCH}");
     // Exactly the first `present` documents, each once.
     docs.par_iter().enumerate().for_each(|(i, (id, text))| {
         let got = db.get(id).unwrap();

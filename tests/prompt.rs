@@ -32,7 +32,7 @@ fn relaxed_decoding_approaches_greedy_as_temperature_falls() {
     }
     let greedy_emb = dec.embed_ids(&Tensor::new(greedy.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap()).unwrap();
     // Identity alignment (P and M are the same model), so soft tokens are in P's space.
-    let cold = e.soft_prompts(&[prompt.clone()], Path::Fast).unwrap();
+    let cold = e.soft_prompts(std::slice::from_ref(&prompt), Path::Fast).unwrap();
     let diff_cold = max_abs_diff(&cold, &greedy_emb).unwrap();
     let warm = embedder(PromptConfig { soft_tokens: 3, temperature: 1.0, ..Default::default() }).soft_prompts(&[prompt], Path::Fast).unwrap();
     let diff_warm = max_abs_diff(&warm, &greedy_emb).unwrap();

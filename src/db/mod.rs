@@ -292,7 +292,7 @@ impl Db {
             None => (Graph::new(params, w.manifest.rows as usize)?, 0),
         };
         let tail: Vec<usize> = (from as usize..state.view.len()).filter(|r| !state.is_dead(*r)).collect();
-        let rebuilt_from_scratch = from == 0 && state.view.len() > 0;
+        let rebuilt_from_scratch = from == 0 && !state.view.is_empty();
         if !tail.is_empty() {
             tracing::info!(rows = tail.len(), "inserting rows committed after the graph snapshot");
         }

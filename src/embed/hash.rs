@@ -36,15 +36,9 @@ impl Default for HashEmbedderConfig {
 /// let v = e.embed(&["search files for a regex"], Kind::Query).unwrap();
 /// assert_eq!(v[0].len(), e.dim());
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct HashEmbedder {
     cfg: HashEmbedderConfig,
-}
-
-impl Default for HashEmbedder {
-    fn default() -> Self {
-        Self { cfg: HashEmbedderConfig::default() }
-    }
 }
 
 impl HashEmbedder {

@@ -26,9 +26,21 @@ pub(crate) struct FlatGraph {
     points: usize,
 }
 
-#[derive(Clone, Copy, PartialEq, PartialOrd)]
+/// A distance ordered by `total_cmp`, so heaps have a total order (and equality
+/// agrees with it, unlike f32's).
+#[derive(Clone, Copy)]
 struct D(f32);
+impl PartialEq for D {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o).is_eq()
+    }
+}
 impl Eq for D {}
+impl PartialOrd for D {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
 impl Ord for D {
     fn cmp(&self, o: &Self) -> std::cmp::Ordering {
         self.0.total_cmp(&o.0)

@@ -301,7 +301,7 @@ mod tests {
             found += hits.iter().filter(|h| exact[..10].iter().any(|e| e.1 == h.row)).count();
         }
         assert!(found as f64 / 1000.0 > 0.9, "recall@10 {}", found as f64 / 1000.0);
-        let even = |r: usize| r % 2 == 0;
+        let even = |r: usize| r.is_multiple_of(2);
         let hits = g.search(&vecs[1], 10, 64, Some(&even));
         assert_eq!(hits.len(), 10);
         assert!(hits.iter().all(|h| h.row % 2 == 0));

@@ -133,6 +133,7 @@ struct Tile {
 impl Tile {
     /// Dot products of WR weight rows with XR x rows into `yb[(o + a) * rows + r + b]`.
     #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::needless_range_loop)] // `acc[a][b]` pairs two loops' indices
     unsafe fn run<const WR: usize, const XR: usize>(&self, yb: &mut [f32]) {
         use std::arch::x86_64::*;
         let Tile { x, w, inn, rows, r, o } = *self;
