@@ -315,6 +315,10 @@ impl PromptEmbedder {
 
     /// P's low-rank adapters, when the config has them (their `vars` are what
     /// training updates besides the alignment).
+    ///
+    /// The fingerprint is computed when the embedder is built: after changing the
+    /// adapters in place, [`PromptEmbedder::save`] and [`PromptEmbedder::load`] give the
+    /// trained embedder its own fingerprint.
     pub fn lora(&self) -> Option<&Lora> {
         self.lora.as_ref()
     }
