@@ -438,14 +438,25 @@ impl PromptEmbedder {
         let total = ids.dim(1)?;
         let mut weights = vec![0f32; text_ids.len() * total];
         for (i, t) in text_ids.iter().enumerate() {
-            let w = &mut weights[i * total..(i + 1) * total];
-            match self.cfg.pooling {
-                Pooling::LastToken => w[total - 1] = 1.0,
-                Pooling::MeanText => w[pads[i]..].iter_mut().for_each(|x| *x = 1.0 / t.len() as f32),
-                Pooling::MeanSoft => return Err(Error::invalid("mean over soft positions needs the soft positions' states")),
-            }
+            self.pooling_weights(&mut weights[i * total..(i + 1) * total], pads[i]..pads[i] + t.len(), None)?;
         }
         self.pool(&h, weights)
+    }
+
+    /// One row's pooling weights over its positions `w`: the text occupies `text`, the
+    /// soft tokens `soft` (when the row holds their states).
+    fn pooling_weights(&self, w: &mut [f32], text: std::ops::Range<usize>, soft: Option<std::ops::Range<usize>>) -> Result<()> {
+        let mean = |w: &mut [f32], r: std::ops::Range<usize>| {
+            let n = r.len() as f32;
+            w[r].iter_mut().for_each(|x| *x = 1.0 / n);
+        };
+        match (self.cfg.pooling, soft) {
+            (Pooling::LastToken, _) => *w.last_mut().expect("a row has positions") = 1.0,
+            (Pooling::MeanText, _) => mean(w, text),
+            (Pooling::MeanSoft, Some(r)) => mean(w, r),
+            (Pooling::MeanSoft, None) => return Err(Error::invalid("mean over soft positions needs soft tokens in M's input")),
+        }
+        Ok(())
     }
 
     /// Weighted sum over positions (`weights` is (b, t) row-major), L2-normalised.
@@ -487,13 +498,8 @@ impl PromptEmbedder {
                 (None, _) => parts.push(text),
             }
             rows.push(Tensor::cat(&parts, 0)?);
-            let w = &mut weights[i * total..(i + 1) * total];
-            match self.cfg.pooling {
-                Pooling::LastToken => w[total - 1] = 1.0,
-                Pooling::MeanText => w[text_at..text_at + ids.len()].iter_mut().for_each(|x| *x = 1.0 / ids.len() as f32),
-                Pooling::MeanSoft if k > 0 => w[soft_at..soft_at + k].iter_mut().for_each(|x| *x = 1.0 / k as f32),
-                Pooling::MeanSoft => return Err(Error::invalid("mean over soft positions needs soft tokens")),
-            }
+            let soft_span = (k > 0).then_some(soft_at..soft_at + k);
+            self.pooling_weights(&mut weights[i * total..(i + 1) * total], text_at..text_at + ids.len(), soft_span)?;
         }
         let x = Tensor::stack(&rows, 0)?;
         let h = m.forward(&x, &pads, None, path)?;

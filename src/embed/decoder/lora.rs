@@ -96,19 +96,27 @@ impl Lora {
     /// Fresh adapters for `dec` (B = 0: the adapted model equals the frozen one),
     /// with `A` drawn from a generator seeded by `seed`.
     pub fn new(cfg: LoraConfig, dec: &Decoder, seed: u64) -> Result<Self> {
-        Self::check(&cfg)?;
         let mut rng = StdRng::seed_from_u64(seed);
         let dev = dec.device();
+        let rank = cfg.rank;
+        Self::build(cfg, dec, |_, _, out_dim, in_dim| {
+            let bound = 1.0 / (in_dim as f32).sqrt();
+            let a: Vec<f32> = (0..rank * in_dim).map(|_| rng.random_range(-bound..bound)).collect();
+            let a = Var::from_tensor(&Tensor::from_vec(a, (rank, in_dim), dev)?)?;
+            Ok(Pair { a, b: Var::zeros((out_dim, rank), DType::F32, dev)? })
+        })
+    }
+
+    /// Adapters for every block and target of `cfg`, each pair made by
+    /// `make(block, target, out, in)`.
+    fn build(cfg: LoraConfig, dec: &Decoder, mut make: impl FnMut(usize, Target, usize, usize) -> Result<Pair>) -> Result<Self> {
+        Self::check(&cfg)?;
         let mut layers = Vec::with_capacity(dec.blocks.len());
-        for blk in &dec.blocks {
+        for (i, blk) in dec.blocks.iter().enumerate() {
             let mut slots: [Option<Pair>; 7] = Default::default();
             for &t in &cfg.targets {
                 let (out_dim, in_dim) = blk.weight(t).dims2()?;
-                let bound = 1.0 / (in_dim as f32).sqrt();
-                let a: Vec<f32> = (0..cfg.rank * in_dim).map(|_| rng.random_range(-bound..bound)).collect();
-                let a = Var::from_tensor(&Tensor::from_vec(a, (cfg.rank, in_dim), dev)?)?;
-                let b = Var::zeros((out_dim, cfg.rank), DType::F32, dev)?;
-                slots[t.index()] = Some(Pair { a, b });
+                slots[t.index()] = Some(make(i, t, out_dim, in_dim)?);
             }
             layers.push(slots);
         }
@@ -161,29 +169,22 @@ impl Lora {
     pub fn load(cfg: LoraConfig, dec: &Decoder, path: &FsPath) -> Result<Self> {
         Self::check(&cfg)?;
         let mut tensors = candle_core::safetensors::load(path, dec.device()).map_err(|e| Error::corrupt(path, e.to_string()))?;
-        let mut layers = Vec::with_capacity(dec.blocks.len());
-        for (i, blk) in dec.blocks.iter().enumerate() {
-            let mut slots: [Option<Pair>; 7] = Default::default();
-            for &t in &cfg.targets {
-                let (out_dim, in_dim) = blk.weight(t).dims2()?;
-                let mut take = |part: &str, shape: [usize; 2]| -> Result<Var> {
-                    let name = format!("blk.{i}.{}.{part}", t.name());
-                    let x = tensors.remove(&name).ok_or_else(|| Error::corrupt(path, format!("no tensor `{name}`")))?;
-                    if x.dims() != shape {
-                        return Err(Error::corrupt(path, format!("`{name}` has shape {:?}, expected {shape:?}", x.dims())));
-                    }
-                    Ok(Var::from_tensor(&x.to_dtype(DType::F32)?)?)
-                };
-                let a = take("lora_a", [cfg.rank, in_dim])?;
-                let b = take("lora_b", [out_dim, cfg.rank])?;
-                slots[t.index()] = Some(Pair { a, b });
-            }
-            layers.push(slots);
-        }
+        let rank = cfg.rank;
+        let lora = Self::build(cfg, dec, |i, t, out_dim, in_dim| {
+            let mut take = |part: &str, shape: [usize; 2]| -> Result<Var> {
+                let name = format!("blk.{i}.{}.{part}", t.name());
+                let x = tensors.remove(&name).ok_or_else(|| Error::corrupt(path, format!("no tensor `{name}`")))?;
+                if x.dims() != shape {
+                    return Err(Error::corrupt(path, format!("`{name}` has shape {:?}, expected {shape:?}", x.dims())));
+                }
+                Ok(Var::from_tensor(&x.to_dtype(DType::F32)?)?)
+            };
+            Ok(Pair { a: take("lora_a", [rank, in_dim])?, b: take("lora_b", [out_dim, rank])? })
+        })?;
         if let Some(extra) = tensors.keys().next() {
             return Err(Error::corrupt(path, format!("unexpected tensor `{extra}` (the config names other targets)")));
         }
-        Ok(Self { scale: cfg.alpha as f64 / cfg.rank as f64, cfg, layers })
+        Ok(lora)
     }
 
     /// Whether these adapters fit a decoder with `layers` blocks.
