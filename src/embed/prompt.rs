@@ -529,18 +529,17 @@ impl PromptEmbedder {
             let n = (self.cfg.token_budget / longest).max(1).min(order.len() - start);
             let batch: Vec<usize> = order[start..start + n].to_vec();
             let batch_ids: Vec<Vec<u32>> = batch.iter().map(|&i| ids[i].clone()).collect();
-            let soft = match (&constant, k) {
-                (_, 0) => None,
-                _ if prefixed => None,
-                (Some(c), _) => Some(c.unsqueeze(0)?.repeat((n, 1, 1))?),
-                (None, _) => {
-                    let prompts: Vec<Vec<u32>> = batch.iter().map(|&i| self.conditioned_prompt(kind, texts[i])).collect::<Result<_>>()?;
-                    Some(self.soft_prompts_ids(&prompts, path)?)
-                }
-            };
             let e = if prefixed {
                 self.embed_batch_prefixed(&batch_ids, kind)?
             } else {
+                let soft = match (&constant, k) {
+                    (_, 0) => None,
+                    (Some(c), _) => Some(c.unsqueeze(0)?.repeat((n, 1, 1))?),
+                    (None, _) => {
+                        let prompts: Vec<Vec<u32>> = batch.iter().map(|&i| self.conditioned_prompt(kind, texts[i])).collect::<Result<_>>()?;
+                        Some(self.soft_prompts_ids(&prompts, path)?)
+                    }
+                };
                 self.embed_batch(&batch_ids, soft.as_ref(), path)?
             };
             for (j, &i) in batch.iter().enumerate() {

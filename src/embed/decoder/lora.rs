@@ -200,12 +200,7 @@ impl Lora {
             Path::Fast => (p.a.as_tensor().detach(), p.b.as_tensor().detach()),
             Path::Differentiable => (p.a.as_tensor().clone(), p.b.as_tensor().clone()),
         };
-        let in_dim = a.dim(1)?;
-        let mut shape = x.dims().to_vec();
-        let rows = x.elem_count() / in_dim;
-        *shape.last_mut().expect("x has a last dimension") = b.dim(0)?;
-        let y = x.reshape((rows, in_dim))?.matmul(&a.t()?)?.matmul(&b.t()?)?;
-        Ok(Some((y * self.scale)?.reshape(shape)?))
+        Ok(Some((x.broadcast_matmul(&a.t()?)?.broadcast_matmul(&b.t()?)? * self.scale)?))
     }
 }
 
