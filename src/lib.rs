@@ -25,6 +25,7 @@ pub mod embed;
 pub mod error;
 pub mod index;
 pub mod store;
+pub mod train;
 
 pub use db::{Db, DbOptions, Document, Hit, IngestReport, Query, Stats};
 pub use embed::{Embedder, Kind};

@@ -114,6 +114,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Train an embedder contrastively on (query, document) pairs; prints the checkpoint
+    /// directory (usable as `--embedder DIR`) and a summary.
+    Train(TrainArgs),
     /// Figures about a database.
     Stats {
         /// Database directory.
@@ -122,6 +125,86 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Arguments of `duetdb train`.
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// Training pairs, JSON Lines (not needed with --resume).
+    #[arg(long, required_unless_present = "resume")]
+    data: Option<PathBuf>,
+    /// Field holding the query.
+    #[arg(long, default_value = "summary")]
+    query_field: String,
+    /// Field holding the document.
+    #[arg(long, default_value = "description")]
+    doc_field: String,
+    /// Field naming a pair's group: pairs of one group are never each other's negatives.
+    #[arg(long)]
+    group_field: Option<String>,
+    /// Dev pairs (same fields) for MRR@10 at evaluation points.
+    #[arg(long)]
+    dev: Option<PathBuf>,
+    /// Run directory: the trained checkpoint and the state to resume from.
+    #[arg(long)]
+    out: PathBuf,
+    /// What to train: prompt (P reads the instruction), prompt-prefix, prompt-text (P reads the text too), lora-m (baseline: LoRA on M).
+    #[arg(long, default_value = "prompt")]
+    mode: String,
+    /// Optimiser steps.
+    #[arg(long, default_value_t = 1000)]
+    steps: u64,
+    /// Queries per micro-batch (each with its positive and one hard negative).
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Micro-batches per step (gradient accumulation).
+    #[arg(long, default_value_t = 1)]
+    accum: usize,
+    /// Peak learning rate of the adapters.
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Peak learning rate of the alignment.
+    #[arg(long, default_value_t = 1e-3)]
+    lr_align: f64,
+    /// Warm-up steps.
+    #[arg(long, default_value_t = 50)]
+    warmup: u64,
+    /// InfoNCE temperature.
+    #[arg(long, default_value_t = 0.05)]
+    temperature: f64,
+    /// LoRA rank.
+    #[arg(long, default_value_t = 8)]
+    rank: usize,
+    /// Document tokens kept in training.
+    #[arg(long, default_value_t = 64)]
+    max_doc_tokens: usize,
+    /// Query tokens kept in training.
+    #[arg(long, default_value_t = 32)]
+    max_query_tokens: usize,
+    /// Hard-negative candidates per query (0: in-batch negatives only).
+    #[arg(long, default_value_t = 10)]
+    hard_negatives: usize,
+    /// Steps between dev evaluations (0: only at the end).
+    #[arg(long, default_value_t = 200)]
+    eval_every: u64,
+    /// Dev pairs evaluated.
+    #[arg(long, default_value_t = 300)]
+    eval_size: usize,
+    /// Steps between saved states.
+    #[arg(long, default_value_t = 25)]
+    save_every: u64,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Continue the run in --out from its last saved state (its saved settings apply).
+    #[arg(long)]
+    resume: bool,
+    /// Stop (after saving) once this many steps are done; a later --resume continues.
+    #[arg(long)]
+    stop_at: Option<u64>,
+    /// Print one JSON line per evaluation point and a final summary.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Writes a line to stdout; a closed pipe (`| head`) ends the program quietly.
@@ -329,6 +412,72 @@ fn eval_cmd(file: PathBuf, qf: String, df: String, spec: String, limit: Option<u
     Ok(())
 }
 
+fn train_cmd(args: TrainArgs) -> Result<(), String> {
+    use duetdb::train::{Mode, TrainConfig, Trainer};
+    let s = |e: Error| e.to_string();
+    let mut t = if args.resume {
+        Trainer::resume(&args.out).map_err(s)?
+    } else {
+        let data = args.data.ok_or("--data is needed for a new run")?;
+        let mut c = TrainConfig::new(data, &args.query_field, &args.doc_field, Mode::parse(&args.mode).map_err(s)?);
+        c.group_field = args.group_field;
+        c.dev = args.dev;
+        c.steps = args.steps;
+        c.batch = args.batch;
+        c.accum = args.accum;
+        c.optim.lr = args.lr;
+        c.optim.lr_align = args.lr_align;
+        c.optim.warmup = args.warmup;
+        c.temperature = args.temperature;
+        c.lora_rank = args.rank;
+        c.max_doc_tokens = args.max_doc_tokens;
+        c.max_query_tokens = args.max_query_tokens;
+        c.hard_negatives = args.hard_negatives;
+        c.eval_every = args.eval_every;
+        c.eval_size = args.eval_size;
+        c.save_every = args.save_every;
+        c.seed = args.seed;
+        Trainer::create(c, &args.out).map_err(s)?
+    };
+    t.stop_at = args.stop_at;
+    let total = t.config().steps;
+    let bar = ProgressBar::new(total).with_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} steps {msg} ({eta})").unwrap(),
+    );
+    bar.set_position(t.step());
+    let json = args.json;
+    let summary = t
+        .run(&mut |l| {
+            bar.set_position(l.step);
+            bar.set_message(format!("loss {:.4}", l.loss));
+            if let Some(m) = l.dev_mrr10 {
+                if json {
+                    out(serde_json::to_string(l).unwrap());
+                } else {
+                    bar.println(format!("step {}: loss {:.4}, dev MRR@10 {m:.4}", l.step, l.loss));
+                }
+            }
+        })
+        .map_err(s)?;
+    bar.finish_and_clear();
+    if json {
+        out(json!({"done": summary.steps >= total, "summary": summary}));
+    } else {
+        out(format!(
+            "checkpoint {}\n{} of {} steps, {} trainable values, median step {:.2} s, peak memory {:.0} MiB, recent loss {:.4}, dev MRR@10 {}",
+            summary.checkpoint.display(),
+            summary.steps,
+            total,
+            summary.parameters,
+            summary.median_step_s,
+            summary.peak_rss_mib,
+            summary.recent_loss,
+            summary.last_dev_mrr10.map_or("not measured".to_string(), |m| format!("{m:.4}"))
+        ));
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<(), String> {
     let s = |e: Error| e.to_string();
     match cli.cmd {
@@ -376,6 +525,7 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Cmd::Embed { texts, embedder, kind, json } => embed_cmd(texts, embedder, kind, json),
         Cmd::Eval { file, query_field, doc_field, embedder, limit, json } => eval_cmd(file, query_field, doc_field, embedder, limit, json),
+        Cmd::Train(args) => train_cmd(args),
         Cmd::Stats { db, json } => {
             let db = open_existing(&db).map_err(s)?;
             let st = db.stats().map_err(s)?;

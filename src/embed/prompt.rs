@@ -9,7 +9,7 @@ use super::gguf::Gguf;
 use super::tokenizer::TextTokenizer;
 use super::{Embedder, Kind};
 use crate::error::{Error, Result};
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor, Var, D};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -91,6 +91,11 @@ pub struct PromptConfig {
     /// Stored in the checkpoint's `prompting_lora.safetensors`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lora: Option<LoraConfig>,
+    /// Low-rank adapters on M itself: the LoRA baseline of training, which fine-tunes the
+    /// Embedding LLM instead of prompting it (use it with `soft_tokens: 0`). Stored in the
+    /// checkpoint's `embedding_lora.safetensors`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding_lora: Option<LoraConfig>,
 }
 
 /// Qwen2.5-Coder-0.5B-Instruct, the second backbone (DESIGN.md section 4).
@@ -127,12 +132,15 @@ impl Default for PromptConfig {
             max_text_tokens: 256,
             token_budget: 2048,
             lora: None,
+            embedding_lora: None,
         }
     }
 }
 
 /// File name of P's adapters in a checkpoint directory.
 const LORA_FILE: &str = "prompting_lora.safetensors";
+/// File name of M's adapters (the LoRA baseline) in a checkpoint directory.
+const M_LORA_FILE: &str = "embedding_lora.safetensors";
 
 struct Model {
     dec: Decoder,
@@ -152,11 +160,13 @@ pub struct PromptEmbedder {
     spec: Option<String>,
     p: Arc<Model>,
     m: Arc<Model>,
-    /// Alignment (d_p, d_e) and bias (d_e).
-    align_w: Tensor,
-    align_b: Tensor,
+    /// Alignment (d_p, d_e) and bias (d_e); variables, so that training can update them.
+    align_w: Var,
+    align_b: Var,
     /// P's adapters, when the config has them.
     lora: Option<Lora>,
+    /// M's adapters, when the config has them (the LoRA baseline).
+    m_lora: Option<Lora>,
     /// Soft prompts in M's space (K, d_e) per kind, when they do not read the text.
     prompt_cache: Mutex<HashMap<Kind, Tensor>>,
     /// M's keys and values over that soft prompt, when it is a prefix: every text
@@ -216,6 +226,12 @@ impl PromptEmbedder {
     /// A fresh, untrained embedder: the alignment is the identity when P and M are
     /// the same file, else a least-squares fit over their shared token strings.
     pub fn new(cfg: PromptConfig, device: &Device) -> Result<Self> {
+        Self::new_seeded(cfg, device, 0)
+    }
+
+    /// [`PromptEmbedder::new`] with fresh adapters drawn from `seed` (P's from `seed`,
+    /// M's from `seed + 1`).
+    pub fn new_seeded(cfg: PromptConfig, device: &Device, seed: u64) -> Result<Self> {
         let p = Arc::new(load_model(&cfg.prompting, device)?);
         let m = if cfg.embedding == cfg.prompting { p.clone() } else { Arc::new(load_model(&cfg.embedding, device)?) };
         let (align_w, align_b) = if cfg.embedding == cfg.prompting {
@@ -226,17 +242,25 @@ impl PromptEmbedder {
         };
         // Fresh adapters have B = 0: P behaves as loaded until trained.
         let lora = match &cfg.lora {
-            Some(l) => Some(Lora::new(l.clone(), &p.dec, 0)?),
+            Some(l) => Some(Lora::new(l.clone(), &p.dec, seed)?),
             None => None,
         };
-        Self::assemble(cfg, None, p, m, align_w, align_b, lora, device)
+        let m_lora = match &cfg.embedding_lora {
+            Some(l) => Some(Lora::new(l.clone(), &m.dec, seed.wrapping_add(1))?),
+            None => None,
+        };
+        Self::assemble(cfg, None, p, m, align_w, align_b, [lora, m_lora], device)
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn assemble(cfg: PromptConfig, spec: Option<String>, p: Arc<Model>, m: Arc<Model>, align_w: Tensor, align_b: Tensor, lora: Option<Lora>, device: &Device) -> Result<Self> {
+    fn assemble(cfg: PromptConfig, spec: Option<String>, p: Arc<Model>, m: Arc<Model>, align_w: Tensor, align_b: Tensor, adapters: [Option<Lora>; 2], device: &Device) -> Result<Self> {
+        let [lora, m_lora] = adapters;
         let (dp, de) = (p.dec.config().hidden, m.dec.config().hidden);
         if align_w.dims() != [dp, de] || align_b.dims() != [de] {
             return Err(Error::Model(format!("alignment has shape {:?} + {:?}, expected [{dp}, {de}] + [{de}]", align_w.dims(), align_b.dims())));
+        }
+        if cfg.soft_tokens > 0 && cfg.placement == Placement::Suffix && cfg.pooling == Pooling::MeanText {
+            return Err(Error::invalid("soft tokens after the text with mean-over-text pooling: a causal M never lets the text see them; pool over the soft positions or the last token"));
         }
         let mut h = Sha256::new();
         h.update(serde_json::to_vec(&cfg).expect("config serialises"));
@@ -248,16 +272,33 @@ impl PromptEmbedder {
         };
         hash_tensor(&mut h, &align_w)?;
         hash_tensor(&mut h, &align_b)?;
-        if let Some(l) = &lora {
+        // M's adapters are named with an `m.` prefix so that P-only checkpoints keep the
+        // fingerprints they had before M could have adapters.
+        for (prefix, l) in [("", &lora), ("m.", &m_lora)] {
+            let Some(l) = l else { continue };
             let mut named: Vec<(String, Tensor)> = l.tensors().into_iter().collect();
             named.sort_by(|a, b| a.0.cmp(&b.0));
             for (name, t) in &named {
-                h.update(name.as_bytes());
+                h.update(format!("{prefix}{name}").as_bytes());
                 hash_tensor(&mut h, t)?;
             }
         }
         let fingerprint = format!("prompt-v1:{}:d{de}", &super::hex(&h.finalize())[..16]);
-        Ok(Self { cfg, spec, p, m, align_w, align_b, lora, prompt_cache: Mutex::default(), prefix_cache: Mutex::default(), fingerprint, device: device.clone() })
+        let (align_w, align_b) = (Var::from_tensor(&align_w)?, Var::from_tensor(&align_b)?);
+        Ok(Self {
+            cfg,
+            spec,
+            p,
+            m,
+            align_w,
+            align_b,
+            lora,
+            m_lora,
+            prompt_cache: Mutex::default(),
+            prefix_cache: Mutex::default(),
+            fingerprint,
+            device: device.clone(),
+        })
     }
 
     /// Loads a checkpoint directory (`config.json`, `alignment.safetensors`, and
@@ -272,18 +313,18 @@ impl PromptEmbedder {
         let get = |n: &str| tensors.get(n).cloned().ok_or_else(|| Error::corrupt(dir.join("alignment.safetensors"), format!("no tensor `{n}`")));
         let p = Arc::new(load_model(&cfg.prompting, &device)?);
         let m = if cfg.embedding == cfg.prompting { p.clone() } else { Arc::new(load_model(&cfg.embedding, &device)?) };
-        let lora = match &cfg.lora {
-            Some(l) => {
-                let f = dir.join(LORA_FILE);
-                if !f.exists() {
-                    return Err(Error::corrupt(&f, "missing: the checkpoint's config.json has LoRA adapters"));
-                }
-                Some(Lora::load(l.clone(), &p.dec, &f)?)
+        let adapters = |c: &Option<LoraConfig>, model: &Model, file: &str| -> Result<Option<Lora>> {
+            let Some(l) = c else { return Ok(None) };
+            let f = dir.join(file);
+            if !f.exists() {
+                return Err(Error::corrupt(&f, "missing: the checkpoint's config.json has LoRA adapters"));
             }
-            None => None,
+            Ok(Some(Lora::load(l.clone(), &model.dec, &f)?))
         };
+        let lora = adapters(&cfg.lora, &p, LORA_FILE)?;
+        let m_lora = adapters(&cfg.embedding_lora, &m, M_LORA_FILE)?;
         let spec = std::fs::canonicalize(dir).ok().map(|d| d.display().to_string());
-        Self::assemble(cfg, spec, p, m, get("weight")?, get("bias")?, lora, &device)
+        Self::assemble(cfg, spec, p, m, get("weight")?, get("bias")?, [lora, m_lora], &device)
     }
 
     /// Writes this embedder as a checkpoint directory.
@@ -299,14 +340,17 @@ impl PromptEmbedder {
             std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| Error::io(&tmp, e))?;
             std::fs::rename(&tmp, dir.join(name)).map_err(|e| Error::io(dir.join(name), e))
         };
-        let t: HashMap<String, Tensor> = [("weight".to_string(), self.align_w.clone()), ("bias".to_string(), self.align_b.clone())].into();
+        let t: HashMap<String, Tensor> =
+            [("weight".to_string(), self.align_w.as_tensor().clone()), ("bias".to_string(), self.align_b.as_tensor().clone())].into();
         put("alignment.safetensors", &|f| Ok(candle_core::safetensors::save(&t, f)?))?;
-        match &self.lora {
-            Some(l) => put(LORA_FILE, &|f| l.save(f))?,
-            None => match std::fs::remove_file(dir.join(LORA_FILE)) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(dir.join(LORA_FILE), e)),
-                _ => {}
-            },
+        for (lora, file) in [(&self.lora, LORA_FILE), (&self.m_lora, M_LORA_FILE)] {
+            match lora {
+                Some(l) => put(file, &|f| l.save(f))?,
+                None => match std::fs::remove_file(dir.join(file)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(dir.join(file), e)),
+                    _ => {}
+                },
+            }
         }
         let cfg = serde_json::to_vec_pretty(&self.cfg).expect("config serialises");
         put("config.json", &|f| std::fs::write(f, &cfg).map_err(|e| Error::io(f, e)))?;
@@ -323,9 +367,44 @@ impl PromptEmbedder {
         self.lora.as_ref()
     }
 
+    /// M's low-rank adapters, when the config has them (the LoRA baseline).
+    pub fn embedding_lora(&self) -> Option<&Lora> {
+        self.m_lora.as_ref()
+    }
+
     /// The alignment matrix (d_p, d_e) and bias (d_e).
     pub fn alignment(&self) -> (&Tensor, &Tensor) {
-        (&self.align_w, &self.align_b)
+        (self.align_w.as_tensor(), self.align_b.as_tensor())
+    }
+
+    /// Every parameter training may update, by name: `align.weight`, `align.bias`, P's
+    /// adapters as `p.blk.{i}.{target}.lora_a|b` and M's as `m.blk...`. A trainer picks
+    /// the ones its mode trains; the backbones' own weights are never among them.
+    pub fn parameters(&self) -> Vec<(String, Var)> {
+        let mut out = vec![("align.weight".to_string(), self.align_w.clone()), ("align.bias".to_string(), self.align_b.clone())];
+        for (prefix, lora) in [("p.", &self.lora), ("m.", &self.m_lora)] {
+            if let Some(l) = lora {
+                let mut named = l.named_vars();
+                named.sort_by(|a, b| a.0.cmp(&b.0));
+                out.extend(named.into_iter().map(|(n, v)| (format!("{prefix}{n}"), v)));
+            }
+        }
+        out
+    }
+
+    /// The frozen Embedding LLM M (for checks that training leaves it unchanged).
+    pub fn embedding_model(&self) -> &Decoder {
+        &self.m.dec
+    }
+
+    /// Token ids of a text for M, cut to `max_tokens`; an empty text is an error.
+    pub fn tokenize(&self, text: &str, max_tokens: usize) -> Result<Vec<u32>> {
+        let mut ids = self.m.tok.encode(text)?;
+        ids.truncate(max_tokens.min(self.cfg.max_text_tokens));
+        if ids.is_empty() {
+            return Err(Error::invalid("text has no tokens"));
+        }
+        Ok(ids)
     }
 
     /// The configuration.
@@ -340,13 +419,9 @@ impl PromptEmbedder {
         }
     }
 
+    #[cfg(test)]
     fn text_ids(&self, text: &str) -> Result<Vec<u32>> {
-        let mut ids = self.m.tok.encode(text)?;
-        ids.truncate(self.cfg.max_text_tokens);
-        if ids.is_empty() {
-            return Err(Error::invalid("text has no tokens"));
-        }
-        Ok(ids)
+        self.tokenize(text, self.cfg.max_text_tokens)
     }
 
     /// Relaxed decoding: K soft tokens for each prompt, mapped into M's input space,
@@ -357,9 +432,9 @@ impl PromptEmbedder {
     }
 
     /// P's prompt for a text: the instruction, then the text cut to `max_text_tokens`.
-    fn conditioned_prompt(&self, kind: Kind, text: &str) -> Result<Vec<u32>> {
+    fn conditioned_prompt(&self, kind: Kind, text: &str, max_tokens: usize) -> Result<Vec<u32>> {
         let head = format!("Instruct: {}\nQuery: ", self.instruction(kind));
-        let keep = self.p.tok.encode(&head)?.len() + self.cfg.max_text_tokens;
+        let keep = self.p.tok.encode(&head)?.len() + max_tokens.min(self.cfg.max_text_tokens);
         let mut ids = self.p.tok.encode(&format!("{head}{text}"))?;
         ids.truncate(keep);
         Ok(ids)
@@ -390,7 +465,11 @@ impl PromptEmbedder {
             }
         }
         let s = Tensor::stack(&feats, 1)?; // (b, K, d_p)
-        Ok(s.broadcast_matmul(&self.align_w)?.broadcast_add(&self.align_b)?)
+        let (w, b) = match path {
+            Path::Fast => (self.align_w.as_tensor().detach(), self.align_b.as_tensor().detach()),
+            Path::Differentiable => (self.align_w.as_tensor().clone(), self.align_b.as_tensor().clone()),
+        };
+        Ok(s.broadcast_matmul(&w)?.broadcast_add(&b)?)
     }
 
     /// P's prompt in the mode that does not read the text.
@@ -468,8 +547,9 @@ impl PromptEmbedder {
         Ok(pooled.broadcast_div(&norm)?)
     }
 
-    /// Embeddings of one batch, (b, d_e), L2-normalised. `soft` holds each row's soft
-    /// prompt (b, K, d_e) when K > 0.
+    /// Embeddings of one batch, (b, d_e), L2-normalised, by one forward of M over the
+    /// whole input (the reference path). `soft` holds each row's soft prompt (b, K, d_e)
+    /// when K > 0.
     pub fn embed_batch(&self, text_ids: &[Vec<u32>], soft: Option<&Tensor>, path: Path) -> Result<Tensor> {
         let m = &self.m.dec;
         let k = self.cfg.soft_tokens;
@@ -502,14 +582,42 @@ impl PromptEmbedder {
             self.pooling_weights(&mut weights[i * total..(i + 1) * total], text_at..text_at + ids.len(), soft_span)?;
         }
         let x = Tensor::stack(&rows, 0)?;
-        let h = m.forward(&x, &pads, None, path)?;
+        let h = m.forward_adapted(&x, &pads, None, path, self.m_lora.as_ref())?;
+        self.pool(&h, weights)
+    }
+
+    /// [`PromptEmbedder::embed_batch`] for soft tokens after the text: M's pass over the
+    /// text runs on the fast path (no text position of a causal M depends on the soft
+    /// tokens, so nothing there needs a gradient), and only the K soft positions, which
+    /// attend to the text's cached keys and values, run on `path`. Same embeddings and
+    /// gradients as the full forward, up to float rounding, at a fraction of the cost.
+    pub fn embed_batch_suffix(&self, text_ids: &[Vec<u32>], soft: &Tensor, path: Path) -> Result<Tensor> {
+        if self.cfg.placement != Placement::Suffix || self.m_lora.is_some() {
+            return Err(Error::invalid("the cached suffix path needs soft tokens after the text and a frozen M"));
+        }
+        let m = &self.m.dec;
+        let (ids, pads) = m.pad_left(text_ids, 0)?;
+        let mut cache = m.new_cache(&pads);
+        m.forward(&m.embed_ids(&ids)?, &pads, Some(&mut cache), Path::Fast)?;
+        let h = m.forward(soft, &pads, Some(&mut cache), path)?;
+        let k = soft.dim(1)?;
+        let mut weights = vec![0f32; text_ids.len() * k];
+        for w in weights.chunks_mut(k) {
+            self.pooling_weights(w, 0..0, Some(0..k))?;
+        }
         self.pool(&h, weights)
     }
 
     /// Embeds texts on either path; batches by the token budget (longest texts first,
     /// so padding stays small), returning (n, d_e) in input order.
     pub fn embed_tensor(&self, texts: &[&str], kind: Kind, path: Path) -> Result<Tensor> {
-        let ids: Vec<Vec<u32>> = texts.iter().map(|t| self.text_ids(t)).collect::<Result<_>>()?;
+        self.embed_texts(texts, kind, path, self.cfg.max_text_tokens)
+    }
+
+    /// [`PromptEmbedder::embed_tensor`] with texts cut to `max_tokens` (at most the
+    /// config's `max_text_tokens`); training uses shorter texts than inference.
+    pub fn embed_texts(&self, texts: &[&str], kind: Kind, path: Path, max_tokens: usize) -> Result<Tensor> {
+        let ids: Vec<Vec<u32>> = texts.iter().map(|t| self.tokenize(t, max_tokens)).collect::<Result<_>>()?;
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
         let k = self.cfg.soft_tokens;
@@ -522,6 +630,8 @@ impl PromptEmbedder {
         };
         // A constant prefix prompt on the fast path: M's states over it are cached too.
         let prefixed = constant.is_some() && path == Path::Fast && self.cfg.placement == Placement::Prefix && self.cfg.pooling != Pooling::MeanSoft;
+        // Soft tokens after the text of a frozen M: the text needs no gradient.
+        let suffixed = k > 0 && self.cfg.placement == Placement::Suffix && self.m_lora.is_none();
         let mut out: Vec<Option<Tensor>> = vec![None; ids.len()];
         let mut start = 0;
         while start < order.len() {
@@ -536,11 +646,15 @@ impl PromptEmbedder {
                     (_, 0) => None,
                     (Some(c), _) => Some(c.unsqueeze(0)?.repeat((n, 1, 1))?),
                     (None, _) => {
-                        let prompts: Vec<Vec<u32>> = batch.iter().map(|&i| self.conditioned_prompt(kind, texts[i])).collect::<Result<_>>()?;
+                        let prompts: Vec<Vec<u32>> =
+                            batch.iter().map(|&i| self.conditioned_prompt(kind, texts[i], max_tokens)).collect::<Result<_>>()?;
                         Some(self.soft_prompts_ids(&prompts, path)?)
                     }
                 };
-                self.embed_batch(&batch_ids, soft.as_ref(), path)?
+                match soft {
+                    Some(s) if suffixed => self.embed_batch_suffix(&batch_ids, &s, path)?,
+                    soft => self.embed_batch(&batch_ids, soft.as_ref(), path)?,
+                }
             };
             for (j, &i) in batch.iter().enumerate() {
                 out[i] = Some(e.get(j)?);

@@ -143,6 +143,13 @@ impl Lora {
         self.pairs().flat_map(|(_, _, p)| [p.a.clone(), p.b.clone()]).collect()
     }
 
+    /// The trainable tensors by their checkpoint names (see [`Lora::tensors`]).
+    pub fn named_vars(&self) -> Vec<(String, Var)> {
+        self.pairs()
+            .flat_map(|(i, t, p)| [(format!("blk.{i}.{}.lora_a", t.name()), p.a.clone()), (format!("blk.{i}.{}.lora_b", t.name()), p.b.clone())])
+            .collect()
+    }
+
     fn pairs(&self) -> impl Iterator<Item = (usize, Target, &Pair)> {
         self.layers.iter().enumerate().flat_map(|(i, slots)| Target::ALL.iter().filter_map(move |&t| slots[t.index()].as_ref().map(|p| (i, t, p))))
     }

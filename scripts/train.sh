@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Trains (or resumes) one run on the Debian train split, dev MRR@10 on 300 dev pairs at
+# evaluation points. The run directory runs/MODE holds the checkpoint and the small state
+# a later session resumes from (commit it): `scripts/train.sh MODE` again continues it.
+#   scripts/train.sh prompt|prompt-prefix|prompt-text|lora-m [extra duetdb train flags]
+# Needs ../shared/data (the Debian descriptions) and scripts/fetch-models.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:?usage: scripts/train.sh MODE [flags]}; shift
+data=bench-out/data; mkdir -p "$data"
+[ -s "$data/train.jsonl" ] || zcat ../shared/data/debian-descriptions.jsonl.gz | grep '"split": "train"' > "$data/train.jsonl"
+[ -s "$data/dev.jsonl" ] || zcat ../shared/data/debian-descriptions.jsonl.gz | grep '"split": "dev"' > "$data/dev.jsonl"
+./scripts/fetch-models.sh
+cargo build --release --quiet
+out=runs/$mode
+if [ -f "$out/train/latest" ]; then
+  exec ./target/release/duetdb train --resume --out "$out" --json "$@"
+fi
+# Settings shared by every mode, so that their rows compare: same data order, steps,
+# batch and sequence lengths.
+exec ./target/release/duetdb train --data "$data/train.jsonl" --group-field source --dev "$data/dev.jsonl" \
+  --query-field summary --doc-field description --out "$out" --mode "$mode" \
+  --steps "${STEPS:-1200}" --batch 16 --max-doc-tokens 64 --max-query-tokens 32 --eval-every 100 --eval-size 300 \
+  --save-every 25 --json "$@"

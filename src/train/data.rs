@@ -1,0 +1,201 @@
+//! Training data: (query, document) pairs from JSON Lines, hard negatives mined with the
+//! lexical `hash` embedder, and a deterministic batch order that a resumed run replays.
+
+use crate::embed::{Embedder, HashEmbedder, HashEmbedderConfig, Kind};
+use crate::error::{Error, Result};
+use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
+use serde_json::Value;
+use std::path::Path;
+
+/// One training example.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pair {
+    /// The query text.
+    pub query: String,
+    /// Its relevant document.
+    pub doc: String,
+    /// Pairs of one group (a Debian source package) are near-duplicates: never each
+    /// other's negatives.
+    pub group: String,
+}
+
+/// Which fields of each JSON line to read.
+#[derive(Debug, Clone)]
+pub struct Fields {
+    /// Field holding the query.
+    pub query: String,
+    /// Field holding the document.
+    pub doc: String,
+    /// Field naming the pair's group; `None`: every pair is its own group.
+    pub group: Option<String>,
+}
+
+/// Reads the pairs of a JSON Lines file; lines without both texts are skipped (their
+/// count is returned), a line that is not JSON is an error naming it.
+pub fn read_pairs(path: &Path, fields: &Fields) -> Result<(Vec<Pair>, usize)> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut pairs = Vec::new();
+    let mut skipped = 0;
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: Value = serde_json::from_str(line).map_err(|e| Error::invalid(format!("{} line {}: {e}", path.display(), n + 1)))?;
+        let field = |f: &str| v.get(f).and_then(Value::as_str).map(str::trim).unwrap_or("").to_string();
+        let (query, doc) = (field(&fields.query), field(&fields.doc));
+        if query.is_empty() || doc.is_empty() {
+            skipped += 1;
+            continue;
+        }
+        let group = match &fields.group {
+            Some(g) => field(g),
+            None => format!("#{}", pairs.len()),
+        };
+        pairs.push(Pair { query, doc, group });
+    }
+    if pairs.is_empty() {
+        return Err(Error::invalid(format!("no line of {} has both `{}` and `{}`", path.display(), fields.query, fields.doc)));
+    }
+    Ok((pairs, skipped))
+}
+
+/// Hard negatives from the lexical `hash` embedder: for a pair, the documents of other
+/// groups that rank highest for its query (never its own document, nor one with the same
+/// text). The documents are embedded once; each query is scored when its batch comes,
+/// by exact search, so the result depends on the data alone and costs nothing up front.
+pub struct NegativeMiner {
+    docs: Vec<f32>,
+    dim: usize,
+    k: usize,
+    hash: HashEmbedder,
+}
+
+impl NegativeMiner {
+    /// A miner over the documents of `pairs` that keeps `k` candidates per query.
+    pub fn new(pairs: &[Pair], k: usize) -> Result<Self> {
+        let hash = HashEmbedder::new(HashEmbedderConfig::default())?;
+        let dim = hash.dim();
+        let mut docs = Vec::with_capacity(pairs.len() * dim);
+        for chunk in pairs.chunks(4096) {
+            let texts: Vec<&str> = chunk.iter().map(|p| p.doc.as_str()).collect();
+            docs.extend(hash.embed(&texts, Kind::Passage)?.into_iter().flatten());
+        }
+        Ok(Self { docs, dim, k, hash })
+    }
+
+    /// Up to `k` hard-negative candidates for pair `i`, best first.
+    pub fn candidates(&self, pairs: &[Pair], i: usize) -> Vec<u32> {
+        use rayon::prelude::*;
+        let me = &pairs[i];
+        let q = self.hash.embed_one(&me.query);
+        let scores: Vec<f32> = self.docs.par_chunks(self.dim).map(|d| d.iter().zip(&q).map(|(a, b)| a * b).sum()).collect();
+        let mut idx: Vec<u32> = (0..scores.len() as u32).collect();
+        // Enough candidates to survive the filters below, then an exact order.
+        let take = (4 * self.k + 16).min(idx.len());
+        let by_score = |a: &u32, b: &u32| scores[*b as usize].total_cmp(&scores[*a as usize]).then(a.cmp(b));
+        if take < idx.len() {
+            idx.select_nth_unstable_by(take, by_score);
+            idx.truncate(take);
+        }
+        idx.sort_by(by_score);
+        idx.into_iter().filter(|&j| pairs[j as usize].group != me.group && pairs[j as usize].doc != me.doc).take(self.k).collect()
+    }
+}
+
+/// One micro-batch: pair indices and, for each, the index of its hard negative's pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// Indices into the pairs.
+    pub pairs: Vec<usize>,
+    /// The pair whose document is each query's hard negative (`None` if it has none).
+    pub negatives: Vec<Option<usize>>,
+}
+
+/// The deterministic order of examples: epoch `e` visits the pairs in a permutation
+/// seeded by `(seed, e)`, and micro-batch `i` takes examples `i * size ..` of that
+/// endless sequence. A resumed run only needs the micro-batch counter.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    n: usize,
+    size: usize,
+    seed: u64,
+}
+
+impl Schedule {
+    /// An order over `n` pairs in micro-batches of `size`.
+    pub fn new(n: usize, size: usize, seed: u64) -> Self {
+        Self { n, size, seed }
+    }
+
+    fn permutation(&self, epoch: u64) -> Vec<usize> {
+        let mut p: Vec<usize> = (0..self.n).collect();
+        p.shuffle(&mut StdRng::seed_from_u64(self.seed ^ epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15)));
+        p
+    }
+
+    /// Micro-batch number `i`, with one hard negative per query drawn from its
+    /// candidates (`negatives(pair)`) by a generator seeded from `(seed, i)`.
+    pub fn batch(&self, i: u64, negatives: &dyn Fn(usize) -> Vec<u32>) -> Batch {
+        let start = i as usize * self.size;
+        let mut perm: Option<(u64, Vec<usize>)> = None;
+        let pairs: Vec<usize> = (start..start + self.size)
+            .map(|j| {
+                let epoch = (j / self.n) as u64;
+                if perm.as_ref().is_none_or(|(e, _)| *e != epoch) {
+                    perm = Some((epoch, self.permutation(epoch)));
+                }
+                perm.as_ref().expect("set above").1[j % self.n]
+            })
+            .collect();
+        let mut rng = StdRng::seed_from_u64(self.seed.wrapping_add(1).wrapping_mul(0x2545_f491_4f6c_dd1d) ^ i);
+        let negatives = pairs
+            .iter()
+            .map(|&p| {
+                let c = negatives(p);
+                (!c.is_empty()).then(|| c[rng.random_range(0..c.len())] as usize)
+            })
+            .collect();
+        Batch { pairs, negatives }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(q: &str, d: &str, g: &str) -> Pair {
+        Pair { query: q.into(), doc: d.into(), group: g.into() }
+    }
+
+    #[test]
+    fn hard_negatives_skip_the_positive_and_its_group() -> Result<()> {
+        let pairs = vec![
+            pair("regex search tool", "ripgrep searches files for a regex", "ripgrep"),
+            pair("regex search tool data", "ripgrep regex search data files", "ripgrep"),
+            pair("grep for regex", "GNU grep searches files for a regex pattern", "grep"),
+            pair("music player", "a console music player for mp3 files", "moc"),
+        ];
+        let miner = NegativeMiner::new(&pairs, 2)?;
+        let negs: Vec<Vec<u32>> = (0..pairs.len()).map(|i| miner.candidates(&pairs, i)).collect();
+        assert_eq!(negs[0][0], 2, "grep is ripgrep's closest other-group document");
+        for (i, n) in negs.iter().enumerate() {
+            for &j in n {
+                assert_ne!(pairs[j as usize].group, pairs[i].group);
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn schedule_is_a_function_of_the_batch_number() {
+        let s = Schedule::new(10, 4, 7);
+        let negs = |i: usize| vec![(i as u32 + 1) % 10, (i as u32 + 2) % 10];
+        let all: Vec<Batch> = (0..5).map(|i| s.batch(i, &negs)).collect();
+        assert_eq!(Schedule::new(10, 4, 7).batch(3, &negs), all[3], "same batch when asked again");
+        // The first epoch (10 examples) visits every pair once.
+        let mut first: Vec<usize> = all.iter().flat_map(|b| b.pairs.clone()).take(10).collect();
+        first.sort();
+        assert_eq!(first, (0..10).collect::<Vec<_>>());
+        assert_ne!(Schedule::new(10, 4, 8).batch(0, &negs), all[0], "another seed, another order");
+    }
+}
