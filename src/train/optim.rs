@@ -118,14 +118,16 @@ impl AdamW {
         let (bc1, bc2) = (1.0 - c.beta1.powi(t), 1.0 - c.beta2.powi(t));
         for s in &mut self.slots {
             let Some(g) = grads.get(&s.name) else { continue };
-            let g = (g * clip)?;
+            // Detached throughout: a gradient can carry its autograd history, and moments
+            // built on it would keep every step's graph alive.
+            let g = (g.detach() * clip)?;
             s.m = ((&s.m * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
             s.v = ((&s.v * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
             let lr = rate * if s.align { c.lr_align } else { c.lr };
             let update = ((&s.m / bc1)? / ((&s.v / bc2)?.sqrt()? + c.eps)?)?;
             let decay = if s.align { 0.0 } else { c.weight_decay };
-            let p = s.var.as_tensor();
-            let next = ((p * (1.0 - lr * decay))? - (update * lr)?)?;
+            let p = s.var.as_tensor().detach();
+            let next = ((&p * (1.0 - lr * decay))? - (update * lr)?)?;
             s.var.set(&next)?;
         }
         self.step += 1;

@@ -273,6 +273,37 @@ impl Decoder {
         self.blocks.iter().map(|b| [&b.wq, &b.wk, &b.wv, &b.wo, &b.w_gate, &b.w_up, &b.w_down].iter().map(|t| t.elem_count()).sum::<usize>()).sum()
     }
 
+    /// SHA-256 (hex) over every weight of the model, in a fixed order: equal digests mean
+    /// bit-identical weights (training checks that a frozen model stayed frozen).
+    pub fn weights_digest(&self) -> Result<String> {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        let mut eat = |t: &Tensor| -> Result<()> {
+            for x in t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()? {
+                h.update(x.to_le_bytes());
+            }
+            Ok(())
+        };
+        for t in [&self.tok_embd, &self.output, &self.norm] {
+            eat(t)?;
+        }
+        for b in &self.blocks {
+            for t in [&b.attn_norm, &b.wq, &b.wk, &b.wv, &b.wo, &b.ffn_norm, &b.w_gate, &b.w_up, &b.w_down] {
+                eat(t)?;
+            }
+            for (x, y, z) in b.bias.iter() {
+                eat(x)?;
+                eat(y)?;
+                eat(z)?;
+            }
+            for (x, y) in b.qk_norm.iter().chain(b.post_norms.iter()) {
+                eat(x)?;
+                eat(y)?;
+            }
+        }
+        Ok(super::hex(&h.finalize()))
+    }
+
     /// The device the weights live on.
     pub fn device(&self) -> &Device {
         &self.device

@@ -1,0 +1,176 @@
+//! Training on real SmolLM2 weights (run `scripts/fetch-models.sh` first) with the small
+//! Debian sample in fixtures/: exact resume after a SIGKILL, a frozen M, the cached suffix
+//! path against the full forward, checkpoints that reproduce their vectors.
+
+use candle_core::{Device, Tensor, Var};
+use duetdb::embed::decoder::{max_abs_diff, Path};
+use duetdb::embed::prompt::{Placement, Pooling, PromptConfig, PromptEmbedder};
+use duetdb::embed::{Embedder, Kind};
+use duetdb::train::{Mode, TrainConfig, Trainer};
+use std::path::{Path as FsPath, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/train-pairs.jsonl")
+}
+
+/// A run small enough for a test: 4 queries a step, texts cut to 16 tokens.
+fn tiny(mode: Mode, steps: u64) -> TrainConfig {
+    let mut c = TrainConfig::new(fixture(), "summary", "description", mode);
+    c.group_field = Some("source".into());
+    c.steps = steps;
+    c.batch = 4;
+    c.max_doc_tokens = 16;
+    c.max_query_tokens = 16;
+    c.eval_every = 0;
+    c.save_every = 1;
+    c.optim.warmup = 2;
+    c
+}
+
+fn tiny_args(steps: u64) -> Vec<String> {
+    let f = fixture().display().to_string();
+    let s = steps.to_string();
+    ["train", "--data", &f, "--group-field", "source", "--steps", &s, "--batch", "4", "--max-doc-tokens", "16", "--max-query-tokens", "16", "--eval-every", "0", "--save-every", "1", "--warmup", "2"]
+        .iter()
+        .map(|x| x.to_string())
+        .collect()
+}
+
+fn duetdb() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_duetdb"))
+}
+
+fn steps_logged(out: &FsPath) -> usize {
+    std::fs::read_to_string(out.join("train/log.jsonl")).map_or(0, |t| t.lines().count())
+}
+
+/// The trained state, byte for byte: parameters and optimiser moments.
+fn state_bytes(out: &FsPath) -> Vec<Vec<u8>> {
+    let latest = std::fs::read_to_string(out.join("train/latest")).unwrap();
+    let dir = out.join("train").join(latest.trim());
+    ["alignment.safetensors", "prompting_lora.safetensors", "optimizer.safetensors"].iter().map(|f| std::fs::read(dir.join(f)).unwrap()).collect()
+}
+
+#[test]
+fn resume_after_sigkill_gives_bit_identical_parameters() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (whole, killed) = (tmp.path().join("whole"), tmp.path().join("killed"));
+    let st = duetdb().args(tiny_args(5)).arg("--out").arg(&whole).stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap();
+    assert!(st.success());
+
+    // The same run, killed (SIGKILL) once two steps are logged: the kill may land in the
+    // middle of a step or of a save.
+    let mut child = duetdb().args(tiny_args(5)).arg("--out").arg(&killed).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let t = Instant::now();
+    while steps_logged(&killed) < 2 && t.elapsed() < Duration::from_secs(300) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let logged = steps_logged(&killed);
+    assert!((2..5).contains(&logged), "killed after {logged} steps, expected a run cut short");
+    let st = duetdb().args(["train", "--resume", "--out"]).arg(&killed).stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap();
+    assert!(st.success());
+
+    assert_eq!(state_bytes(&whole), state_bytes(&killed), "parameters and optimiser state differ after the resume");
+    let log = |d: &FsPath| -> Vec<(u64, f64)> {
+        std::fs::read_to_string(d.join("train/log.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap())
+            })
+            .collect()
+    };
+    assert_eq!(log(&whole), log(&killed), "the resumed log reads as one run with the same losses");
+    assert_eq!(log(&whole).len(), 5);
+}
+
+#[test]
+fn training_changes_the_embedder_leaves_m_alone_and_the_checkpoint_reproduces_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let mut t = Trainer::create(tiny(Mode::Prompt, 3), &out).unwrap();
+    let texts = ["regex search in files", "a console music player for mp3 files"];
+    let before = t.embedder().embed(&texts, Kind::Query).unwrap();
+    let m_before = t.embedder().embedding_model().weights_digest().unwrap();
+    let summary = t.run(&mut |_| {}).unwrap();
+    assert_eq!(summary.steps, 3);
+    assert_eq!(t.embedder().embedding_model().weights_digest().unwrap(), m_before, "M's weights changed");
+    let after = t.embedder().embed(&texts, Kind::Query).unwrap();
+    let moved = before[0].iter().zip(&after[0]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(moved > 1e-4, "three steps did not change the embedding ({moved})");
+
+    // The run directory is a checkpoint: it loads, with a new fingerprint, and gives the
+    // trained vectors.
+    let loaded = PromptEmbedder::load(&out).unwrap();
+    assert_ne!(loaded.fingerprint(), PromptEmbedder::new(Mode::Prompt.embedder_config(8), &Device::Cpu).unwrap().fingerprint());
+    let again = loaded.embed(&texts, Kind::Query).unwrap();
+    for (a, b) in after.iter().zip(&again) {
+        let d = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(d < 1e-6, "the loaded checkpoint's vectors differ by {d}");
+    }
+    let spec = duetdb::embed::from_spec(out.to_str().unwrap()).unwrap();
+    assert_eq!(spec.fingerprint(), loaded.fingerprint());
+}
+
+#[test]
+fn lora_baseline_trains_m_adapters_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut t = Trainer::create(tiny(Mode::LoraM, 1), &tmp.path().join("run")).unwrap();
+    let m_before = t.embedder().embedding_model().weights_digest().unwrap();
+    let align = t.embedder().alignment().0.to_vec2::<f32>().unwrap();
+    t.run(&mut |_| {}).unwrap();
+    assert_eq!(t.embedder().embedding_model().weights_digest().unwrap(), m_before, "M's own weights changed");
+    assert_eq!(t.embedder().alignment().0.to_vec2::<f32>().unwrap(), align, "the baseline has no alignment to train");
+    let b_moved = t.embedder().embedding_lora().unwrap().tensors().iter().filter(|(n, _)| n.ends_with("lora_b")).any(|(_, x)| x.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap() > 0.0);
+    assert!(b_moved, "M's adapters (B starts at 0) did not move");
+}
+
+#[test]
+fn cached_suffix_path_matches_the_full_forward_and_its_gradients() {
+    let cfg = PromptConfig { placement: Placement::Suffix, pooling: Pooling::MeanSoft, ..Mode::Prompt.embedder_config(8) };
+    let e = PromptEmbedder::new(cfg, &Device::Cpu).unwrap();
+    let ids: Vec<Vec<u32>> = ["ripgrep searches files", "x", "the GNU compiler collection front end for C"].iter().map(|t| e.tokenize(t, 64).unwrap()).collect();
+    let grads_of = |full: bool| -> (Tensor, Vec<Tensor>) {
+        let soft = e.soft_prompts(&["Instruct: Represent this document for retrieval\n".to_string()], Path::Differentiable).unwrap();
+        let soft = soft.repeat((ids.len(), 1, 1)).unwrap();
+        let v = if full { e.embed_batch(&ids, Some(&soft), Path::Differentiable) } else { e.embed_batch_suffix(&ids, &soft, Path::Differentiable) }.unwrap();
+        // A loss that weighs every component differently.
+        let w = Tensor::arange(0f32, v.elem_count() as f32, &Device::Cpu).unwrap().reshape(v.shape()).unwrap().sin().unwrap();
+        let g = (&v * w).unwrap().sum_all().unwrap().backward().unwrap();
+        let params: Vec<Var> = e.parameters().into_iter().filter(|(n, _)| n.starts_with("align.") || n.ends_with("lora_b")).map(|(_, v)| v).collect();
+        (v, params.iter().map(|p| g.get(p.as_tensor()).expect("a gradient for every trained parameter").clone()).collect())
+    };
+    let (full, gf) = grads_of(true);
+    let (cached, gc) = grads_of(false);
+    let d = max_abs_diff(&full, &cached).unwrap();
+    assert!(d < 1e-5, "embeddings differ by {d}");
+    for (a, b) in gf.iter().zip(&gc) {
+        let scale = a.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let d = max_abs_diff(a, b).unwrap();
+        assert!(d <= 1e-3 * scale.max(1e-6), "gradients differ by {d} (largest {scale})");
+    }
+}
+
+#[test]
+fn bad_training_input_is_an_error_that_names_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = tiny(Mode::Prompt, 1);
+    c.query_field = "nope".into();
+    let err = Trainer::create(c, &tmp.path().join("a")).err().expect("no pairs").to_string();
+    assert!(err.contains("nope"), "{err}");
+    let mut c = tiny(Mode::Prompt, 1);
+    c.batch = 1;
+    assert!(Trainer::create(c, &tmp.path().join("b")).is_err(), "one query a batch has no in-batch negative");
+    Trainer::create(tiny(Mode::Prompt, 1), &tmp.path().join("c")).unwrap();
+    let err = Trainer::create(tiny(Mode::Prompt, 1), &tmp.path().join("c")).err().expect("a second run in one directory").to_string();
+    assert!(err.contains("already holds a training run"), "{err}");
+    assert!(Trainer::resume(&tmp.path().join("none")).is_err());
+    let cfg = PromptConfig { placement: Placement::Suffix, pooling: Pooling::MeanText, ..PromptConfig::default() };
+    let err = PromptEmbedder::new(cfg, &Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("never lets the text see them"), "{err}");
+}
