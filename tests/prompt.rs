@@ -202,3 +202,18 @@ fn very_long_texts_are_cut_not_refused() {
         assert_eq!(v[0].len(), 576);
     }
 }
+
+#[test]
+fn databases_of_the_untrained_default_keep_their_embedder() {
+    // Databases created before training landed recorded spec `default` with the untrained
+    // embedder's fingerprint: they must get that embedder back, not the trained one.
+    let untrained = duetdb::embed::from_spec("untrained").unwrap();
+    let trained = duetdb::embed::from_spec("default").unwrap();
+    assert_ne!(untrained.fingerprint(), trained.fingerprint());
+    let old = duetdb::embed::from_record("default", &untrained.fingerprint()).unwrap();
+    assert_eq!(old.fingerprint(), untrained.fingerprint());
+    let new = duetdb::embed::from_record("default", &trained.fingerprint()).unwrap();
+    assert_eq!(new.fingerprint(), trained.fingerprint());
+    let v = old.embed(&["fortran compiler"], Kind::Query).unwrap();
+    assert_eq!(v, untrained.embed(&["fortran compiler"], Kind::Query).unwrap());
+}

@@ -331,7 +331,7 @@ impl Db {
             return Ok(e);
         }
         let spec = self.recorded.embedder_spec.as_deref().expect("checked at open");
-        let e = embed::from_spec(spec)?;
+        let e = embed::from_record(spec, &self.recorded.embedder_fingerprint)?;
         check_embedder(&self.recorded, e.as_ref())?;
         Ok(self.embedder.get_or_init(|| e))
     }

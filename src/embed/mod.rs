@@ -51,16 +51,18 @@ pub trait Embedder: Send + Sync {
     fn spec(&self) -> Option<String>;
 }
 
-/// The spec of the embedder a new database gets when none is chosen: PromptEmbedder on
-/// SmolLM2 with the soft prompt computed from the instruction alone (the faster mode;
-/// see the README's evaluation table).
+/// The spec of the embedder a new database gets when none is chosen: the trained
+/// PromptEmbedder on SmolLM2 shipped with the crate (see the README's evaluation table
+/// for how it was trained and what it scores).
 pub const DEFAULT_SPEC: &str = "default";
 
 /// Builds an embedder from its spec: a built-in name or a checkpoint directory.
 ///
 /// - `hash`, `hash:DIM`: feature hashing of word and character n-grams (no model);
-/// - `default`: PromptEmbedder on SmolLM2, soft prompt from the instruction alone;
-/// - `prompt-text`: the same with the prompt also reading the text;
+/// - `default`: the trained PromptEmbedder on SmolLM2 shipped in `checkpoints/default/`;
+/// - `untrained`: PromptEmbedder on SmolLM2 before training (soft prompt from the
+///   instruction alone), the default of databases created before training landed;
+/// - `prompt-text`: untrained, with the prompt also reading the text;
 /// - `m-mean`, `m-last`: SmolLM2 alone (no soft prompt), mean or last-token pooling;
 /// - `minilm`: all-MiniLM-L6-v2 (BERT, mean pooling), the classic baseline;
 /// - a directory: a PromptEmbedder checkpoint (`config.json`, `alignment.safetensors`).
@@ -86,11 +88,31 @@ pub fn from_spec(spec: &str) -> Result<Arc<dyn Embedder>> {
             }
             Ok(Arc::new(HashEmbedder::new(cfg)?))
         }
-        "default" | "prompt" | "prompt-text" | "m-mean" | "m-last" => Ok(Arc::new(prompt::PromptEmbedder::builtin(name)?)),
+        "default" | "prompt" | "untrained" | "prompt-text" | "m-mean" | "m-last" => Ok(Arc::new(prompt::PromptEmbedder::builtin(name)?)),
         "minilm" => Ok(Arc::new(bert::BertEmbedder::load(&model_path("all-MiniLM-L6-v2")?)?)),
         _ if Path::new(spec).join("config.json").is_file() => Ok(Arc::new(prompt::PromptEmbedder::load(Path::new(spec))?)),
-        _ => Err(unknown("expected hash, hash:DIM, default, prompt-text, m-mean, m-last, minilm, or a checkpoint directory")),
+        _ => Err(unknown("expected hash, hash:DIM, default, untrained, prompt-text, m-mean, m-last, minilm, or a checkpoint directory")),
     }
+}
+
+/// The embedder a database recorded, by spec and fingerprint. Databases created before
+/// the default embedder was trained recorded `default` with the untrained embedder's
+/// fingerprint: they get the `untrained` embedder they were built with (and a warning
+/// that says how to move to the trained one), never vectors of another function.
+pub fn from_record(spec: &str, fingerprint: &str) -> Result<Arc<dyn Embedder>> {
+    let e = from_spec(spec)?;
+    if e.fingerprint() != fingerprint && spec.trim() == "default" {
+        let old = from_spec("untrained")?;
+        if old.fingerprint() == fingerprint {
+            tracing::warn!(
+                "this database was built with the untrained default embedder (before training landed); it keeps \
+                 working with it, but retrieves far worse than the trained default: re-embed it with `duetdb reindex` \
+                 (generations), or re-ingest its documents into a new database"
+            );
+            return Ok(old);
+        }
+    }
+    Ok(e)
 }
 
 /// Finds a model file (or directory) by name: in `$DUETDB_MODELS`, then `./models`, then the fetch

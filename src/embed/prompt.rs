@@ -142,6 +142,13 @@ const LORA_FILE: &str = "prompting_lora.safetensors";
 /// File name of M's adapters (the LoRA baseline) in a checkpoint directory.
 const M_LORA_FILE: &str = "embedding_lora.safetensors";
 
+/// The contents of a checkpoint's tensor files.
+struct CheckpointFiles {
+    alignment: Vec<u8>,
+    prompting_lora: Option<Vec<u8>>,
+    embedding_lora: Option<Vec<u8>>,
+}
+
 struct Model {
     dec: Decoder,
     tok: TextTokenizer,
@@ -203,13 +210,18 @@ fn load_model(b: &Backbone, device: &Device) -> Result<Model> {
 }
 
 impl PromptEmbedder {
-    /// A built-in configuration by name: `default` (PromptEmbedder on SmolLM2, soft
-    /// prompt from the instruction only), `prompt-text` (P also reads the text),
-    /// `m-mean` / `m-last` (SmolLM2 alone, mean or last-token pooling).
+    /// A built-in embedder by name: `default` (the trained PromptEmbedder shipped in
+    /// `checkpoints/default/`), `untrained` (PromptEmbedder on SmolLM2 before training,
+    /// soft prompt from the instruction only: the default of databases created before
+    /// training landed), `prompt-text` (untrained, P also reads the text), `m-mean` /
+    /// `m-last` (SmolLM2 alone, mean or last-token pooling).
     pub fn builtin(name: &str) -> Result<Self> {
+        if name == "default" || name == "prompt" {
+            return Self::trained_default();
+        }
         let mut cfg = PromptConfig::default();
         match name {
-            "default" | "prompt" => {}
+            "untrained" => {}
             "prompt-text" => cfg.condition_on_text = true,
             "m-mean" => cfg.soft_tokens = 0,
             "m-last" => {
@@ -219,7 +231,7 @@ impl PromptEmbedder {
             other => return Err(Error::UnknownEmbedder { spec: other.into(), detail: "not a built-in PromptEmbedder".into() }),
         }
         let mut e = Self::new(cfg, &Device::Cpu)?;
-        e.spec = Some(if name == "prompt" { "default".into() } else { name.into() });
+        e.spec = Some(name.into());
         Ok(e)
     }
 
@@ -302,29 +314,61 @@ impl PromptEmbedder {
     }
 
     /// Loads a checkpoint directory (`config.json`, `alignment.safetensors`, and
-    /// `prompting_lora.safetensors` when the config has adapters).
+    /// `prompting_lora.safetensors` / `embedding_lora.safetensors` when the config has
+    /// adapters).
     pub fn load(dir: &FsPath) -> Result<Self> {
         let read = |n: &str| std::fs::read(dir.join(n)).map_err(|e| Error::io(dir.join(n), e));
         let cfg: PromptConfig =
             serde_json::from_slice(&read("config.json")?).map_err(|e| Error::corrupt(dir.join("config.json"), e.to_string()))?;
+        let adapters = |c: &Option<LoraConfig>, file: &str| -> Result<Option<Vec<u8>>> {
+            match c {
+                Some(_) if !dir.join(file).exists() => Err(Error::corrupt(dir.join(file), "missing: the checkpoint's config.json has LoRA adapters")),
+                Some(_) => read(file).map(Some),
+                None => Ok(None),
+            }
+        };
+        let files = CheckpointFiles {
+            alignment: read("alignment.safetensors")?,
+            prompting_lora: adapters(&cfg.lora, LORA_FILE)?,
+            embedding_lora: adapters(&cfg.embedding_lora, M_LORA_FILE)?,
+        };
+        let spec = std::fs::canonicalize(dir).ok().map(|d| d.display().to_string());
+        Self::from_files(cfg, &files, dir, spec)
+    }
+
+    /// A checkpoint from its files' contents; `origin` names them in errors.
+    fn from_files(cfg: PromptConfig, files: &CheckpointFiles, origin: &FsPath, spec: Option<String>) -> Result<Self> {
         let device = Device::Cpu;
-        let tensors = candle_core::safetensors::load(dir.join("alignment.safetensors"), &device)
-            .map_err(|e| Error::corrupt(dir.join("alignment.safetensors"), e.to_string()))?;
-        let get = |n: &str| tensors.get(n).cloned().ok_or_else(|| Error::corrupt(dir.join("alignment.safetensors"), format!("no tensor `{n}`")));
+        let align_path = origin.join("alignment.safetensors");
+        let tensors = candle_core::safetensors::load_buffer(&files.alignment, &device).map_err(|e| Error::corrupt(&align_path, e.to_string()))?;
+        let get = |n: &str| tensors.get(n).cloned().ok_or_else(|| Error::corrupt(&align_path, format!("no tensor `{n}`")));
         let p = Arc::new(load_model(&cfg.prompting, &device)?);
         let m = if cfg.embedding == cfg.prompting { p.clone() } else { Arc::new(load_model(&cfg.embedding, &device)?) };
-        let adapters = |c: &Option<LoraConfig>, model: &Model, file: &str| -> Result<Option<Lora>> {
-            let Some(l) = c else { return Ok(None) };
-            let f = dir.join(file);
-            if !f.exists() {
-                return Err(Error::corrupt(&f, "missing: the checkpoint's config.json has LoRA adapters"));
+        let adapters = |c: &Option<LoraConfig>, bytes: &Option<Vec<u8>>, model: &Model, file: &str| -> Result<Option<Lora>> {
+            match (c, bytes) {
+                (Some(l), Some(b)) => Ok(Some(Lora::from_bytes(l.clone(), &model.dec, b, &origin.join(file))?)),
+                (Some(_), None) => Err(Error::corrupt(origin.join(file), "missing: the checkpoint's config.json has LoRA adapters")),
+                (None, _) => Ok(None),
             }
-            Ok(Some(Lora::load(l.clone(), &model.dec, &f)?))
         };
-        let lora = adapters(&cfg.lora, &p, LORA_FILE)?;
-        let m_lora = adapters(&cfg.embedding_lora, &m, M_LORA_FILE)?;
-        let spec = std::fs::canonicalize(dir).ok().map(|d| d.display().to_string());
+        let lora = adapters(&cfg.lora, &files.prompting_lora, &p, LORA_FILE)?;
+        let m_lora = adapters(&cfg.embedding_lora, &files.embedding_lora, &m, M_LORA_FILE)?;
         Self::assemble(cfg, spec, p, m, get("weight")?, get("bias")?, [lora, m_lora], &device)
+    }
+
+    /// The trained default embedder, built into the crate from `checkpoints/default/`
+    /// (see its README: trained on the Debian train split with `scripts/train.sh`).
+    fn trained_default() -> Result<Self> {
+        const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/checkpoints/default");
+        let origin = FsPath::new(DIR);
+        let cfg: PromptConfig = serde_json::from_slice(include_bytes!("../../checkpoints/default/config.json"))
+            .map_err(|e| Error::corrupt(origin.join("config.json"), e.to_string()))?;
+        let files = CheckpointFiles {
+            alignment: include_bytes!("../../checkpoints/default/alignment.safetensors").to_vec(),
+            prompting_lora: Some(include_bytes!("../../checkpoints/default/prompting_lora.safetensors").to_vec()),
+            embedding_lora: None,
+        };
+        Self::from_files(cfg, &files, origin, Some("default".into()))
     }
 
     /// Writes this embedder as a checkpoint directory.
@@ -750,7 +794,7 @@ mod tests {
     /// Needs SmolLM2 (`scripts/fetch-models.sh`, as for the test command).
     #[test]
     fn cached_prefix_gives_the_full_forward_embeddings() -> Result<()> {
-        let e = PromptEmbedder::builtin("default")?;
+        let e = PromptEmbedder::builtin("untrained")?;
         let texts = ["regex search tool", "x", "GNU C compiler: the GNU compiler collection front end for C, with the usual optimisers and code generators"];
         let ids: Vec<Vec<u32>> = texts.iter().map(|t| e.text_ids(t)).collect::<Result<_>>()?;
         for kind in [Kind::Query, Kind::Passage] {

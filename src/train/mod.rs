@@ -230,6 +230,9 @@ pub struct Summary {
     pub median_step_s: f64,
     /// Peak resident memory of this process, MiB.
     pub peak_rss_mib: f64,
+    /// Resident memory once the models and data were loaded, before the first step, MiB:
+    /// `peak_rss_mib - base_rss_mib` is what training itself needed.
+    pub base_rss_mib: f64,
     /// Mean loss of the last (up to) 20 steps of this process.
     pub recent_loss: f64,
     /// The last dev MRR@10 measured.
@@ -251,12 +254,17 @@ fn write_atomic(path: &FsPath, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
-/// Peak resident memory of this process (VmHWM), MiB; 0 where /proc is missing.
-pub fn peak_rss_mib() -> f64 {
+/// A memory figure of this process from /proc/self/status, MiB; 0 where /proc is missing.
+fn proc_status_mib(key: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .and_then(|s| s.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Peak resident memory of this process (VmHWM), MiB.
+pub fn peak_rss_mib() -> f64 {
+    proc_status_mib("VmHWM:")
 }
 
 /// A training run.
@@ -271,6 +279,7 @@ pub struct Trainer {
     schedule: Schedule,
     /// Stop (after saving) once this many steps are done; `None`: run to the end.
     pub stop_at: Option<u64>,
+    base_rss_mib: f64,
 }
 
 impl Trainer {
@@ -321,7 +330,7 @@ impl Trainer {
             None => Vec::new(),
         };
         let schedule = Schedule::new(pairs.len(), cfg.batch, cfg.seed);
-        Ok(Self { cfg, out: out.to_path_buf(), embedder, opt, pairs, miner, dev, schedule, stop_at: None })
+        Ok(Self { cfg, out: out.to_path_buf(), embedder, opt, pairs, miner, dev, schedule, stop_at: None, base_rss_mib: proc_status_mib("VmRSS:") })
     }
 
     /// The run's settings.
@@ -495,6 +504,7 @@ impl Trainer {
             parameters: self.opt.parameter_count(),
             median_step_s: times.get(times.len() / 2).copied().unwrap_or(0.0),
             peak_rss_mib: peak_rss_mib(),
+            base_rss_mib: self.base_rss_mib,
             recent_loss: if tail.is_empty() { 0.0 } else { tail.iter().sum::<f64>() / tail.len() as f64 },
             last_dev_mrr10: last_mrr,
             checkpoint: self.out.clone(),

@@ -174,8 +174,14 @@ impl Lora {
     /// Reads adapters written by [`Lora::save`] for `dec`; every tensor the config
     /// calls for must be there with the right shape.
     pub fn load(cfg: LoraConfig, dec: &Decoder, path: &FsPath) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::from_bytes(cfg, dec, &bytes, path)
+    }
+
+    /// [`Lora::load`] from the bytes of such a file; `path` names it in errors.
+    pub fn from_bytes(cfg: LoraConfig, dec: &Decoder, bytes: &[u8], path: &FsPath) -> Result<Self> {
         Self::check(&cfg)?;
-        let mut tensors = candle_core::safetensors::load(path, dec.device()).map_err(|e| Error::corrupt(path, e.to_string()))?;
+        let mut tensors = candle_core::safetensors::load_buffer(bytes, dec.device()).map_err(|e| Error::corrupt(path, e.to_string()))?;
         let rank = cfg.rank;
         let lora = Self::build(cfg, dec, |i, t, out_dim, in_dim| {
             let mut take = |part: &str, shape: [usize; 2]| -> Result<Var> {

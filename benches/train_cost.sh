@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Training cost, PromptEmbedder modes against the LoRA baseline (LoRA on M), with the
+# same data, batch (16 queries, their positives, 16 hard negatives) and sequence
+# lengths (queries 32, documents 64 tokens), one after the other on this machine:
+# median step time and peak memory (total, and above the loaded models and data).
+#   MODES="prompt lora-m" STEPS=8 benches/train_cost.sh
+# A training run in the background is paused (SIGSTOP) meanwhile and resumed after.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=bench-out/train-cost; mkdir -p "$out"
+data=bench-out/data; mkdir -p "$data"
+[ -s "$data/train.jsonl" ] || zcat ../shared/data/debian-descriptions.jsonl.gz | grep '"split": "train"' > "$data/train.jsonl"
+cargo build --release --quiet
+paused=$(pgrep -f "duetdb train" || true)
+[ -n "$paused" ] && kill -STOP $paused
+trap '[ -n "$paused" ] && kill -CONT $paused' EXIT
+for mode in ${MODES:-prompt lora-m}; do
+  rm -rf "$out/$mode"
+  ./target/release/duetdb train --data "$data/train.jsonl" --group-field source --out "$out/$mode" --mode "$mode" \
+    --steps "${STEPS:-8}" --batch 16 --max-doc-tokens 64 --max-query-tokens 32 --eval-every 0 --save-every 1000 --json \
+    | tail -1 > "$out/$mode.json"
+done
+python3 - "$out" ${MODES:-prompt lora-m} <<'PY'
+import json, sys, statistics
+out, modes = sys.argv[1], sys.argv[2:]
+rows = {}
+for m in modes:
+    s = json.load(open(f"{out}/{m}.json"))["summary"]
+    log = [json.loads(l) for l in open(f"{out}/{m}/train/log.jsonl")]
+    times = [l["step_s"] for l in log[1:]]  # the first step pays one-off allocations
+    rows[m] = (statistics.median(times), min(times), max(times), s["peak_rss_mib"], s["peak_rss_mib"] - s["base_rss_mib"], s["parameters"])
+base = rows.get("lora-m")
+print("| mode | trainable values | step median (min-max) | vs lora-m | peak memory | vs lora-m | training memory (peak - loaded) | vs lora-m |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
+for m, (med, lo, hi, peak, train, n) in rows.items():
+    r = lambda a, b: f"{a / b:.2f}x" if base else "-"
+    print(f"| `{m}` | {n:,} | {med:.2f} s ({lo:.2f}-{hi:.2f}) | {r(med, base[0]) if base else '-'} | {peak:.0f} MiB | {r(peak, base[3]) if base else '-'} | {train:.0f} MiB | {r(train, base[4]) if base else '-'} |")
+PY
