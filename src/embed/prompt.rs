@@ -642,8 +642,11 @@ impl PromptEmbedder {
         let m = &self.m.dec;
         let (ids, pads) = m.pad_left(text_ids, 0)?;
         let mut cache = m.new_cache(&pads);
+        let t0 = std::time::Instant::now();
         m.forward(&m.embed_ids(&ids)?, &pads, Some(&mut cache), Path::Fast)?;
+        let t1 = std::time::Instant::now();
         let h = m.forward(soft, &pads, Some(&mut cache), path)?;
+        tracing::debug!(text_s = (t1 - t0).as_secs_f64(), soft_s = t1.elapsed().as_secs_f64(), rows = text_ids.len(), "suffix forward");
         let k = soft.dim(1)?;
         let mut weights = vec![0f32; text_ids.len() * k];
         for w in weights.chunks_mut(k) {
@@ -661,16 +664,32 @@ impl PromptEmbedder {
     /// [`PromptEmbedder::embed_tensor`] with texts cut to `max_tokens` (at most the
     /// config's `max_text_tokens`); training uses shorter texts than inference.
     pub fn embed_texts(&self, texts: &[&str], kind: Kind, path: Path, max_tokens: usize) -> Result<Tensor> {
+        self.embed_texts_with(texts, kind, path, max_tokens, None)
+    }
+
+    /// Soft prompts of both kinds, (query, passage), each (K, d_e), from one batched pass
+    /// of P, for the mode that does not read the text: a training step computes them
+    /// once and hands them to [`PromptEmbedder::embed_texts_with`].
+    pub fn instruction_prompts(&self, path: Path) -> Result<(Tensor, Tensor)> {
+        let s = self.soft_prompts(&[self.instruction_prompt(Kind::Query), self.instruction_prompt(Kind::Passage)], path)?;
+        Ok((s.get(0)?, s.get(1)?))
+    }
+
+    /// [`PromptEmbedder::embed_texts`] with the kind's constant soft prompt given (from
+    /// [`PromptEmbedder::instruction_prompts`]) instead of computed here; `None`: as
+    /// `embed_texts`. Ignored when P reads the text.
+    pub fn embed_texts_with(&self, texts: &[&str], kind: Kind, path: Path, max_tokens: usize, prompt: Option<Tensor>) -> Result<Tensor> {
         let ids: Vec<Vec<u32>> = texts.iter().map(|t| self.tokenize(t, max_tokens)).collect::<Result<_>>()?;
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
         let k = self.cfg.soft_tokens;
         // The cached prompt has no autograd graph: the differentiable path recomputes it
         // so that gradients reach P (its adapters) and the alignment.
-        let constant = match (k > 0 && !self.cfg.condition_on_text, path) {
-            (false, _) => None,
-            (true, Path::Fast) => Some(self.constant_prompt(kind)?),
-            (true, Path::Differentiable) => Some(self.soft_prompts(&[self.instruction_prompt(kind)], path)?.squeeze(0)?),
+        let constant = match (k > 0 && !self.cfg.condition_on_text, path, prompt) {
+            (false, _, _) => None,
+            (true, _, Some(p)) => Some(p),
+            (true, Path::Fast, None) => Some(self.constant_prompt(kind)?),
+            (true, Path::Differentiable, None) => Some(self.soft_prompts(&[self.instruction_prompt(kind)], path)?.squeeze(0)?),
         };
         // A constant prefix prompt on the fast path: M's states over it are cached too.
         let prefixed = constant.is_some() && path == Path::Fast && self.cfg.placement == Placement::Prefix && self.cfg.pooling != Pooling::MeanSoft;

@@ -366,9 +366,17 @@ impl Trainer {
             b.pairs.iter().map(|&q| doc_pairs.iter().map(|&d| self.pairs[d].group == self.pairs[q].group).collect()).collect();
         let e = &self.embedder;
         let t0 = Instant::now();
-        let q = e.embed_texts(&queries, Kind::Query, Path::Differentiable, self.cfg.max_query_tokens)?;
+        // Both kinds' constant soft prompts from one pass of P (not one per kind).
+        let (qp, dp) = match e.config().soft_tokens > 0 && !e.config().condition_on_text {
+            true => {
+                let (q, d) = e.instruction_prompts(Path::Differentiable)?;
+                (Some(q), Some(d))
+            }
+            false => (None, None),
+        };
+        let q = e.embed_texts_with(&queries, Kind::Query, Path::Differentiable, self.cfg.max_query_tokens, qp)?;
         let t1 = Instant::now();
-        let d = e.embed_texts(&docs, Kind::Passage, Path::Differentiable, self.cfg.max_doc_tokens)?;
+        let d = e.embed_texts_with(&docs, Kind::Passage, Path::Differentiable, self.cfg.max_doc_tokens, dp)?;
         let t2 = Instant::now();
         let loss = loss::info_nce(&q, &d, &excluded, self.cfg.temperature)?;
         let value = loss.to_scalar::<f32>()? as f64;
