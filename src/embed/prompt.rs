@@ -693,8 +693,9 @@ impl PromptEmbedder {
         };
         // A constant prefix prompt on the fast path: M's states over it are cached too.
         let prefixed = constant.is_some() && path == Path::Fast && self.cfg.placement == Placement::Prefix && self.cfg.pooling != Pooling::MeanSoft;
-        // Soft tokens after the text of a frozen M: the text needs no gradient.
-        let suffixed = k > 0 && self.cfg.placement == Placement::Suffix && self.m_lora.is_none();
+        // Soft tokens after the text of a frozen M: the text needs no gradient. (Inference
+        // runs one forward over text and soft tokens instead: fewer, larger products.)
+        let suffixed = k > 0 && path == Path::Differentiable && self.cfg.placement == Placement::Suffix && self.m_lora.is_none();
         let mut out: Vec<Option<Tensor>> = vec![None; ids.len()];
         let mut start = 0;
         while start < order.len() {
