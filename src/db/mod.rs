@@ -13,18 +13,24 @@
 //!
 //! The graph is persisted as snapshots at checkpoints (see [`Db::checkpoint`]); rows
 //! after the snapshot's watermark are inserted again on open.
+//!
+//! Where things are: `commit.rs` holds the commit protocol (ingest, delete),
+//! `snapshot.rs` what readers see and the graph's snapshots (restore on open, rebuild,
+//! checkpoint), `query.rs` the query builder, `document.rs` the types users hold.
 
+mod commit;
 mod document;
 mod query;
+mod snapshot;
 
 pub use document::{Document, Hit, IngestReport, Stats};
 pub use query::Query;
 
-use crate::embed::{self, Embedder, Kind};
+use crate::embed::{self, Embedder};
 use crate::error::{Error, Result};
 use crate::index::{Graph, GraphParams};
-use crate::store::{Catalog, CatalogBatch, DirLock, DocRecord, GraphSnapshot, Layout, Manifest, VectorFile, VectorView, FORMAT_VERSION};
-use std::collections::HashMap;
+use crate::store::{Catalog, DirLock, Layout, Manifest, VectorFile, FORMAT_VERSION};
+use snapshot::ReadState;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -98,35 +104,6 @@ impl DbOptions {
     /// Opens the database at `path`, creating it if missing (unless disabled).
     pub fn open(self, path: impl AsRef<Path>) -> Result<Db> {
         Db::open_with(path.as_ref(), self)
-    }
-}
-
-/// What readers see: an immutable snapshot swapped by writers.
-#[derive(Clone)]
-struct ReadState {
-    view: VectorView,
-    graph: Arc<Graph>,
-    /// One bit per row: set when the row's document was deleted or replaced.
-    dead: Arc<Vec<u64>>,
-    dead_count: u64,
-}
-
-impl ReadState {
-    fn is_dead(&self, row: usize) -> bool {
-        self.dead.get(row / 64).is_some_and(|w| w >> (row % 64) & 1 == 1)
-    }
-    fn mark_dead(&mut self, rows: impl IntoIterator<Item = u64>) {
-        let bits = Arc::make_mut(&mut self.dead);
-        for r in rows {
-            let (w, b) = (r as usize / 64, r % 64);
-            if w >= bits.len() {
-                bits.resize(w + 1, 0);
-            }
-            if bits[w] >> b & 1 == 0 {
-                bits[w] |= 1 << b;
-                self.dead_count += 1;
-            }
-        }
     }
 }
 
@@ -265,60 +242,6 @@ impl Db {
         Ok(db)
     }
 
-    fn graph_params(m: &Manifest) -> GraphParams {
-        GraphParams { m: m.hnsw_m, ef_construction: m.hnsw_ef_construction }
-    }
-
-    /// Loads the newest graph snapshot (or rebuilds when there is none or it is
-    /// damaged) and inserts the rows committed after its watermark.
-    fn restore_graph(&self) -> Result<()> {
-        let mut w = self.writer.lock().unwrap();
-        let params = Self::graph_params(&w.manifest);
-        let gdir = self.layout.graph_dir();
-        let loaded = match &w.manifest.graph {
-            Some(s) if s.rows <= w.manifest.rows => match Graph::load(&gdir, &s.basename, &s.files, params) {
-                Ok(g) => Some((g, s.rows)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "graph snapshot unusable; rebuilding the graph from the vector file");
-                    None
-                }
-            },
-            _ => None,
-        };
-        self.remove_stray_snapshots(&w.manifest);
-        let state = self.read.read().unwrap().clone();
-        let (graph, from) = match loaded {
-            Some(x) => x,
-            None => (Graph::new(params, w.manifest.rows as usize)?, 0),
-        };
-        let tail: Vec<usize> = (from as usize..state.view.len()).filter(|r| !state.is_dead(*r)).collect();
-        let rebuilt_from_scratch = from == 0 && !state.view.is_empty();
-        if !tail.is_empty() {
-            tracing::info!(rows = tail.len(), "inserting rows committed after the graph snapshot");
-        }
-        // Also attaches the vectors to a loaded graph when the tail is empty.
-        graph.insert_rows(&state.view, &tail);
-        self.read.write().unwrap().graph = Arc::new(graph);
-        if rebuilt_from_scratch {
-            // Save the work for the next open.
-            self.snapshot_locked(&mut w, Some(state.dead_count))?;
-        }
-        Ok(())
-    }
-
-    fn remove_stray_snapshots(&self, m: &Manifest) {
-        let keep = m.graph.as_ref().map(|s| s.basename.clone());
-        if let Ok(entries) = std::fs::read_dir(self.layout.graph_dir()) {
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let base = name.split(".hnsw.").next().unwrap_or("");
-                if Some(base) != keep.as_deref() {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
-        }
-    }
-
     /// Checks a document against this database's limits without ingesting it (the
     /// same check [`Db::ingest_batch`] makes), so a caller can skip bad documents.
     pub fn check(&self, doc: &Document) -> Result<()> {
@@ -344,139 +267,6 @@ impl Db {
     /// The database directory.
     pub fn path(&self) -> &Path {
         self.layout.root()
-    }
-
-    /// Ingests documents in batches of 256, each committed atomically; returns once
-    /// all are durable. See [`Db::ingest_batch`] for the unit of atomicity.
-    pub fn ingest(&self, docs: impl IntoIterator<Item = Document>) -> Result<IngestReport> {
-        let mut report = IngestReport::default();
-        let mut batch = Vec::with_capacity(256);
-        for d in docs {
-            batch.push(d);
-            if batch.len() == 256 {
-                report += self.ingest_batch(&batch)?;
-                batch.clear();
-            }
-        }
-        if !batch.is_empty() {
-            report += self.ingest_batch(&batch)?;
-        }
-        Ok(report)
-    }
-
-    /// Ingests one batch atomically: when this returns `Ok` every document of the
-    /// batch is durable (it survives `kill -9` and power loss as far as fsync
-    /// guarantees); when it fails or the process dies first, none of it is visible.
-    ///
-    /// Upsert: a document whose id exists replaces it; one whose text and metadata are
-    /// unchanged is skipped without re-embedding. Within a batch, the last document
-    /// with a given id wins. An invalid document fails the whole batch and names itself.
-    pub fn ingest_batch(&self, docs: &[Document]) -> Result<IngestReport> {
-        for d in docs {
-            d.validate(self.max_text_bytes)?;
-        }
-        let last: HashMap<&str, usize> = docs.iter().enumerate().map(|(i, d)| (d.id.as_str(), i)).collect();
-        let docs: Vec<&Document> = docs.iter().enumerate().filter(|(i, d)| last[d.id.as_str()] == *i).map(|(_, d)| d).collect();
-
-        let mut w = self.writer.lock().unwrap();
-        if w.closed {
-            return Err(Error::Closed);
-        }
-        let mut todo = Vec::new();
-        let mut report = IngestReport::default();
-        for d in docs {
-            let hash = d.content_hash();
-            let old = self.catalog.doc_by_id(&d.id)?;
-            match old {
-                Some((_, rec)) if rec.hash == hash => report.unchanged += 1,
-                old => todo.push((d, hash, old.map(|(iid, rec)| (iid, rec.row)))),
-            }
-        }
-        if todo.is_empty() {
-            return Ok(report);
-        }
-        let texts: Vec<&str> = todo.iter().map(|(d, ..)| d.text.as_str()).collect();
-        let mut vecs = self.embedder()?.embed(&texts, Kind::Passage)?;
-        if vecs.len() != texts.len() {
-            return Err(Error::Embed(format!("embedder returned {} vectors for {} texts", vecs.len(), texts.len())));
-        }
-        for (v, (d, ..)) in vecs.iter_mut().zip(&todo) {
-            if v.len() != w.manifest.dim {
-                return Err(Error::Dimension { expected: w.manifest.dim, found: v.len() });
-            }
-            if v.iter().any(|x| !x.is_finite()) {
-                return Err(Error::Embed(format!("embedder produced a non-finite vector for document `{}`", d.id)));
-            }
-            embed::normalize(v);
-        }
-
-        let (first_iid, first_row) = (w.manifest.next_iid, w.manifest.rows);
-        let rows: Vec<(u64, &[f32])> = vecs.iter().enumerate().map(|(i, v)| (first_iid + i as u64, v.as_slice())).collect();
-        w.vectors.write_pending(&rows)?;
-
-        let mut batch = CatalogBatch::default();
-        let mut replaced_rows = Vec::new();
-        let mut new_docs = 0;
-        for (i, (d, hash, old)) in todo.iter().enumerate() {
-            let rec = DocRecord { id: d.id.clone(), text: d.text.clone(), metadata: d.metadata.clone(), hash: hash.clone(), row: first_row + i as u64 };
-            batch.put.push((first_iid + i as u64, rec));
-            match old {
-                Some((iid, row)) => {
-                    batch.superseded.push((*iid, *row));
-                    replaced_rows.push(*row);
-                }
-                None => new_docs += 1,
-            }
-        }
-        let n = todo.len() as u64;
-        let mut m = w.manifest.clone();
-        m.rows += n;
-        m.next_iid += n;
-        m.documents += new_docs;
-        self.catalog.commit(&batch, &m)?;
-        // The batch is durable from here on.
-        w.manifest = m;
-        w.vectors.commit(n);
-        let view = w.vectors.view()?;
-        let graph = self.read.read().unwrap().graph.clone();
-        graph.insert_rows(&view, &(first_row as usize..(first_row + n) as usize).collect::<Vec<_>>());
-        {
-            let mut r = self.read.write().unwrap();
-            r.view = view;
-            r.mark_dead(replaced_rows);
-        }
-        report.written = todo.len();
-        self.maintain(&mut w)?;
-        Ok(report)
-    }
-
-    /// Deletes documents by id; returns how many existed. Durable on return.
-    pub fn delete<S: AsRef<str>>(&self, ids: &[S]) -> Result<usize> {
-        let mut w = self.writer.lock().unwrap();
-        if w.closed {
-            return Err(Error::Closed);
-        }
-        let mut batch = CatalogBatch::default();
-        let mut seen = std::collections::HashSet::new();
-        for id in ids {
-            let id = id.as_ref();
-            if !seen.insert(id) {
-                continue;
-            }
-            if let Some((iid, rec)) = self.catalog.doc_by_id(id)? {
-                batch.deleted.push((iid, rec.id, rec.row));
-            }
-        }
-        if batch.deleted.is_empty() {
-            return Ok(0);
-        }
-        let mut m = w.manifest.clone();
-        m.documents -= batch.deleted.len() as u64;
-        self.catalog.commit(&batch, &m)?;
-        w.manifest = m;
-        self.read.write().unwrap().mark_dead(batch.deleted.iter().map(|d| d.2));
-        self.maintain(&mut w)?;
-        Ok(batch.deleted.len())
     }
 
     /// The stored document with this id.
@@ -531,26 +321,6 @@ impl Db {
         self.checkpoint()
     }
 
-    /// Writes a graph snapshot if rows were added since the last one, so that the next
-    /// open does not re-insert them. Documents are durable without it.
-    pub fn checkpoint(&self) -> Result<()> {
-        let mut w = self.writer.lock().unwrap();
-        if w.closed {
-            return Err(Error::Closed);
-        }
-        if w.manifest.graph.as_ref().map_or(0, |s| s.rows) != w.manifest.rows {
-            self.snapshot_locked(&mut w, None)?;
-        }
-        Ok(())
-    }
-
-    /// Rebuilds the graph from the live rows, dropping deleted and replaced ones, and
-    /// snapshots it. Runs on its own when tombstones pass a quarter of the graph.
-    pub fn rebuild_graph(&self) -> Result<()> {
-        let mut w = self.writer.lock().unwrap();
-        self.rebuild_locked(&mut w)
-    }
-
     /// Flushes everything, writes a final graph snapshot and releases the database.
     /// Dropping a `Db` does the same on a best-effort basis.
     pub fn close(self) -> Result<()> {
@@ -559,57 +329,6 @@ impl Db {
         self.catalog.flush()
     }
 
-    fn rebuild_locked(&self, w: &mut Writer) -> Result<()> {
-        let state = self.read.read().unwrap().clone();
-        let live: Vec<usize> = (0..state.view.len()).filter(|r| !state.is_dead(*r)).collect();
-        tracing::info!(live = live.len(), dead = state.dead_count, "rebuilding the graph without tombstones");
-        let g = Graph::new(Self::graph_params(&w.manifest), live.len())?;
-        g.insert_rows(&state.view, &live);
-        self.read.write().unwrap().graph = Arc::new(g);
-        self.snapshot_locked(w, Some(state.dead_count))?;
-        let purged = self.catalog.purge_dead_records()?;
-        tracing::debug!(purged, "dropped records of dead documents");
-        Ok(())
-    }
-
-    /// Housekeeping after a write: rebuild when tombstones fill the graph, snapshot
-    /// when many rows were added since the last snapshot.
-    fn maintain(&self, w: &mut Writer) -> Result<()> {
-        let (points, dead) = {
-            let r = self.read.read().unwrap();
-            (r.graph.len() as u64, r.dead_count)
-        };
-        let dead_at_build = w.manifest.graph.as_ref().map_or(0, |s| s.dead_at_build);
-        let dead_in_graph = dead.saturating_sub(dead_at_build);
-        if dead_in_graph >= 64 && dead_in_graph * 4 > points {
-            return self.rebuild_locked(w);
-        }
-        let snap = w.manifest.graph.as_ref().map_or(0, |s| s.rows);
-        let tail = w.manifest.rows - snap;
-        if tail >= 50_000.max(snap / 2) {
-            self.snapshot_locked(w, None)?;
-        }
-        Ok(())
-    }
-
-    /// Dumps the current graph (which covers every committed row: the writer lock is
-    /// held) and records it in the manifest.
-    fn snapshot_locked(&self, w: &mut Writer, rebuilt_with_dead: Option<u64>) -> Result<()> {
-        let graph = self.read.read().unwrap().graph.clone();
-        let dead_at_build = rebuilt_with_dead.unwrap_or_else(|| w.manifest.graph.as_ref().map_or(0, |s| s.dead_at_build));
-        let basename = format!("g{:06}-r{:010}-{:08x}", w.manifest.generation, w.manifest.rows, fastrand_u32());
-        let files = graph.dump(&self.layout.graph_dir(), &basename)?;
-        let mut m = w.manifest.clone();
-        m.graph = Some(GraphSnapshot { basename, rows: m.rows, dead_at_build, files });
-        self.catalog.put_manifest(&m)?;
-        w.manifest = m;
-        self.remove_stray_snapshots(&w.manifest);
-        Ok(())
-    }
-
-    fn read_state(&self) -> ReadState {
-        self.read.read().unwrap().clone()
-    }
 }
 
 impl Drop for Db {
@@ -634,11 +353,6 @@ fn check_embedder(m: &Manifest, e: &dyn Embedder) -> Result<()> {
     Ok(())
 }
 
-fn fastrand_u32() -> u32 {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    let t = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    (t as u32) ^ std::process::id().rotate_left(16)
-}
 
 fn dir_size(p: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(p) else { return 0 };

@@ -1,0 +1,144 @@
+//! The commit protocol of a batch (see the module docs of `db`): embed, fsync the rows,
+//! one catalog transaction, then the graph and the readers' snapshot. Deletes follow
+//! the same order without the first two steps.
+
+use super::{Db, Document, IngestReport};
+use crate::embed::{self, Kind};
+use crate::error::{Error, Result};
+use crate::store::{CatalogBatch, DocRecord};
+use std::collections::HashMap;
+
+impl Db {
+    /// Ingests documents in batches of 256, each committed atomically; returns once
+    /// all are durable. See [`Db::ingest_batch`] for the unit of atomicity.
+    pub fn ingest(&self, docs: impl IntoIterator<Item = Document>) -> Result<IngestReport> {
+        let mut report = IngestReport::default();
+        let mut batch = Vec::with_capacity(256);
+        for d in docs {
+            batch.push(d);
+            if batch.len() == 256 {
+                report += self.ingest_batch(&batch)?;
+                batch.clear();
+            }
+        }
+        if !batch.is_empty() {
+            report += self.ingest_batch(&batch)?;
+        }
+        Ok(report)
+    }
+
+    /// Ingests one batch atomically: when this returns `Ok` every document of the
+    /// batch is durable (it survives `kill -9` and power loss as far as fsync
+    /// guarantees); when it fails or the process dies first, none of it is visible.
+    ///
+    /// Upsert: a document whose id exists replaces it; one whose text and metadata are
+    /// unchanged is skipped without re-embedding. Within a batch, the last document
+    /// with a given id wins. An invalid document fails the whole batch and names itself.
+    pub fn ingest_batch(&self, docs: &[Document]) -> Result<IngestReport> {
+        for d in docs {
+            d.validate(self.max_text_bytes)?;
+        }
+        let last: HashMap<&str, usize> = docs.iter().enumerate().map(|(i, d)| (d.id.as_str(), i)).collect();
+        let docs: Vec<&Document> = docs.iter().enumerate().filter(|(i, d)| last[d.id.as_str()] == *i).map(|(_, d)| d).collect();
+
+        let mut w = self.writer.lock().unwrap();
+        if w.closed {
+            return Err(Error::Closed);
+        }
+        let mut todo = Vec::new();
+        let mut report = IngestReport::default();
+        for d in docs {
+            let hash = d.content_hash();
+            let old = self.catalog.doc_by_id(&d.id)?;
+            match old {
+                Some((_, rec)) if rec.hash == hash => report.unchanged += 1,
+                old => todo.push((d, hash, old.map(|(iid, rec)| (iid, rec.row)))),
+            }
+        }
+        if todo.is_empty() {
+            return Ok(report);
+        }
+        let texts: Vec<&str> = todo.iter().map(|(d, ..)| d.text.as_str()).collect();
+        let mut vecs = self.embedder()?.embed(&texts, Kind::Passage)?;
+        if vecs.len() != texts.len() {
+            return Err(Error::Embed(format!("embedder returned {} vectors for {} texts", vecs.len(), texts.len())));
+        }
+        for (v, (d, ..)) in vecs.iter_mut().zip(&todo) {
+            if v.len() != w.manifest.dim {
+                return Err(Error::Dimension { expected: w.manifest.dim, found: v.len() });
+            }
+            if v.iter().any(|x| !x.is_finite()) {
+                return Err(Error::Embed(format!("embedder produced a non-finite vector for document `{}`", d.id)));
+            }
+            embed::normalize(v);
+        }
+
+        let (first_iid, first_row) = (w.manifest.next_iid, w.manifest.rows);
+        let rows: Vec<(u64, &[f32])> = vecs.iter().enumerate().map(|(i, v)| (first_iid + i as u64, v.as_slice())).collect();
+        w.vectors.write_pending(&rows)?;
+
+        let mut batch = CatalogBatch::default();
+        let mut replaced_rows = Vec::new();
+        let mut new_docs = 0;
+        for (i, (d, hash, old)) in todo.iter().enumerate() {
+            let rec = DocRecord { id: d.id.clone(), text: d.text.clone(), metadata: d.metadata.clone(), hash: hash.clone(), row: first_row + i as u64 };
+            batch.put.push((first_iid + i as u64, rec));
+            match old {
+                Some((iid, row)) => {
+                    batch.superseded.push((*iid, *row));
+                    replaced_rows.push(*row);
+                }
+                None => new_docs += 1,
+            }
+        }
+        let n = todo.len() as u64;
+        let mut m = w.manifest.clone();
+        m.rows += n;
+        m.next_iid += n;
+        m.documents += new_docs;
+        self.catalog.commit(&batch, &m)?;
+        // The batch is durable from here on.
+        w.manifest = m;
+        w.vectors.commit(n);
+        let view = w.vectors.view()?;
+        let graph = self.read.read().unwrap().graph.clone();
+        graph.insert_rows(&view, &(first_row as usize..(first_row + n) as usize).collect::<Vec<_>>());
+        {
+            let mut r = self.read.write().unwrap();
+            r.view = view;
+            r.mark_dead(replaced_rows);
+        }
+        report.written = todo.len();
+        self.maintain(&mut w)?;
+        Ok(report)
+    }
+
+    /// Deletes documents by id; returns how many existed. Durable on return.
+    pub fn delete<S: AsRef<str>>(&self, ids: &[S]) -> Result<usize> {
+        let mut w = self.writer.lock().unwrap();
+        if w.closed {
+            return Err(Error::Closed);
+        }
+        let mut batch = CatalogBatch::default();
+        let mut seen = std::collections::HashSet::new();
+        for id in ids {
+            let id = id.as_ref();
+            if !seen.insert(id) {
+                continue;
+            }
+            if let Some((iid, rec)) = self.catalog.doc_by_id(id)? {
+                batch.deleted.push((iid, rec.id, rec.row));
+            }
+        }
+        if batch.deleted.is_empty() {
+            return Ok(0);
+        }
+        let mut m = w.manifest.clone();
+        m.documents -= batch.deleted.len() as u64;
+        self.catalog.commit(&batch, &m)?;
+        w.manifest = m;
+        self.read.write().unwrap().mark_dead(batch.deleted.iter().map(|d| d.2));
+        self.maintain(&mut w)?;
+        Ok(batch.deleted.len())
+    }
+}

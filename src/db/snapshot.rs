@@ -1,0 +1,172 @@
+//! Reader snapshots and the graph's persistence: what queries see (swapped whole by
+//! writers), and the hnsw_rs snapshots referenced from the manifest, restored on open,
+//! rebuilt when tombstones grow, written at checkpoints.
+
+use super::{Db, Writer};
+use crate::error::{Error, Result};
+use crate::index::{Graph, GraphParams};
+use crate::store::{GraphSnapshot, Manifest, VectorView};
+use std::sync::Arc;
+
+/// What readers see: an immutable snapshot swapped by writers.
+#[derive(Clone)]
+pub(super) struct ReadState {
+    pub(super) view: VectorView,
+    pub(super) graph: Arc<Graph>,
+    /// One bit per row: set when the row's document was deleted or replaced.
+    pub(super) dead: Arc<Vec<u64>>,
+    pub(super) dead_count: u64,
+}
+
+impl ReadState {
+    pub(super) fn is_dead(&self, row: usize) -> bool {
+        self.dead.get(row / 64).is_some_and(|w| w >> (row % 64) & 1 == 1)
+    }
+    pub(super) fn mark_dead(&mut self, rows: impl IntoIterator<Item = u64>) {
+        let bits = Arc::make_mut(&mut self.dead);
+        for r in rows {
+            let (w, b) = (r as usize / 64, r % 64);
+            if w >= bits.len() {
+                bits.resize(w + 1, 0);
+            }
+            if bits[w] >> b & 1 == 0 {
+                bits[w] |= 1 << b;
+                self.dead_count += 1;
+            }
+        }
+    }
+}
+
+impl Db {
+    pub(super) fn graph_params(m: &Manifest) -> GraphParams {
+        GraphParams { m: m.hnsw_m, ef_construction: m.hnsw_ef_construction }
+    }
+
+    /// Loads the newest graph snapshot (or rebuilds when there is none or it is
+    /// damaged) and inserts the rows committed after its watermark.
+    pub(super) fn restore_graph(&self) -> Result<()> {
+        let mut w = self.writer.lock().unwrap();
+        let params = Self::graph_params(&w.manifest);
+        let gdir = self.layout.graph_dir();
+        let loaded = match &w.manifest.graph {
+            Some(s) if s.rows <= w.manifest.rows => match Graph::load(&gdir, &s.basename, &s.files, params) {
+                Ok(g) => Some((g, s.rows)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "graph snapshot unusable; rebuilding the graph from the vector file");
+                    None
+                }
+            },
+            _ => None,
+        };
+        self.remove_stray_snapshots(&w.manifest);
+        let state = self.read.read().unwrap().clone();
+        let (graph, from) = match loaded {
+            Some(x) => x,
+            None => (Graph::new(params, w.manifest.rows as usize)?, 0),
+        };
+        let tail: Vec<usize> = (from as usize..state.view.len()).filter(|r| !state.is_dead(*r)).collect();
+        let rebuilt_from_scratch = from == 0 && !state.view.is_empty();
+        if !tail.is_empty() {
+            tracing::info!(rows = tail.len(), "inserting rows committed after the graph snapshot");
+        }
+        // Also attaches the vectors to a loaded graph when the tail is empty.
+        graph.insert_rows(&state.view, &tail);
+        self.read.write().unwrap().graph = Arc::new(graph);
+        if rebuilt_from_scratch {
+            // Save the work for the next open.
+            self.snapshot_locked(&mut w, Some(state.dead_count))?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn remove_stray_snapshots(&self, m: &Manifest) {
+        let keep = m.graph.as_ref().map(|s| s.basename.clone());
+        if let Ok(entries) = std::fs::read_dir(self.layout.graph_dir()) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let base = name.split(".hnsw.").next().unwrap_or("");
+                if Some(base) != keep.as_deref() {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+
+    /// Writes a graph snapshot if rows were added since the last one, so that the next
+    /// open does not re-insert them. Documents are durable without it.
+    pub fn checkpoint(&self) -> Result<()> {
+        let mut w = self.writer.lock().unwrap();
+        if w.closed {
+            return Err(Error::Closed);
+        }
+        if w.manifest.graph.as_ref().map_or(0, |s| s.rows) != w.manifest.rows {
+            self.snapshot_locked(&mut w, None)?;
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the graph from the live rows, dropping deleted and replaced ones, and
+    /// snapshots it. Runs on its own when tombstones pass a quarter of the graph.
+    pub fn rebuild_graph(&self) -> Result<()> {
+        let mut w = self.writer.lock().unwrap();
+        self.rebuild_locked(&mut w)
+    }
+
+    pub(super) fn rebuild_locked(&self, w: &mut Writer) -> Result<()> {
+        let state = self.read.read().unwrap().clone();
+        let live: Vec<usize> = (0..state.view.len()).filter(|r| !state.is_dead(*r)).collect();
+        tracing::info!(live = live.len(), dead = state.dead_count, "rebuilding the graph without tombstones");
+        let g = Graph::new(Self::graph_params(&w.manifest), live.len())?;
+        g.insert_rows(&state.view, &live);
+        self.read.write().unwrap().graph = Arc::new(g);
+        self.snapshot_locked(w, Some(state.dead_count))?;
+        let purged = self.catalog.purge_dead_records()?;
+        tracing::debug!(purged, "dropped records of dead documents");
+        Ok(())
+    }
+
+    /// Housekeeping after a write: rebuild when tombstones fill the graph, snapshot
+    /// when many rows were added since the last snapshot.
+    pub(super) fn maintain(&self, w: &mut Writer) -> Result<()> {
+        let (points, dead) = {
+            let r = self.read.read().unwrap();
+            (r.graph.len() as u64, r.dead_count)
+        };
+        let dead_at_build = w.manifest.graph.as_ref().map_or(0, |s| s.dead_at_build);
+        let dead_in_graph = dead.saturating_sub(dead_at_build);
+        if dead_in_graph >= 64 && dead_in_graph * 4 > points {
+            return self.rebuild_locked(w);
+        }
+        let snap = w.manifest.graph.as_ref().map_or(0, |s| s.rows);
+        let tail = w.manifest.rows - snap;
+        if tail >= 50_000.max(snap / 2) {
+            self.snapshot_locked(w, None)?;
+        }
+        Ok(())
+    }
+
+    /// Dumps the current graph (which covers every committed row: the writer lock is
+    /// held) and records it in the manifest.
+    pub(super) fn snapshot_locked(&self, w: &mut Writer, rebuilt_with_dead: Option<u64>) -> Result<()> {
+        let graph = self.read.read().unwrap().graph.clone();
+        let dead_at_build = rebuilt_with_dead.unwrap_or_else(|| w.manifest.graph.as_ref().map_or(0, |s| s.dead_at_build));
+        let basename = format!("g{:06}-r{:010}-{:08x}", w.manifest.generation, w.manifest.rows, fastrand_u32());
+        let files = graph.dump(&self.layout.graph_dir(), &basename)?;
+        let mut m = w.manifest.clone();
+        m.graph = Some(GraphSnapshot { basename, rows: m.rows, dead_at_build, files });
+        self.catalog.put_manifest(&m)?;
+        w.manifest = m;
+        self.remove_stray_snapshots(&w.manifest);
+        Ok(())
+    }
+
+    pub(super) fn read_state(&self) -> ReadState {
+        self.read.read().unwrap().clone()
+    }
+}
+
+fn fastrand_u32() -> u32 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let t = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    (t as u32) ^ std::process::id().rotate_left(16)
+}
