@@ -175,6 +175,12 @@ struct TrainArgs {
     /// LoRA rank.
     #[arg(long, default_value_t = 8)]
     rank: usize,
+    /// Soft tokens K (default 5).
+    #[arg(long)]
+    soft_tokens: Option<usize>,
+    /// What feeds the alignment: relaxed (mixtures of P's token embeddings) or hidden (P's hidden states).
+    #[arg(long, value_parser = ["relaxed", "hidden"])]
+    align_from: Option<String>,
     /// Document tokens kept in training.
     #[arg(long, default_value_t = 64)]
     max_doc_tokens: usize,
@@ -430,6 +436,11 @@ fn train_cmd(args: TrainArgs) -> Result<(), String> {
         c.optim.warmup = args.warmup;
         c.temperature = args.temperature;
         c.lora_rank = args.rank;
+        c.soft_tokens = args.soft_tokens;
+        c.align_from = args.align_from.map(|a| match a.as_str() {
+            "hidden" => duetdb::embed::prompt::AlignSource::Hidden,
+            _ => duetdb::embed::prompt::AlignSource::Relaxed,
+        });
         c.max_doc_tokens = args.max_doc_tokens;
         c.max_query_tokens = args.max_query_tokens;
         c.hard_negatives = args.hard_negatives;

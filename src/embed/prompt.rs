@@ -496,15 +496,22 @@ impl PromptEmbedder {
         let scale = p.dec.config().embed_scale;
         let mut feats = Vec::with_capacity(self.cfg.soft_tokens);
         for k in 0..self.cfg.soft_tokens {
+            let more = k + 1 < self.cfg.soft_tokens;
+            if self.cfg.align_from == AlignSource::Hidden {
+                feats.push(last.clone());
+                if !more {
+                    // The last step's hidden state is the feature: no vocabulary-wide softmax.
+                    break;
+                }
+            }
             let logits = (p.dec.logits(&last, path)? / self.cfg.temperature as f64)?;
             let probs = ops::softmax(&logits, path)?;
             // s_k = p_k E_p, in P's input space: a mixture of token embeddings.
             let s = (ops::linear(&probs, &embed.t()?, path)? * scale)?;
-            feats.push(match self.cfg.align_from {
-                AlignSource::Relaxed => s.clone(),
-                AlignSource::Hidden => last.clone(),
-            });
-            if k + 1 < self.cfg.soft_tokens {
+            if self.cfg.align_from == AlignSource::Relaxed {
+                feats.push(s.clone());
+            }
+            if more {
                 last = Decoder::last(&p.dec.forward_adapted(&s.unsqueeze(1)?, &pads, Some(&mut cache), path, lora)?)?;
             }
         }

@@ -30,7 +30,7 @@ pub mod optim;
 
 use crate::embed::decoder::lora::{LoraConfig, Target};
 use crate::embed::decoder::Path;
-use crate::embed::prompt::{Placement, Pooling, PromptConfig, PromptEmbedder};
+use crate::embed::prompt::{AlignSource, Placement, Pooling, PromptConfig, PromptEmbedder};
 use crate::embed::Kind;
 use crate::error::{Error, Result};
 use candle_core::{Device, Tensor};
@@ -52,7 +52,8 @@ pub enum Mode {
     /// As [`Mode::Prompt`] with the soft tokens before the text and mean pooling over
     /// it: every text position depends on them, so the whole pass is differentiated.
     PromptPrefix,
-    /// P also reads the text (a pass of P per text); soft tokens after the text.
+    /// P also reads the text (a pass of P per text, adapters on all its projections);
+    /// soft tokens after the text.
     PromptText,
     /// The baseline: LoRA on M itself, no soft prompt, mean pooling.
     LoraM,
@@ -82,7 +83,11 @@ impl Mode {
     /// The untrained embedder's configuration for this mode, with adapters of `rank`.
     pub fn embedder_config(self, rank: usize) -> PromptConfig {
         let mut c = PromptConfig::default();
-        let p_lora = LoraConfig { rank, alpha: 2.0 * rank as f32, targets: vec![Target::Q, Target::V] };
+        let all = vec![Target::Q, Target::K, Target::V, Target::O, Target::Gate, Target::Up, Target::Down];
+        // Reading only the instruction, P's output is one constant per kind whatever its
+        // adapters: q and v suffice. Reading the text, P is the model that learns.
+        let targets = if self == Mode::PromptText { all.clone() } else { vec![Target::Q, Target::V] };
+        let p_lora = LoraConfig { rank, alpha: 2.0 * rank as f32, targets };
         match self {
             Mode::Prompt | Mode::PromptText => {
                 c.condition_on_text = self == Mode::PromptText;
@@ -98,7 +103,6 @@ impl Mode {
             Mode::LoraM => {
                 c.soft_tokens = 0;
                 c.pooling = Pooling::MeanText;
-                let all = vec![Target::Q, Target::K, Target::V, Target::O, Target::Gate, Target::Up, Target::Down];
                 c.embedding_lora = Some(LoraConfig { rank, alpha: 2.0 * rank as f32, targets: all });
             }
         }
@@ -148,6 +152,12 @@ pub struct TrainConfig {
     pub hard_negatives: usize,
     /// LoRA rank.
     pub lora_rank: usize,
+    /// Soft tokens K (`None`: the embedder's default, 5); ignored by the baseline.
+    #[serde(default)]
+    pub soft_tokens: Option<usize>,
+    /// What feeds the alignment (`None`: the relaxed embeddings).
+    #[serde(default)]
+    pub align_from: Option<AlignSource>,
     /// Optimiser.
     pub optim: AdamWConfig,
     /// Steps between evaluations (0: only at the end).
@@ -177,6 +187,8 @@ impl TrainConfig {
             max_doc_tokens: 64,
             hard_negatives: 10,
             lora_rank: 8,
+            soft_tokens: None,
+            align_from: None,
             optim: AdamWConfig::default(),
             eval_every: 200,
             eval_size: 300,
@@ -289,7 +301,12 @@ impl Trainer {
         if out.join("train").join("config.json").exists() {
             return Err(Error::invalid(format!("{} already holds a training run: resume it, or choose another --out", out.display())));
         }
-        let embedder = PromptEmbedder::new_seeded(cfg.mode.embedder_config(cfg.lora_rank), &Device::Cpu, cfg.seed)?;
+        let mut ecfg = cfg.mode.embedder_config(cfg.lora_rank);
+        if cfg.mode != Mode::LoraM {
+            ecfg.soft_tokens = cfg.soft_tokens.unwrap_or(ecfg.soft_tokens);
+            ecfg.align_from = cfg.align_from.unwrap_or(ecfg.align_from);
+        }
+        let embedder = PromptEmbedder::new_seeded(ecfg, &Device::Cpu, cfg.seed)?;
         std::fs::create_dir_all(out.join("train")).map_err(|e| Error::io(out, e))?;
         write_atomic(&out.join("train").join("config.json"), &serde_json::to_vec_pretty(&cfg).expect("config serialises"))?;
         let t = Self::assemble(cfg, out, embedder, None)?;
