@@ -9,11 +9,11 @@ cd "$(dirname "$0")/.."
 out=bench-out/eval; mkdir -p "$out"
 zcat ../shared/data/debian-descriptions.jsonl.gz | grep '"split": "dev"' > "$out/dev.jsonl"
 cargo build --release --quiet
-for spec in ${SPECS:-hash minilm m-mean m-last default prompt-text}; do
+for spec in ${SPECS:-hash minilm m-mean m-last untrained default prompt-text}; do
   [ -s "$out/$spec.json" ] && [ -z "${FORCE:-}" ] && continue
   ./target/release/duetdb eval "$out/dev.jsonl" --query-field summary --doc-field description --embedder "$spec" --json > "$out/$spec.json"
 done
-python3 - "$out" ${SPECS:-hash minilm m-mean m-last default prompt-text} <<'PY'
+python3 - "$out" ${SPECS:-hash minilm m-mean m-last untrained default prompt-text} <<'PY'
 import json, sys
 out, specs = sys.argv[1], sys.argv[2:]
 print("| embedder | MRR@10 | nDCG@10 | R@1 | R@10 | docs/s | queries/s | command |")
