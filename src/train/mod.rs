@@ -258,12 +258,18 @@ fn state_dir(out: &FsPath, step: u64) -> PathBuf {
     out.join("train").join(format!("step-{step:07}"))
 }
 
-/// Writes `bytes` to `path` through a temporary file, fsync and rename.
-fn write_atomic(path: &FsPath, bytes: &[u8]) -> Result<()> {
+/// Replaces `path` by what `write` puts in a temporary file, after an fsync: a kill
+/// leaves the old file or the new one.
+fn replace_file(path: &FsPath, write: impl FnOnce(&FsPath) -> Result<()>) -> Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| Error::io(&tmp, e))?;
+    write(&tmp)?;
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// [`replace_file`] with these bytes.
+fn write_atomic(path: &FsPath, bytes: &[u8]) -> Result<()> {
+    replace_file(path, |tmp| std::fs::write(tmp, bytes).map_err(|e| Error::io(tmp, e)))
 }
 
 /// A memory figure of this process from /proc/self/status, MiB; 0 where /proc is missing.
@@ -461,10 +467,7 @@ impl Trainer {
         let step = self.opt.step_count();
         let dir = state_dir(&self.out, step);
         self.embedder.save(&dir)?;
-        let opt_tmp = dir.join("optimizer.safetensors.tmp");
-        self.opt.save(&opt_tmp)?;
-        std::fs::File::open(&opt_tmp).and_then(|f| f.sync_all()).map_err(|e| Error::io(&opt_tmp, e))?;
-        std::fs::rename(&opt_tmp, dir.join("optimizer.safetensors")).map_err(|e| Error::io(&dir, e))?;
+        replace_file(&dir.join("optimizer.safetensors"), |tmp| self.opt.save(tmp))?;
         write_atomic(&dir.join("state.json"), serde_json::json!({"step": step}).to_string().as_bytes())?;
         let name = dir.file_name().expect("named").to_string_lossy().to_string();
         write_atomic(&self.out.join("train").join("latest"), name.as_bytes())?;
