@@ -117,6 +117,39 @@ enum Cmd {
     /// Train an embedder contrastively on (query, document) pairs; prints the checkpoint
     /// directory (usable as `--embedder DIR`) and a summary.
     Train(TrainArgs),
+    /// Re-embed every document with another embedder into a new generation, while the
+    /// database keeps answering queries with the active one; then switch to it. Resumes
+    /// an interrupted reindex. With `--status` or `--rollback`, see or undo instead.
+    Reindex {
+        /// Database directory.
+        db: PathBuf,
+        /// The new embedder (a spec, as for `embed`, or a checkpoint directory).
+        #[arg(long, required_unless_present_any = ["status", "rollback"], conflicts_with_all = ["status", "rollback"])]
+        embedder: Option<String>,
+        /// Documents per durable batch.
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// Threads to embed with (default: half the cores, so queries keep the rest).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Print the active, target and kept generations and exit.
+        #[arg(long, conflicts_with = "rollback")]
+        status: bool,
+        /// Switch back to the newest kept generation (embeds only rows ingested since).
+        #[arg(long)]
+        rollback: bool,
+        /// Print one JSON line per durable batch and a final one.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete the generations kept for rollback.
+    Gc {
+        /// Database directory.
+        db: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Figures about a database.
     Stats {
         /// Database directory.
@@ -489,6 +522,77 @@ fn train_cmd(args: TrainArgs) -> Result<(), String> {
     Ok(())
 }
 
+fn reindex_cmd(db: PathBuf, spec: Option<String>, batch: usize, threads: Option<usize>, status: bool, rollback: bool, json: bool) -> Result<(), String> {
+    let s = |e: Error| e.to_string();
+    let db = open_existing(&db).map_err(s)?;
+    if status {
+        let g = db.generations();
+        if json {
+            out(serde_json::to_string(&g).unwrap());
+        } else {
+            let a = &g.active;
+            out(format!("active: generation {} ({}, {} dimensions, {} rows)", a.generation, a.embedder_spec.as_deref().unwrap_or("custom"), a.dim, a.rows));
+            match &g.reindex {
+                Some(t) => out(format!(
+                    "reindex: generation {} ({}), {} of {} rows done",
+                    t.generation,
+                    t.embedder_spec.as_deref().unwrap_or("custom"),
+                    t.rows,
+                    a.rows
+                )),
+                None => out("reindex: none"),
+            }
+            for k in &g.kept {
+                out(format!("kept: generation {} ({}, {} rows)", k.generation, k.embedder_spec.as_deref().unwrap_or("custom"), k.rows));
+            }
+        }
+        return Ok(());
+    }
+    let mut job = match &spec {
+        Some(spec) => db.reindex(duetdb::embed::from_spec(spec).map_err(s)?).map_err(s)?,
+        None => db.rollback().map_err(s)?,
+    };
+    job = job.batch_size(batch);
+    if let Some(t) = threads {
+        job = job.threads(t);
+    }
+    if job.is_noop() {
+        if json {
+            out(json!({"done": true, "generation": job.generation(), "already_active": true}));
+        } else {
+            out(format!("embedder already active (generation {}): nothing to do", job.generation()));
+        }
+        drop(job);
+        return db.close().map_err(s);
+    }
+    let p = job.progress();
+    let bar = ProgressBar::new(p.total).with_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} rows ({eta})").unwrap());
+    bar.set_position(p.done);
+    let last = job
+        .run(&mut |step| {
+            if let duetdb::db::ReindexStep::Batch(p) = step {
+                bar.set_length(p.total);
+                bar.set_position(p.done);
+                if json {
+                    out(json!({"reindexed": p.done, "total": p.total}));
+                }
+            }
+        })
+        .map_err(s)?;
+    bar.finish_and_clear();
+    let generation = match last {
+        duetdb::db::ReindexStep::Switched { generation } => generation,
+        _ => job.generation(),
+    };
+    if json {
+        out(json!({"done": true, "generation": generation}));
+    } else {
+        out(format!("switched to generation {generation} ({})", if rollback { "rolled back" } else { "reindexed" }));
+    }
+    drop(job);
+    db.close().map_err(s)
+}
+
 fn run(cli: Cli) -> Result<(), String> {
     let s = |e: Error| e.to_string();
     match cli.cmd {
@@ -537,6 +641,17 @@ fn run(cli: Cli) -> Result<(), String> {
         Cmd::Embed { texts, embedder, kind, json } => embed_cmd(texts, embedder, kind, json),
         Cmd::Eval { file, query_field, doc_field, embedder, limit, json } => eval_cmd(file, query_field, doc_field, embedder, limit, json),
         Cmd::Train(args) => train_cmd(args),
+        Cmd::Reindex { db, embedder, batch, threads, status, rollback, json } => reindex_cmd(db, embedder, batch, threads, status, rollback, json),
+        Cmd::Gc { db, json } => {
+            let db = open_existing(&db).map_err(s)?;
+            let gone = db.gc().map_err(s)?;
+            if json {
+                out(json!({"removed_generations": gone}));
+            } else {
+                out(format!("removed {} kept generation(s) {gone:?}", gone.len()));
+            }
+            db.close().map_err(s)
+        }
         Cmd::Stats { db, json } => {
             let db = open_existing(&db).map_err(s)?;
             let st = db.stats().map_err(s)?;

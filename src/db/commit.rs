@@ -59,23 +59,20 @@ impl Db {
             return Ok(report);
         }
         let texts: Vec<&str> = todo.iter().map(|(d, ..)| d.text.as_str()).collect();
-        let mut vecs = self.embedder()?.embed(&texts, Kind::Passage)?;
-        if vecs.len() != texts.len() {
-            return Err(Error::Embed(format!("embedder returned {} vectors for {} texts", vecs.len(), texts.len())));
-        }
-        for (v, (d, ..)) in vecs.iter_mut().zip(&todo) {
-            if v.len() != w.manifest.dim {
-                return Err(Error::Dimension { expected: w.manifest.dim, found: v.len() });
-            }
-            if v.iter().any(|x| !x.is_finite()) {
-                return Err(Error::Embed(format!("embedder produced a non-finite vector for document `{}`", d.id)));
-            }
-            embed::normalize(v);
-        }
+        let vecs = checked_vectors(self.embedder()?.embed(&texts, Kind::Passage)?, texts.len(), w.manifest.dim)?;
+        // A reindex that has caught up gets the batch too, so its switch never lags.
+        let both = match (&w.target_embedder, &w.manifest.reindex) {
+            (Some(e), Some(t)) if t.rows == w.manifest.rows => Some(checked_vectors(e.embed(&texts, Kind::Passage)?, texts.len(), t.dim)?),
+            _ => None,
+        };
 
         let (first_iid, first_row) = (w.manifest.next_iid, w.manifest.rows);
         let rows: Vec<(u64, &[f32])> = vecs.iter().enumerate().map(|(i, v)| (first_iid + i as u64, v.as_slice())).collect();
         w.vectors.write_pending(&rows)?;
+        if let Some(tv) = &both {
+            let rows: Vec<(u64, &[f32])> = tv.iter().enumerate().map(|(i, v)| (first_iid + i as u64, v.as_slice())).collect();
+            w.target.as_mut().expect("a reindex target has its file open").write_pending(&rows)?;
+        }
 
         let mut batch = CatalogBatch::default();
         let mut replaced_rows = Vec::new();
@@ -96,10 +93,16 @@ impl Db {
         m.rows += n;
         m.next_iid += n;
         m.documents += new_docs;
+        if both.is_some() {
+            m.reindex.as_mut().expect("checked").rows += n;
+        }
         self.catalog.commit(&batch, &m)?;
         // The batch is durable from here on.
         w.manifest = m;
         w.vectors.commit(n);
+        if both.is_some() {
+            w.target.as_mut().expect("checked").commit(n);
+        }
         let view = w.vectors.view()?;
         let graph = self.read.read().unwrap().graph.clone();
         graph.insert_rows(&view, &(first_row as usize..(first_row + n) as usize).collect::<Vec<_>>());
@@ -141,4 +144,21 @@ impl Db {
         self.maintain(&mut w)?;
         Ok(batch.deleted.len())
     }
+}
+
+/// Checks an embedder's output (count, dimension, finite values) and L2-normalises it.
+pub(super) fn checked_vectors(mut vecs: Vec<Vec<f32>>, texts: usize, dim: usize) -> Result<Vec<Vec<f32>>> {
+    if vecs.len() != texts {
+        return Err(Error::Embed(format!("embedder returned {} vectors for {texts} texts", vecs.len())));
+    }
+    for (i, v) in vecs.iter_mut().enumerate() {
+        if v.len() != dim {
+            return Err(Error::Dimension { expected: dim, found: v.len() });
+        }
+        if v.iter().any(|x| !x.is_finite()) {
+            return Err(Error::Embed(format!("embedder produced a non-finite vector for text {i} of the batch")));
+        }
+        embed::normalize(v);
+    }
+    Ok(vecs)
 }

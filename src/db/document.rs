@@ -120,4 +120,10 @@ pub struct Stats {
     pub snapshot_rows: u64,
     /// Bytes of every file of the database.
     pub bytes_on_disk: u64,
+    /// The generation a reindex is filling (its `rows` are the durable progress).
+    #[serde(default)]
+    pub reindex: Option<crate::store::GenerationRecord>,
+    /// Generations kept for rollback, newest first.
+    #[serde(default)]
+    pub kept_generations: Vec<crate::store::GenerationRecord>,
 }

@@ -16,20 +16,24 @@
 //!
 //! Where things are: `commit.rs` holds the commit protocol (ingest, delete),
 //! `snapshot.rs` what readers see and the graph's snapshots (restore on open, rebuild,
-//! checkpoint), `query.rs` the query builder, `document.rs` the types users hold.
+//! checkpoint), `generations.rs` moving to another embedder (reindex, switch, rollback,
+//! gc), `query.rs` the query builder, `document.rs` the types users hold.
 
 mod commit;
 mod document;
+mod generations;
 mod query;
 mod snapshot;
 
 pub use document::{Document, Hit, IngestReport, Stats};
+pub use generations::{default_reindex_threads, GenerationStatus, ReindexJob, ReindexProgress, ReindexStep};
 pub use query::Query;
 
 use crate::embed::{self, Embedder};
 use crate::error::{Error, Result};
 use crate::index::{Graph, GraphParams};
 use crate::store::{Catalog, DirLock, Layout, Manifest, VectorFile, FORMAT_VERSION};
+use generations::GenEmbedder;
 use snapshot::ReadState;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
@@ -108,7 +112,13 @@ impl DbOptions {
 }
 
 struct Writer {
+    /// The active generation's vector file.
     vectors: VectorFile,
+    /// The reindex target's vector file, while one is pending.
+    target: Option<VectorFile>,
+    /// The reindex target's embedder, while a job for it exists in this process: with
+    /// it, ingests write both generations once the job has caught up.
+    target_embedder: Option<Arc<dyn Embedder>>,
     manifest: Manifest,
     closed: bool,
 }
@@ -129,12 +139,6 @@ struct Writer {
 pub struct Db {
     layout: Layout,
     catalog: Catalog,
-    /// Loaded on first use from the manifest's spec, unless passed at open.
-    embedder: std::sync::OnceLock<Arc<dyn Embedder>>,
-    /// The manifest's embedder record (spec, fingerprint, dimension), fixed for the
-    /// life of the handle: read without the writer lock, which ingest holds while it
-    /// embeds.
-    recorded: Manifest,
     max_text_bytes: usize,
     writer: Mutex<Writer>,
     read: RwLock<ReadState>,
@@ -143,7 +147,7 @@ pub struct Db {
 
 impl std::fmt::Debug for Db {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Db").field("path", &self.layout.root()).field("embedder_loaded", &self.embedder.get().is_some()).finish()
+        f.debug_struct("Db").field("path", &self.layout.root()).field("generation", &self.read_state().embedder.generation).finish()
     }
 }
 
@@ -196,6 +200,8 @@ impl Db {
                     hnsw_m: opts.graph.m,
                     hnsw_ef_construction: opts.graph.ef_construction,
                     graph: None,
+                    reindex: None,
+                    kept: Vec::new(),
                 })?;
                 VectorFile::create(&tmp.vectors(1), e.dim(), 1)?;
                 Ok(())
@@ -210,10 +216,8 @@ impl Db {
         }
         // A named embedder is checked now; the recorded one is loaded on first use, so
         // that `get`, `delete` and `stats` never load a model.
-        let embedder = std::sync::OnceLock::new();
-        if let Some(e) = requested {
-            check_embedder(&manifest, e.as_ref())?;
-            let _ = embedder.set(e);
+        if let Some(e) = &requested {
+            generations::check(&manifest.embedder_fingerprint, manifest.dim, e.as_ref())?;
         } else if manifest.embedder_spec.is_none() {
             return Err(Error::UnknownEmbedder {
                 spec: manifest.embedder_fingerprint.clone(),
@@ -221,8 +225,20 @@ impl Db {
             });
         }
         let vectors = VectorFile::open(&layout.vectors(manifest.generation), manifest.dim, manifest.generation, manifest.rows)?;
+        let target = match &manifest.reindex {
+            Some(t) if t.rows > manifest.rows => {
+                return Err(Error::corrupt(
+                    layout.catalog(),
+                    format!("the reindex target has {} rows, more than the {} rows of the active generation", t.rows, manifest.rows),
+                ))
+            }
+            Some(t) => Some(VectorFile::open(&layout.vectors(t.generation), t.dim, t.generation, t.rows)?),
+            None => None,
+        };
         let view = vectors.view()?;
-        let mut read = ReadState { view, graph: Arc::new(Graph::new(GraphParams::default(), 0)?), dead: Arc::new(Vec::new()), dead_count: 0 };
+        let embedder = Arc::new(GenEmbedder::active(&manifest, requested));
+        let mut read =
+            ReadState { view, graph: Arc::new(Graph::new(GraphParams::default(), 0)?), dead: Arc::new(Vec::new()), dead_count: 0, embedder };
         let dead_rows = catalog.tombstone_rows()?;
         if let Some(bad) = dead_rows.iter().find(|r| **r >= manifest.rows) {
             return Err(Error::corrupt(layout.catalog(), format!("tombstone for row {bad} beyond the {} committed rows", manifest.rows)));
@@ -231,10 +247,8 @@ impl Db {
         let db = Db {
             layout,
             catalog,
-            embedder,
             max_text_bytes: opts.max_text_bytes,
-            recorded: manifest.clone(),
-            writer: Mutex::new(Writer { vectors, manifest, closed: false }),
+            writer: Mutex::new(Writer { vectors, target, target_embedder: None, manifest, closed: false }),
             read: RwLock::new(read),
             _lock: lock,
         };
@@ -248,20 +262,23 @@ impl Db {
         doc.validate(self.max_text_bytes)
     }
 
-    /// The embedder of this database, loading the recorded one on first use.
-    pub fn embedder(&self) -> Result<&Arc<dyn Embedder>> {
-        if let Some(e) = self.embedder.get() {
-            return Ok(e);
-        }
-        let spec = self.recorded.embedder_spec.as_deref().expect("checked at open");
-        let e = embed::from_record(spec, &self.recorded.embedder_fingerprint)?;
-        check_embedder(&self.recorded, e.as_ref())?;
-        Ok(self.embedder.get_or_init(|| e))
+    /// The embedder of the active generation, loading the recorded one on first use.
+    pub fn embedder(&self) -> Result<Arc<dyn Embedder>> {
+        self.read_state().embedder.get()
     }
 
-    /// The vector dimension of this database.
+    /// The vector dimension of the active generation.
     pub fn dimension(&self) -> usize {
-        self.recorded.dim
+        self.read_state().embedder.dim
+    }
+
+    /// The stored vector of the document with this id, in the active generation.
+    pub fn vector(&self, id: &str) -> Result<Option<Vec<f32>>> {
+        let state = self.read_state();
+        Ok(match self.catalog.doc_by_id(id)? {
+            Some((_, rec)) if (rec.row as usize) < state.view.len() => Some(state.view.vector(rec.row as usize).to_vec()),
+            _ => None,
+        })
     }
 
     /// The database directory.
@@ -310,6 +327,8 @@ impl Db {
             vector_rows: w.manifest.rows,
             graph_points: r.graph.len() as u64,
             snapshot_rows: w.manifest.graph.as_ref().map_or(0, |s| s.rows),
+            reindex: w.manifest.reindex.clone(),
+            kept_generations: w.manifest.kept.clone(),
             bytes_on_disk: dir_size(self.layout.root()),
         })
     }
@@ -340,17 +359,6 @@ impl Drop for Db {
             }
         }
     }
-}
-
-/// An embedder may serve a database only if it computes the same function.
-fn check_embedder(m: &Manifest, e: &dyn Embedder) -> Result<()> {
-    if e.fingerprint() != m.embedder_fingerprint {
-        return Err(Error::EmbedderMismatch { stored: m.embedder_fingerprint.clone(), requested: e.fingerprint() });
-    }
-    if e.dim() != m.dim {
-        return Err(Error::Dimension { expected: m.dim, found: e.dim() });
-    }
-    Ok(())
 }
 
 

@@ -56,14 +56,15 @@ impl<'a> Query<'a> {
 
     /// Runs the query: hits, best first.
     pub fn run(mut self) -> Result<Vec<Hit>> {
-        let dim = self.db.dimension();
+        let state = self.db.read_state();
+        let dim = state.embedder.dim;
         let mut q = match self.vector.take() {
             Some(v) => v,
             None => {
                 if self.text.trim().is_empty() {
                     return Err(Error::invalid("query text is empty"));
                 }
-                let mut v = self.db.embedder()?.embed(&[self.text], Kind::Query)?;
+                let mut v = state.embedder.get()?.embed(&[self.text], Kind::Query)?;
                 v.pop().ok_or_else(|| Error::Embed("embedder returned no vector for the query".into()))?
             }
         };
@@ -77,7 +78,6 @@ impl<'a> Query<'a> {
         if self.limit == 0 {
             return Ok(Vec::new());
         }
-        let state = self.db.read_state();
         let catalog = &self.db.catalog;
         // Documents read while filtering are kept for building the hits.
         let fetched: RefCell<HashMap<usize, Option<DocRecord>>> = RefCell::default();

@@ -16,6 +16,9 @@ pub(super) struct ReadState {
     /// One bit per row: set when the row's document was deleted or replaced.
     pub(super) dead: Arc<Vec<u64>>,
     pub(super) dead_count: u64,
+    /// The embedder of the generation `view` belongs to: a query embeds with it, so it
+    /// never mixes two embedders across a switch.
+    pub(super) embedder: Arc<super::generations::GenEmbedder>,
 }
 
 impl ReadState {

@@ -41,6 +41,31 @@ pub struct Manifest {
     pub hnsw_ef_construction: usize,
     /// The newest durable graph snapshot, if any.
     pub graph: Option<GraphSnapshot>,
+    /// The generation a reindex is filling, with its durable cursor (`rows`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reindex: Option<GenerationRecord>,
+    /// Generations kept after a switch, newest first, for rollback (until `gc`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<GenerationRecord>,
+}
+
+/// A generation other than the active one: one embedder's vector file.
+///
+/// Generations share the row order: row `r` of every vector file holds the same
+/// document version (a dead row may hold zeros), so the id map and the tombstones serve
+/// them all, and a generation with `rows` committed rows lacks only the rows after it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerationRecord {
+    /// Generation number (names its vector file).
+    pub generation: u64,
+    /// Vector dimension.
+    pub dim: usize,
+    /// Fingerprint of its embedder.
+    pub embedder_fingerprint: String,
+    /// Spec that rebuilds its embedder (`None`: a custom embedder, passed in by the caller).
+    pub embedder_spec: Option<String>,
+    /// Rows committed in its vector file: for a reindex target, its cursor.
+    pub rows: u64,
 }
 
 /// A durable hnsw_rs dump and what it covers.
@@ -267,6 +292,8 @@ mod tests {
             hnsw_m: 16,
             hnsw_ef_construction: 200,
             graph: None,
+            reindex: None,
+            kept: Vec::new(),
         }
     }
 

@@ -7,7 +7,7 @@
 //!   DUETDB                    marker and format version (written last at creation)
 //!   LOCK                      advisory lock: one process at a time
 //!   catalog/                  sled: manifest, documents, id map, tombstones
-//!   vectors/g000001.vec       append-only vector file of generation 1
+//!   vectors/g000001.vec       append-only vector file of generation 1 (one per generation)
 //!   graph/                    hnsw_rs snapshots, derived and rebuildable
 //! ```
 //!
@@ -18,7 +18,7 @@ mod catalog;
 mod layout;
 mod vectors;
 
-pub use catalog::{Catalog, CatalogBatch, DocRecord, GraphSnapshot, Manifest, FORMAT_VERSION};
+pub use catalog::{Catalog, CatalogBatch, DocRecord, GenerationRecord, GraphSnapshot, Manifest, FORMAT_VERSION};
 pub use layout::{DirLock, Layout};
 pub use vectors::{VectorFile, VectorView, VECTOR_HEADER_BYTES};
 
