@@ -104,9 +104,15 @@ enum Cmd {
         /// Field holding the document.
         #[arg(long)]
         doc_field: String,
-        /// Embedder spec (as for `embed`).
-        #[arg(long, default_value = duetdb::embed::DEFAULT_SPEC)]
-        embedder: String,
+        /// Embedder spec (as for `embed`; default: `default`). With `--db`, only for a new
+        /// database: an existing one answers with its active generation.
+        #[arg(long)]
+        embedder: Option<String>,
+        /// Keep the indexed documents in this database (created if missing) instead of a
+        /// temporary one, so it can be measured again, e.g. after `reindex`. Documents
+        /// already stored unchanged are not embedded again.
+        #[arg(long)]
+        db: Option<PathBuf>,
         /// Only the first N usable lines.
         #[arg(long)]
         limit: Option<usize>,
@@ -379,7 +385,7 @@ fn embed_cmd(texts: Vec<String>, spec: String, kind: String, json: bool) -> Resu
 }
 
 /// Metrics of one eval run; the relevant document of query i is document i.
-fn eval_cmd(file: PathBuf, qf: String, df: String, spec: String, limit: Option<usize>, json: bool) -> Result<(), String> {
+fn eval_cmd(file: PathBuf, qf: String, df: String, spec: Option<String>, keep: Option<PathBuf>, limit: Option<usize>, json: bool) -> Result<(), String> {
     let text = std::fs::read_to_string(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     let mut pairs = Vec::new();
     let mut skipped = 0;
@@ -402,11 +408,19 @@ fn eval_cmd(file: PathBuf, qf: String, df: String, spec: String, limit: Option<u
     if pairs.is_empty() {
         return Err(format!("no line of {} has both `{qf}` and `{df}`", file.display()));
     }
-    let embedder = duetdb::embed::from_spec(&spec).map_err(|e| e.to_string())?;
-    let dir = std::env::temp_dir().join(format!("duetdb-eval-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = keep.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("duetdb-eval-{}", std::process::id())));
+    if keep.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     let result = (|| -> Result<Value, String> {
-        let db = Db::options().embedder(embedder.clone()).open(&dir).map_err(|e| e.to_string())?;
+        let mut opts = Db::options();
+        match &spec {
+            Some(s) => opts = opts.embedder_spec(s.as_str()),
+            None if keep.is_none() || !dir.exists() => opts = opts.embedder_spec(duetdb::embed::DEFAULT_SPEC),
+            None => {}
+        }
+        let db = opts.open(&dir).map_err(|e| e.to_string())?;
+        let embedder = db.embedder().map_err(|e| e.to_string())?;
         let bar = ProgressBar::new(2 * pairs.len() as u64)
             .with_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} {msg} ({eta})").unwrap());
         bar.set_message("documents");
@@ -437,7 +451,9 @@ fn eval_cmd(file: PathBuf, qf: String, df: String, spec: String, limit: Option<u
                   "docs_per_s": docs_per_s, "queries_per_s": queries_per_s, "pairs": pairs.len(), "skipped": skipped,
                   "embedder": embedder.fingerprint()}))
     })();
-    let _ = std::fs::remove_dir_all(&dir);
+    if keep.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     let r = result?;
     if json {
         out(r);
@@ -639,7 +655,7 @@ fn run(cli: Cli) -> Result<(), String> {
             db.close().map_err(s)
         }
         Cmd::Embed { texts, embedder, kind, json } => embed_cmd(texts, embedder, kind, json),
-        Cmd::Eval { file, query_field, doc_field, embedder, limit, json } => eval_cmd(file, query_field, doc_field, embedder, limit, json),
+        Cmd::Eval { file, query_field, doc_field, embedder, db, limit, json } => eval_cmd(file, query_field, doc_field, embedder, db, limit, json),
         Cmd::Train(args) => train_cmd(args),
         Cmd::Reindex { db, embedder, batch, threads, status, rollback, json } => reindex_cmd(db, embedder, batch, threads, status, rollback, json),
         Cmd::Gc { db, json } => {
