@@ -27,6 +27,6 @@ pub mod index;
 pub mod store;
 pub mod train;
 
-pub use db::{Db, DbOptions, Document, Hit, IngestReport, Query, ReindexJob, Stats};
+pub use db::{Db, DbOptions, Document, Fusion, Hit, IngestReport, Mode, Query, ReindexJob, Stats};
 pub use embed::{Embedder, Kind};
 pub use error::{Error, Result};

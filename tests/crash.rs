@@ -130,7 +130,7 @@ fn check(db_path: &std::path::Path, docs: &[(String, String)], acked: usize, que
             // A wide beam: this test is about durability, not about ANN recall (which
             // benches/ann.sh measures); at the default ef an approximate search can, rarely,
             // miss even an exact match among 60k random-word texts.
-            let hits = db.query(text).limit(3).ef(256).run().unwrap();
+            let hits = db.query(text).mode(duetdb::db::Mode::Vector).limit(3).ef(256).run().unwrap();
             hits.first().map(|h| &h.id) != Some(id) || hits.iter().filter(|h| &h.id == id).count() != 1
         })
         .map(|(id, _)| id)

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{sample_docs, temp_db};
-use duetdb::{Db, Document, Error};
+use duetdb::{Db, Document, Error, Mode};
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,7 +20,7 @@ fn ingest_query_and_reopen() {
         assert_eq!(db.len(), docs.len());
         // every document is found by its own text
         for d in docs.iter().step_by(17) {
-            let hits = db.query(&d.text).limit(3).run().unwrap();
+            let hits = db.query(&d.text).mode(Mode::Vector).limit(3).run().unwrap();
             assert_eq!(hits[0].id, d.id, "exact text of {}", d.id);
             assert!(hits[0].score > 0.99);
             assert_eq!(hits[0].metadata, d.metadata);
@@ -134,7 +134,7 @@ fn readers_query_while_one_thread_ingests() {
                 let mut n = 0;
                 while !stop.load(Ordering::Relaxed) {
                     let d = &docs[(n * 7 + t) % 100];
-                    let hits = db.query(&d.text).limit(5).run().unwrap();
+                    let hits = db.query(&d.text).mode(Mode::Vector).limit(5).run().unwrap();
                     assert_eq!(hits[0].id, d.id, "hits {:?}", hits.iter().map(|h| (&h.id, h.score)).collect::<Vec<_>>());
                     let mut ids: Vec<_> = hits.iter().map(|h| &h.id).collect();
                     ids.dedup();

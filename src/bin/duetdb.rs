@@ -53,6 +53,8 @@ enum Cmd {
         /// Metadata equality filter KEY=VALUE (VALUE is parsed as JSON if it can be, else taken as a string); repeatable.
         #[arg(long = "filter", value_name = "KEY=VALUE")]
         filters: Vec<String>,
+        #[command(flatten)]
+        rank: RankArgs,
         /// Print `{"hits": [...]}`.
         #[arg(long)]
         json: bool,
@@ -116,6 +118,8 @@ enum Cmd {
         /// Only the first N usable lines.
         #[arg(long)]
         limit: Option<usize>,
+        #[command(flatten)]
+        rank: RankArgs,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -164,6 +168,41 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// How a query ranks: mode and hybrid fusion.
+#[derive(clap::Args, Clone)]
+struct RankArgs {
+    /// Ranking: `vector` (embeddings), `text` (BM25) or `hybrid` (both, fused).
+    #[arg(long, default_value = duetdb::db::DEFAULT_MODE.name(), value_parser = ["vector", "text", "hybrid"])]
+    mode: String,
+    /// Hybrid fusion: `rrf` (reciprocal rank) or `weighted` (normalised scores).
+    #[arg(long, default_value = "rrf", value_parser = ["rrf", "weighted"])]
+    fusion: String,
+    /// RRF rank constant.
+    #[arg(long)]
+    rrf_k: Option<f32>,
+    /// RRF weight of the BM25 ranking (the vector ranking weighs 1).
+    #[arg(long)]
+    text_weight: Option<f32>,
+    /// Weighted fusion: weight of the vector scores (BM25 gets the rest).
+    #[arg(long, default_value_t = 0.5)]
+    vector_weight: f32,
+    /// Candidates each ranking contributes in hybrid mode.
+    #[arg(long, default_value_t = duetdb::db::DEFAULT_CANDIDATES)]
+    candidates: usize,
+}
+
+impl RankArgs {
+    fn apply<'a>(&self, q: duetdb::Query<'a>) -> duetdb::Query<'a> {
+        use duetdb::db::Fusion;
+        let fusion = match (self.fusion.as_str(), Fusion::default()) {
+            ("weighted", _) => Fusion::Weighted { vector_weight: self.vector_weight },
+            (_, Fusion::Rrf { k, text_weight }) => Fusion::Rrf { k: self.rrf_k.unwrap_or(k), text_weight: self.text_weight.unwrap_or(text_weight) },
+            (_, d) => d,
+        };
+        q.mode(duetdb::db::Mode::parse(&self.mode).expect("clap checked the mode")).fusion(fusion).candidates(self.candidates)
+    }
 }
 
 /// Arguments of `duetdb train`.
@@ -385,7 +424,8 @@ fn embed_cmd(texts: Vec<String>, spec: String, kind: String, json: bool) -> Resu
 }
 
 /// Metrics of one eval run; the relevant document of query i is document i.
-fn eval_cmd(file: PathBuf, qf: String, df: String, spec: Option<String>, keep: Option<PathBuf>, limit: Option<usize>, json: bool) -> Result<(), String> {
+#[allow(clippy::too_many_arguments)]
+fn eval_cmd(file: PathBuf, qf: String, df: String, spec: Option<String>, keep: Option<PathBuf>, limit: Option<usize>, rank: RankArgs, json: bool) -> Result<(), String> {
     let text = std::fs::read_to_string(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     let mut pairs = Vec::new();
     let mut skipped = 0;
@@ -435,7 +475,7 @@ fn eval_cmd(file: PathBuf, qf: String, df: String, spec: Option<String>, keep: O
         let t = std::time::Instant::now();
         let (mut mrr, mut ndcg, mut r1, mut r10) = (0f64, 0f64, 0f64, 0f64);
         for (i, (q, _)) in pairs.iter().enumerate() {
-            let hits = db.query(q).limit(10).run().map_err(|e| e.to_string())?;
+            let hits = rank.apply(db.query(q).limit(10)).run().map_err(|e| e.to_string())?;
             if let Some(rank) = hits.iter().position(|h| h.id == i.to_string()) {
                 mrr += 1.0 / (rank + 1) as f64;
                 ndcg += 1.0 / ((rank + 2) as f64).log2();
@@ -449,7 +489,7 @@ fn eval_cmd(file: PathBuf, qf: String, df: String, spec: Option<String>, keep: O
         let n = pairs.len() as f64;
         Ok(json!({"mrr10": mrr / n, "ndcg10": ndcg / n, "recall1": r1 / n, "recall10": r10 / n,
                   "docs_per_s": docs_per_s, "queries_per_s": queries_per_s, "pairs": pairs.len(), "skipped": skipped,
-                  "embedder": embedder.fingerprint()}))
+                  "embedder": embedder.fingerprint(), "mode": rank.mode}))
     })();
     if keep.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
@@ -459,8 +499,8 @@ fn eval_cmd(file: PathBuf, qf: String, df: String, spec: Option<String>, keep: O
         out(r);
     } else {
         out(format!(
-            "{} pairs ({} skipped), embedder {}\nMRR@10 {:.4}  nDCG@10 {:.4}  Recall@1 {:.4}  Recall@10 {:.4}\n{:.1} documents/s, {:.1} queries/s",
-            r["pairs"], r["skipped"], r["embedder"], r["mrr10"].as_f64().unwrap(), r["ndcg10"].as_f64().unwrap(),
+            "{} pairs ({} skipped), embedder {}, mode {}\nMRR@10 {:.4}  nDCG@10 {:.4}  Recall@1 {:.4}  Recall@10 {:.4}\n{:.1} documents/s, {:.1} queries/s",
+            r["pairs"], r["skipped"], r["embedder"], r["mode"], r["mrr10"].as_f64().unwrap(), r["ndcg10"].as_f64().unwrap(),
             r["recall1"].as_f64().unwrap(), r["recall10"].as_f64().unwrap(), r["docs_per_s"].as_f64().unwrap(), r["queries_per_s"].as_f64().unwrap()
         ));
     }
@@ -613,9 +653,9 @@ fn run(cli: Cli) -> Result<(), String> {
     let s = |e: Error| e.to_string();
     match cli.cmd {
         Cmd::Ingest { db, input, embedder, batch, json, skip_bad } => ingest(db, input, embedder, batch, json, skip_bad),
-        Cmd::Query { db, text, k, ef, filters, json } => {
+        Cmd::Query { db, text, k, ef, filters, rank, json } => {
             let db = open_existing(&db).map_err(s)?;
-            let mut q = db.query(&text).limit(k);
+            let mut q = rank.apply(db.query(&text).limit(k));
             if let Some(ef) = ef {
                 q = q.ef(ef);
             }
@@ -655,7 +695,7 @@ fn run(cli: Cli) -> Result<(), String> {
             db.close().map_err(s)
         }
         Cmd::Embed { texts, embedder, kind, json } => embed_cmd(texts, embedder, kind, json),
-        Cmd::Eval { file, query_field, doc_field, embedder, db, limit, json } => eval_cmd(file, query_field, doc_field, embedder, db, limit, json),
+        Cmd::Eval { file, query_field, doc_field, embedder, db, limit, rank, json } => eval_cmd(file, query_field, doc_field, embedder, db, limit, rank, json),
         Cmd::Train(args) => train_cmd(args),
         Cmd::Reindex { db, embedder, batch, threads, status, rollback, json } => reindex_cmd(db, embedder, batch, threads, status, rollback, json),
         Cmd::Gc { db, json } => {

@@ -98,6 +98,7 @@ impl Db {
         }
         self.catalog.commit(&batch, &m)?;
         // The batch is durable from here on.
+        crash_point("after-catalog-commit");
         w.manifest = m;
         w.vectors.commit(n);
         if both.is_some() {
@@ -109,8 +110,10 @@ impl Db {
         {
             let mut r = self.read.write().unwrap();
             r.view = view;
-            r.mark_dead(replaced_rows);
+            r.mark_dead(replaced_rows.iter().copied());
         }
+        let texts: Vec<(u64, &str)> = todo.iter().enumerate().map(|(i, (d, ..))| (first_row + i as u64, d.text.as_str())).collect();
+        self.fulltext_apply(&texts, &replaced_rows, w.manifest.rows);
         report.written = todo.len();
         self.maintain(&mut w)?;
         Ok(report)
@@ -139,8 +142,11 @@ impl Db {
         let mut m = w.manifest.clone();
         m.documents -= batch.deleted.len() as u64;
         self.catalog.commit(&batch, &m)?;
+        crash_point("after-catalog-commit");
         w.manifest = m;
         self.read.write().unwrap().mark_dead(batch.deleted.iter().map(|d| d.2));
+        let rows: Vec<u64> = batch.deleted.iter().map(|d| d.2).collect();
+        self.fulltext_apply(&[], &rows, w.manifest.rows);
         self.maintain(&mut w)?;
         Ok(batch.deleted.len())
     }
@@ -161,4 +167,16 @@ pub(super) fn checked_vectors(mut vecs: Vec<Vec<f32>>, texts: usize, dim: usize)
         embed::normalize(v);
     }
     Ok(vecs)
+}
+
+/// Test hook for crash safety: when `DUETDB_CRASH_AT` names this point, the process
+/// SIGKILLs itself here, as `kill -9` would at the worst moment. Tests of the real binary
+/// use it to stop between two commits; unset, it costs one cached lookup.
+pub(super) fn crash_point(name: &str) {
+    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    if AT.get_or_init(|| std::env::var("DUETDB_CRASH_AT").ok()).as_deref() == Some(name) {
+        tracing::warn!(point = name, "DUETDB_CRASH_AT: killing this process");
+        let _ = std::process::Command::new("kill").args(["-KILL", &std::process::id().to_string()]).status();
+        std::process::abort();
+    }
 }

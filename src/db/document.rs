@@ -75,12 +75,22 @@ impl Document {
 pub struct Hit {
     /// The document's external id.
     pub id: String,
-    /// Cosine similarity between query and document (higher is closer).
+    /// Higher is closer: the cosine similarity in `vector` mode, the BM25 score in `text`
+    /// mode, the fused score in `hybrid` mode.
     pub score: f32,
     /// The document's text.
     pub text: String,
     /// The document's metadata.
     pub metadata: serde_json::Value,
+    /// Which rankers returned the document: `"vector"`, `"text"` or both.
+    #[serde(default)]
+    pub found_by: Vec<String>,
+    /// Its rank (1-based) in the vector ranking, if that ranking returned it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vector_rank: Option<usize>,
+    /// Its rank (1-based) in the BM25 ranking, if that ranking returned it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_rank: Option<usize>,
 }
 
 /// What one committed batch did.
@@ -120,6 +130,9 @@ pub struct Stats {
     pub snapshot_rows: u64,
     /// Bytes of every file of the database.
     pub bytes_on_disk: u64,
+    /// Documents in the full-text index (equal to `documents` once it has caught up).
+    #[serde(default)]
+    pub fulltext_documents: u64,
     /// The generation a reindex is filling (its `rows` are the durable progress).
     #[serde(default)]
     pub reindex: Option<crate::store::GenerationRecord>,

@@ -17,20 +17,23 @@
 //! Where things are: `commit.rs` holds the commit protocol (ingest, delete),
 //! `snapshot.rs` what readers see and the graph's snapshots (restore on open, rebuild,
 //! checkpoint), `generations.rs` moving to another embedder (reindex, switch, rollback,
-//! gc), `query.rs` the query builder, `document.rs` the types users hold.
+//! gc), `fulltext.rs` the BM25 index as derived state (catch-up, rebuild), `query.rs`
+//! the query builder (vector, text, hybrid), `document.rs` the types users hold.
 
 mod commit;
 mod document;
+mod fulltext;
 mod generations;
 mod query;
 mod snapshot;
 
 pub use document::{Document, Hit, IngestReport, Stats};
 pub use generations::{default_reindex_threads, GenerationStatus, ReindexJob, ReindexProgress, ReindexStep};
-pub use query::Query;
+pub use query::{fuse, Fused, Fusion, Mode, Query, DEFAULT_CANDIDATES, DEFAULT_MODE};
 
 use crate::embed::{self, Embedder};
 use crate::error::{Error, Result};
+use crate::index::fulltext::FullText;
 use crate::index::{Graph, GraphParams};
 use crate::store::{Catalog, DirLock, Layout, Manifest, VectorFile, FORMAT_VERSION};
 use generations::GenEmbedder;
@@ -142,6 +145,10 @@ pub struct Db {
     max_text_bytes: usize,
     writer: Mutex<Writer>,
     read: RwLock<ReadState>,
+    /// BM25 over document texts, keyed by row (shared by every generation).
+    fulltext: FullText,
+    /// The first row a failed full-text update missed, if any (see `fulltext.rs`).
+    fulltext_lag: Mutex<Option<u64>>,
     _lock: DirLock,
 }
 
@@ -244,12 +251,15 @@ impl Db {
             return Err(Error::corrupt(layout.catalog(), format!("tombstone for row {bad} beyond the {} committed rows", manifest.rows)));
         }
         read.mark_dead(dead_rows);
+        let fulltext = fulltext::restore(&layout, &catalog, &manifest, &read)?;
         let db = Db {
             layout,
             catalog,
             max_text_bytes: opts.max_text_bytes,
             writer: Mutex::new(Writer { vectors, target, target_embedder: None, manifest, closed: false }),
             read: RwLock::new(read),
+            fulltext,
+            fulltext_lag: Mutex::new(None),
             _lock: lock,
         };
         db.restore_graph()?;
@@ -327,6 +337,7 @@ impl Db {
             vector_rows: w.manifest.rows,
             graph_points: r.graph.len() as u64,
             snapshot_rows: w.manifest.graph.as_ref().map_or(0, |s| s.rows),
+            fulltext_documents: self.fulltext.num_docs(),
             reindex: w.manifest.reindex.clone(),
             kept_generations: w.manifest.kept.clone(),
             bytes_on_disk: dir_size(self.layout.root()),

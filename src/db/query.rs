@@ -1,14 +1,120 @@
-//! The query builder.
+//! The query builder: vector, text (BM25) and hybrid (fused) ranking.
 
 use super::{Db, Hit};
 use crate::embed::{normalize, Kind};
 use crate::error::{Error, Result};
 use crate::index::dot;
 use crate::store::DocRecord;
+use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-/// A semantic query under construction; see [`Db::query`].
+/// How a query ranks documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Nearest neighbours of the query's embedding.
+    Vector,
+    /// BM25 over the documents' words; needs no model.
+    Text,
+    /// Both rankings, fused (see [`Fusion`]).
+    Hybrid,
+}
+
+/// The mode of a query that does not choose one (see the README's hybrid table for why).
+pub const DEFAULT_MODE: Mode = Mode::Hybrid;
+
+impl Mode {
+    /// Every mode, as named on the command line.
+    pub const ALL: [Mode; 3] = [Mode::Vector, Mode::Text, Mode::Hybrid];
+
+    /// The mode's name (`vector`, `text`, `hybrid`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Vector => "vector",
+            Mode::Text => "text",
+            Mode::Hybrid => "hybrid",
+        }
+    }
+
+    /// Parses [`Mode::name`].
+    pub fn parse(s: &str) -> Result<Mode> {
+        Mode::ALL.into_iter().find(|m| m.name() == s).ok_or_else(|| Error::invalid(format!("unknown query mode `{s}`: expected vector, text or hybrid")))
+    }
+}
+
+/// How hybrid mode fuses the vector and the BM25 rankings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fusion {
+    /// Reciprocal rank fusion: a document scores `1 / (k + vector rank) + text_weight /
+    /// (k + text rank)`, counting only the rankings that returned it.
+    Rrf {
+        /// The rank constant (60 in the RRF paper); smaller favours the top ranks.
+        k: f32,
+        /// Weight of the BM25 ranking against the vector ranking's 1.
+        text_weight: f32,
+    },
+    /// A weighted sum of scores, each ranking's scores min-max normalised over its
+    /// candidates: `vector_weight * vector + (1 - vector_weight) * text`.
+    Weighted {
+        /// Weight of the vector ranking, in 0..=1.
+        vector_weight: f32,
+    },
+}
+
+impl Default for Fusion {
+    /// RRF with the parameters chosen on the Debian `train` split (README, hybrid search).
+    fn default() -> Self {
+        Fusion::Rrf { k: 60.0, text_weight: 1.0 }
+    }
+}
+
+/// Candidates each ranking contributes to a hybrid query (at least the limit).
+pub const DEFAULT_CANDIDATES: usize = 50;
+
+/// A fused ranking entry: row, fused score, rank in each ranking (1-based).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fused {
+    /// The vector row of the document version.
+    pub row: usize,
+    /// Fused score, higher is better.
+    pub score: f32,
+    /// Rank in the vector ranking.
+    pub vector_rank: Option<usize>,
+    /// Rank in the BM25 ranking.
+    pub text_rank: Option<usize>,
+}
+
+/// Fuses two rankings (rows with scores, best first) into one, best first.
+pub fn fuse(vector: &[(usize, f32)], text: &[(usize, f32)], fusion: Fusion) -> Vec<Fused> {
+    let mut by_row: HashMap<usize, Fused> = HashMap::new();
+    let norm = |list: &[(usize, f32)]| -> Vec<f32> {
+        let (lo, hi) = list.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), (_, s)| (lo.min(*s), hi.max(*s)));
+        list.iter().map(|(_, s)| if hi > lo { (s - lo) / (hi - lo) } else { 1.0 }).collect()
+    };
+    let (vn, tn) = (norm(vector), norm(text));
+    for (side, list) in [(0, vector), (1, text)] {
+        for (i, (row, _)) in list.iter().enumerate() {
+            let part = match fusion {
+                Fusion::Rrf { k, text_weight } => (if side == 0 { 1.0 } else { text_weight }) / (k + (i + 1) as f32),
+                Fusion::Weighted { vector_weight } => if side == 0 { vector_weight * vn[i] } else { (1.0 - vector_weight) * tn[i] },
+            };
+            let e = by_row.entry(*row).or_insert(Fused { row: *row, score: 0.0, vector_rank: None, text_rank: None });
+            e.score += part;
+            if side == 0 {
+                e.vector_rank = Some(i + 1);
+            } else {
+                e.text_rank = Some(i + 1);
+            }
+        }
+    }
+    let mut out: Vec<Fused> = by_row.into_values().collect();
+    out.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.row.cmp(&b.row)));
+    out
+}
+
+/// A query under construction; see [`Db::query`].
 #[must_use = "a query does nothing until `run` is called"]
 pub struct Query<'a> {
     db: &'a Db,
@@ -17,11 +123,32 @@ pub struct Query<'a> {
     limit: usize,
     ef: Option<usize>,
     filters: Vec<(String, serde_json::Value)>,
+    mode: Mode,
+    fusion: Fusion,
+    candidates: usize,
 }
 
 impl<'a> Query<'a> {
     pub(super) fn new(db: &'a Db, text: &'a str) -> Self {
-        Self { db, text, vector: None, limit: 10, ef: None, filters: Vec::new() }
+        Self { db, text, vector: None, limit: 10, ef: None, filters: Vec::new(), mode: DEFAULT_MODE, fusion: Fusion::default(), candidates: DEFAULT_CANDIDATES }
+    }
+
+    /// How documents are ranked (default [`DEFAULT_MODE`]).
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// How hybrid mode fuses its rankings (default: [`Fusion::default`]).
+    pub fn fusion(mut self, fusion: Fusion) -> Self {
+        self.fusion = fusion;
+        self
+    }
+
+    /// Candidates each ranking contributes in hybrid mode (default [`DEFAULT_CANDIDATES`]).
+    pub fn candidates(mut self, n: usize) -> Self {
+        self.candidates = n;
+        self
     }
 
     /// At most this many hits (default 10).
@@ -57,24 +184,14 @@ impl<'a> Query<'a> {
     /// Runs the query: hits, best first.
     pub fn run(mut self) -> Result<Vec<Hit>> {
         let state = self.db.read_state();
-        let dim = state.embedder.dim;
-        let mut q = match self.vector.take() {
-            Some(v) => v,
-            None => {
-                if self.text.trim().is_empty() {
-                    return Err(Error::invalid("query text is empty"));
-                }
-                let mut v = state.embedder.get()?.embed(&[self.text], Kind::Query)?;
-                v.pop().ok_or_else(|| Error::Embed("embedder returned no vector for the query".into()))?
-            }
+        let mode = self.mode;
+        if self.text.trim().is_empty() && (self.vector.is_none() || mode == Mode::Text) {
+            return Err(Error::invalid("query text is empty"));
+        }
+        let q = match mode {
+            Mode::Text => None,
+            _ => Some(self.query_vector(&state)?),
         };
-        if q.len() != dim {
-            return Err(Error::Dimension { expected: dim, found: q.len() });
-        }
-        if q.iter().any(|x| !x.is_finite()) {
-            return Err(Error::invalid("query vector has a NaN or infinite component"));
-        }
-        normalize(&mut q);
         if self.limit == 0 {
             return Ok(Vec::new());
         }
@@ -86,42 +203,111 @@ impl<'a> Query<'a> {
         };
         let visible = |row: usize| row < state.view.len() && !state.is_dead(row);
         let keep_filtered = |row: usize| visible(row) && fetch(row).is_some_and(|d| self.matches(&d));
-        let keep_live = |row: usize| visible(row);
-        let any_dead = state.dead_count > 0;
-        let keep: Option<&dyn Fn(usize) -> bool> = if !self.filters.is_empty() {
-            Some(&keep_filtered)
-        } else if any_dead {
-            Some(&keep_live)
-        } else {
-            None
+        let keep: &dyn Fn(usize) -> bool = if self.filters.is_empty() { &visible } else { &keep_filtered };
+        let depth = if mode == Mode::Hybrid { self.limit.max(self.candidates) } else { self.limit };
+        let vector = match &q {
+            Some(q) => self.vector_ranking(q, &state, depth, keep, &fetched)?,
+            None => Vec::new(),
         };
-        let ef = self.ef.unwrap_or(64).max(self.limit);
-        let mut scored: Vec<(usize, f32)> = state
-            .graph
-            .search(&q, self.limit, ef, keep)
+        let text = match mode {
+            Mode::Vector => Vec::new(),
+            _ => self.db.fulltext.search(self.text, depth, keep)?,
+        };
+        let fused: Vec<Fused> = match mode {
+            Mode::Vector => vector.iter().enumerate().map(|(i, &(row, score))| Fused { row, score, vector_rank: Some(i + 1), text_rank: None }).collect(),
+            Mode::Text => text.iter().enumerate().map(|(i, &(row, score))| Fused { row, score, vector_rank: None, text_rank: Some(i + 1) }).collect(),
+            Mode::Hybrid => fuse(&vector, &text, self.fusion),
+        };
+        Ok(fused
             .into_iter()
-            .filter(|h| visible(h.row))
-            .map(|h| (h.row, h.score))
-            .collect();
-        if !self.filters.is_empty() && scored.len() < self.limit {
-            // A selective filter can leave the graph walk short of `limit` hits: fall back
-            // to an exact scan over the matching documents.
+            .filter_map(|f| {
+                let d = fetch(f.row)?;
+                let found_by = [("vector", f.vector_rank), ("text", f.text_rank)].iter().filter(|(_, r)| r.is_some()).map(|(n, _)| n.to_string()).collect();
+                Some(Hit { id: d.id, score: f.score, text: d.text, metadata: d.metadata, found_by, vector_rank: f.vector_rank, text_rank: f.text_rank })
+            })
+            .take(self.limit)
+            .collect())
+    }
+
+    /// The query's embedding (or the vector given), checked and normalised.
+    fn query_vector(&mut self, state: &super::snapshot::ReadState) -> Result<Vec<f32>> {
+        let dim = state.embedder.dim;
+        let mut q = match self.vector.take() {
+            Some(v) => v,
+            None => {
+                let mut v = state.embedder.get()?.embed(&[self.text], Kind::Query)?;
+                v.pop().ok_or_else(|| Error::Embed("embedder returned no vector for the query".into()))?
+            }
+        };
+        if q.len() != dim {
+            return Err(Error::Dimension { expected: dim, found: q.len() });
+        }
+        if q.iter().any(|x| !x.is_finite()) {
+            return Err(Error::invalid("query vector has a NaN or infinite component"));
+        }
+        normalize(&mut q);
+        Ok(q)
+    }
+
+    /// The `depth` nearest live (and matching) rows, best first.
+    fn vector_ranking(
+        &self,
+        q: &[f32],
+        state: &super::snapshot::ReadState,
+        depth: usize,
+        keep: &dyn Fn(usize) -> bool,
+        fetched: &RefCell<HashMap<usize, Option<DocRecord>>>,
+    ) -> Result<Vec<(usize, f32)>> {
+        let visible = |row: usize| row < state.view.len() && !state.is_dead(row);
+        // The graph needs no filter when every row it holds is live.
+        let filter: Option<&dyn Fn(usize) -> bool> = if self.filters.is_empty() && state.dead_count == 0 { None } else { Some(keep) };
+        let ef = self.ef.unwrap_or(64).max(depth);
+        let mut scored: Vec<(usize, f32)> =
+            state.graph.search(q, depth, ef, filter).into_iter().filter(|h| visible(h.row)).map(|h| (h.row, h.score)).collect();
+        if !self.filters.is_empty() && scored.len() < depth {
+            // A selective filter can leave the graph walk short: fall back to an exact
+            // scan over the matching documents.
             let mut exact = Vec::new();
-            for item in catalog.docs() {
+            for item in self.db.catalog.docs() {
                 let (_, doc) = item?;
                 let row = doc.row as usize;
                 if visible(row) && self.matches(&doc) {
-                    exact.push((row, dot(&q, state.view.vector(row))));
+                    exact.push((row, dot(q, state.view.vector(row))));
                     fetched.borrow_mut().insert(row, Some(doc));
                 }
             }
             exact.sort_by(|a, b| b.1.total_cmp(&a.1));
-            exact.truncate(self.limit);
+            exact.truncate(depth);
             scored = exact;
         }
-        Ok(scored
-            .into_iter()
-            .filter_map(|(row, score)| fetch(row).map(|d| Hit { id: d.id, score, text: d.text, metadata: d.metadata }))
-            .collect())
+        Ok(scored)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rrf_orders_a_hand_made_case() {
+        // Row 7 is 2nd in both rankings, row 1 first in vector only, row 9 first in text only.
+        let vector = [(1, 0.9), (7, 0.8), (3, 0.7)];
+        let text = [(9, 12.0), (7, 11.0), (4, 3.0)];
+        let f = fuse(&vector, &text, Fusion::Rrf { k: 60.0, text_weight: 1.0 });
+        let rows: Vec<usize> = f.iter().map(|x| x.row).collect();
+        // 7: 2/62; 1 and 9: 1/61 each (tie broken by row); 3 and 4: 1/63.
+        assert_eq!(rows, vec![7, 1, 9, 3, 4]);
+        assert!((f[0].score - 2.0 / 62.0).abs() < 1e-7);
+        assert_eq!((f[0].vector_rank, f[0].text_rank), (Some(2), Some(2)));
+        assert_eq!((f[2].vector_rank, f[2].text_rank), (None, Some(1)));
+        // Weighting the text side lifts its top hit above the vector side's.
+        let rows: Vec<usize> = fuse(&vector, &text, Fusion::Rrf { k: 60.0, text_weight: 2.0 }).iter().map(|x| x.row).collect();
+        assert_eq!(rows[..2], [7, 9]);
+        // Weighted fusion of normalised scores: row 9 (text 1.0) against row 1 (vector 1.0).
+        let w = fuse(&vector, &text, Fusion::Weighted { vector_weight: 0.7 });
+        let rows: Vec<usize> = w.iter().map(|x| x.row).collect();
+        // 1: 0.7 * 1.0; 7: 0.7 * 0.5 + 0.3 * 0.889; 9: 0.3 * 1.0; 3 and 4: 0.
+        assert_eq!(rows, vec![1, 7, 9, 3, 4]);
+        assert!(fuse(&[], &[], Fusion::default()).is_empty());
     }
 }

@@ -1,4 +1,5 @@
-//! The ANN graph: an hnsw_rs HNSW over the rows of a vector file.
+//! Derived indexes over the rows of the database: the ANN graph (here: an hnsw_rs HNSW
+//! over the rows of a vector file) and the full-text index ([`fulltext`]).
 //!
 //! The graph is derived state. Its ids are row numbers of the active generation's
 //! vector file; it knows nothing of documents or models. It is persisted only as
@@ -7,6 +8,7 @@
 
 mod distance;
 mod flat;
+pub mod fulltext;
 
 pub use distance::{dot, DotDistance};
 

@@ -41,6 +41,10 @@ impl Layout {
     pub fn graph_dir(&self) -> PathBuf {
         self.root.join("graph")
     }
+    /// The directory of the full-text index (tantivy).
+    pub fn fulltext_dir(&self) -> PathBuf {
+        self.root.join("fulltext")
+    }
     fn marker(&self) -> PathBuf {
         self.root.join(MARKER)
     }

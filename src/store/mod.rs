@@ -9,6 +9,7 @@
 //!   catalog/                  sled: manifest, documents, id map, tombstones
 //!   vectors/g000001.vec       append-only vector file of generation 1 (one per generation)
 //!   graph/                    hnsw_rs snapshots, derived and rebuildable
+//!   fulltext/                 tantivy BM25 index, derived and rebuildable
 //! ```
 //!
 //! This layer knows vectors of a fixed dimension and a fingerprint string; it knows
