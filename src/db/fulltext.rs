@@ -62,6 +62,7 @@ impl Db {
     /// durable: a failure here only leaves the index behind, and the next open catches
     /// it up, so it is logged rather than returned.
     pub(super) fn fulltext_apply(&self, docs: &[(u64, &str)], dead: &[u64], rows: u64) {
+        let Some(ft) = &self.fulltext else { return };
         let dead_count = self.read.read().unwrap().dead_count;
         let mut lag = self.fulltext_lag.lock().unwrap();
         // After a failure the recorded coverage stays before the first row missed, so the
@@ -70,7 +71,7 @@ impl Db {
             Some(from) => Coverage { rows: from, dead: 0 },
             None => Coverage { rows, dead: dead_count },
         };
-        if let Err(e) = self.fulltext.apply(docs, dead, cov, false) {
+        if let Err(e) = ft.apply(docs, dead, cov, false) {
             tracing::error!(error = %e, "full-text index update failed; it is caught up on the next open");
             let first = docs.iter().map(|d| d.0).min().unwrap_or(rows);
             *lag = Some(lag.map_or(first, |l| l.min(first)));

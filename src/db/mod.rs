@@ -52,11 +52,12 @@ pub struct DbOptions {
     graph: GraphParams,
     max_text_bytes: usize,
     create: bool,
+    full_text: bool,
 }
 
 impl Default for DbOptions {
     fn default() -> Self {
-        Self { embedder: None, embedder_spec: None, graph: GraphParams::default(), max_text_bytes: DEFAULT_MAX_TEXT_BYTES, create: true }
+        Self { embedder: None, embedder_spec: None, graph: GraphParams::default(), max_text_bytes: DEFAULT_MAX_TEXT_BYTES, create: true, full_text: true }
     }
 }
 
@@ -68,6 +69,7 @@ impl std::fmt::Debug for DbOptions {
             .field("graph", &self.graph)
             .field("max_text_bytes", &self.max_text_bytes)
             .field("create", &self.create)
+            .field("full_text", &self.full_text)
             .finish()
     }
 }
@@ -97,6 +99,13 @@ impl DbOptions {
     /// Whether a missing database is created (default) or is an error.
     pub fn create_if_missing(mut self, yes: bool) -> Self {
         self.create = yes;
+        self
+    }
+    /// Whether to open (and keep up to date) the full-text index (default yes). Without
+    /// it, `text` queries are an error and `hybrid` ones use the vectors alone; the index
+    /// catches up on the next open that has it. For bulk loads and benchmarks.
+    pub fn full_text(mut self, yes: bool) -> Self {
+        self.full_text = yes;
         self
     }
 
@@ -146,7 +155,7 @@ pub struct Db {
     writer: Mutex<Writer>,
     read: RwLock<ReadState>,
     /// BM25 over document texts, keyed by row (shared by every generation).
-    fulltext: FullText,
+    fulltext: Option<FullText>,
     /// The first row a failed full-text update missed, if any (see `fulltext.rs`).
     fulltext_lag: Mutex<Option<u64>>,
     _lock: DirLock,
@@ -251,7 +260,7 @@ impl Db {
             return Err(Error::corrupt(layout.catalog(), format!("tombstone for row {bad} beyond the {} committed rows", manifest.rows)));
         }
         read.mark_dead(dead_rows);
-        let fulltext = fulltext::restore(&layout, &catalog, &manifest, &read)?;
+        let fulltext = if opts.full_text { Some(fulltext::restore(&layout, &catalog, &manifest, &read)?) } else { None };
         let db = Db {
             layout,
             catalog,
@@ -337,7 +346,7 @@ impl Db {
             vector_rows: w.manifest.rows,
             graph_points: r.graph.len() as u64,
             snapshot_rows: w.manifest.graph.as_ref().map_or(0, |s| s.rows),
-            fulltext_documents: self.fulltext.num_docs(),
+            fulltext_documents: self.fulltext.as_ref().map_or(0, |f| f.num_docs()),
             reindex: w.manifest.reindex.clone(),
             kept_generations: w.manifest.kept.clone(),
             bytes_on_disk: dir_size(self.layout.root()),

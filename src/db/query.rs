@@ -211,7 +211,11 @@ impl<'a> Query<'a> {
         };
         let text = match mode {
             Mode::Vector => Vec::new(),
-            _ => self.db.fulltext.search(self.text, depth, keep)?,
+            _ => match (&self.db.fulltext, mode) {
+                (Some(ft), _) => ft.search(self.text, depth, keep)?,
+                (None, Mode::Text) => return Err(Error::invalid("this database was opened without its full-text index (DbOptions::full_text)")),
+                (None, _) => Vec::new(),
+            },
         };
         let fused: Vec<Fused> = match mode {
             Mode::Vector => vector.iter().enumerate().map(|(i, &(row, score))| Fused { row, score, vector_rank: Some(i + 1), text_rank: None }).collect(),
