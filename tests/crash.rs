@@ -3,12 +3,12 @@
 //! open, hold every acknowledged document exactly once, return each for its exact
 //! text, and hold whole batches only.
 
+mod common;
+
 use duetdb::Db;
 use rayon::prelude::*;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::io::Write;
+use std::time::Duration;
 
 const DOCS: usize = 60_000;
 const BATCH: usize = 200;
@@ -45,36 +45,13 @@ fn sigkill_during_ingest_loses_no_acknowledged_document() {
     let mut finished = false;
     while kills < KILLS && rounds < 4 * KILLS {
         rounds += 1;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_duetdb"))
-            .args(["ingest", db_path.to_str().unwrap(), input.to_str().unwrap(), "--json", "--batch", &BATCH.to_string(), "--embedder", "hash"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-        let reader = {
-            let (out, lines) = (child.stdout.take().unwrap(), lines.clone());
-            std::thread::spawn(move || BufReader::new(out).lines().map_while(Result::ok).for_each(|l| lines.lock().unwrap().push(l)))
-        };
         // Kill somewhere between opening and well into the ingest.
-        let deadline = Instant::now() + Duration::from_millis(rng.u64(20..900));
-        let mut exited = None;
-        while Instant::now() < deadline {
-            if let Some(st) = child.try_wait().unwrap() {
-                exited = Some(st);
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        if exited.is_none() {
-            child.kill().unwrap(); // SIGKILL
-            kills += 1;
-        }
-        let status = child.wait().unwrap();
-        reader.join().unwrap();
-        let mut err = String::new();
-        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-        for l in lines.lock().unwrap().iter() {
+        let run = common::run_killed_after(
+            &["ingest", db_path.to_str().unwrap(), input.to_str().unwrap(), "--json", "--batch", &BATCH.to_string(), "--embedder", "hash"],
+            Duration::from_millis(rng.u64(20..900)),
+        );
+        kills += run.killed as usize;
+        for l in run.lines.iter() {
             let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("bad output line {l:?}: {e}"));
             if v.get("done").is_some() {
                 finished = true;
@@ -85,11 +62,11 @@ fn sigkill_during_ingest_loses_no_acknowledged_document() {
                 acked = acked.max(pos);
             }
         }
-        if exited.is_some() {
-            assert!(status.success(), "ingest exited on its own with {status}: {err}");
+        if !run.killed {
+            assert!(run.status.success(), "ingest exited on its own with {}: {}", run.status, run.stderr);
         }
         let present = check(&db_path, &docs, acked, kills % 5 == 0);
-        println!("round {rounds}: {} acked {acked}, present {present}", if exited.is_some() { "finished," } else { "killed, " });
+        println!("round {rounds}: {} acked {acked}, present {present}", if !run.killed { "finished," } else { "killed, " });
         if finished {
             // Start over so that later kills again land in the middle of an ingest.
             std::fs::remove_dir_all(&db_path).unwrap();

@@ -6,12 +6,11 @@ mod common;
 use duetdb::db::ReindexStep;
 use duetdb::{Db, Document, Embedder, Kind};
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn text(rng: &mut fastrand::Rng, vocab: &[String]) -> String {
     (0..10).map(|_| vocab[rng.usize(..vocab.len())].as_str()).collect::<Vec<_>>().join(" ")
@@ -77,40 +76,15 @@ fn sigkill_during_reindex_resumes_and_ends_exact() {
     while kills < 20 && rounds < 80 {
         rounds += 1;
         let spec = targets[target % targets.len()].as_str();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_duetdb"))
-            .args(["reindex", path.to_str().unwrap(), "--embedder", spec, "--batch", "40", "--json"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-        let reader = {
-            let (out, lines) = (child.stdout.take().unwrap(), lines.clone());
-            std::thread::spawn(move || BufReader::new(out).lines().map_while(Result::ok).for_each(|l| lines.lock().unwrap().push(l)))
-        };
         // Short runs land inside batches, long ones in or after the switch.
-        let deadline = Instant::now() + Duration::from_millis(if rng.bool() { rng.u64(30..700) } else { rng.u64(30..3000) });
-        let mut exited = None;
-        while Instant::now() < deadline {
-            if let Some(st) = child.try_wait().unwrap() {
-                exited = Some(st);
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        if exited.is_none() {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            kills += 1;
-        }
-        reader.join().unwrap();
-        let lines = lines.lock().unwrap().clone();
+        let after = Duration::from_millis(if rng.bool() { rng.u64(30..700) } else { rng.u64(30..3000) });
+        let run = common::run_killed_after(&["reindex", path.to_str().unwrap(), "--embedder", spec, "--batch", "40", "--json"], after);
+        kills += run.killed as usize;
+        let lines = run.lines;
         let acked = lines.iter().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["reindexed"].as_u64()).max();
         let done = lines.iter().any(|l| l.contains("\"done\""));
-        if let Some(st) = exited {
-            let mut err = String::new();
-            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-            assert!(st.success() && done, "reindex exited with {st}: {err}");
+        if !run.killed {
+            assert!(run.status.success() && done, "reindex exited with {}: {}", run.status, run.stderr);
         }
 
         let db = open(&path);

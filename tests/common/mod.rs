@@ -39,3 +39,51 @@ pub fn assert_logits(ours: &candle_core::Tensor, reference: &candle_core::Tensor
 pub fn open(path: &std::path::Path) -> duetdb::Result<duetdb::Db> {
     duetdb::Db::options().embedder_spec("hash").open(path)
 }
+
+/// What [`run_killed_after`] saw of a child process.
+pub struct KilledRun {
+    /// Its standard output, line by line, up to its end.
+    pub lines: Vec<String>,
+    /// Whether it was SIGKILLed (false: it exited on its own first).
+    pub killed: bool,
+    /// Its exit status.
+    pub status: std::process::ExitStatus,
+    /// Its standard error.
+    pub stderr: String,
+}
+
+/// Runs the `duetdb` binary with `args` and SIGKILLs it after `after` unless it exits
+/// on its own first; returns what it printed.
+pub fn run_killed_after(args: &[&str], after: std::time::Duration) -> KilledRun {
+    use std::io::{BufRead, Read};
+    use std::sync::{Arc, Mutex};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_duetdb"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let (out, lines) = (child.stdout.take().unwrap(), lines.clone());
+        std::thread::spawn(move || std::io::BufReader::new(out).lines().map_while(Result::ok).for_each(|l| lines.lock().unwrap().push(l)))
+    };
+    let deadline = std::time::Instant::now() + after;
+    let mut exited = false;
+    while std::time::Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            exited = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    if !exited {
+        child.kill().unwrap(); // SIGKILL
+    }
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    let lines = lines.lock().unwrap().clone();
+    KilledRun { lines, killed: !exited, status, stderr }
+}
