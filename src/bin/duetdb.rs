@@ -176,17 +176,17 @@ struct RankArgs {
     /// Ranking: `vector` (embeddings), `text` (BM25) or `hybrid` (both, fused).
     #[arg(long, default_value = duetdb::db::DEFAULT_MODE.name(), value_parser = ["vector", "text", "hybrid"])]
     mode: String,
-    /// Hybrid fusion: `rrf` (reciprocal rank) or `weighted` (normalised scores).
-    #[arg(long, default_value = "rrf", value_parser = ["rrf", "weighted"])]
+    /// Hybrid fusion: `weighted` (normalised scores) or `rrf` (reciprocal rank).
+    #[arg(long, default_value = "weighted", value_parser = ["rrf", "weighted"])]
     fusion: String,
     /// RRF rank constant.
-    #[arg(long)]
-    rrf_k: Option<f32>,
+    #[arg(long, default_value_t = duetdb::db::DEFAULT_RRF_K)]
+    rrf_k: f32,
     /// RRF weight of the BM25 ranking (the vector ranking weighs 1).
-    #[arg(long)]
-    text_weight: Option<f32>,
+    #[arg(long, default_value_t = 1.0)]
+    text_weight: f32,
     /// Weighted fusion: weight of the vector scores (BM25 gets the rest).
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = duetdb::db::DEFAULT_VECTOR_WEIGHT)]
     vector_weight: f32,
     /// Candidates each ranking contributes in hybrid mode.
     #[arg(long, default_value_t = duetdb::db::DEFAULT_CANDIDATES)]
@@ -196,10 +196,9 @@ struct RankArgs {
 impl RankArgs {
     fn apply<'a>(&self, q: duetdb::Query<'a>) -> duetdb::Query<'a> {
         use duetdb::db::Fusion;
-        let fusion = match (self.fusion.as_str(), Fusion::default()) {
-            ("weighted", _) => Fusion::Weighted { vector_weight: self.vector_weight },
-            (_, Fusion::Rrf { k, text_weight }) => Fusion::Rrf { k: self.rrf_k.unwrap_or(k), text_weight: self.text_weight.unwrap_or(text_weight) },
-            (_, d) => d,
+        let fusion = match self.fusion.as_str() {
+            "weighted" => Fusion::Weighted { vector_weight: self.vector_weight },
+            _ => Fusion::Rrf { k: self.rrf_k, text_weight: self.text_weight },
         };
         q.mode(duetdb::db::Mode::parse(&self.mode).expect("clap checked the mode")).fusion(fusion).candidates(self.candidates)
     }

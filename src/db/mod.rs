@@ -29,7 +29,7 @@ mod snapshot;
 
 pub use document::{Document, Hit, IngestReport, Stats};
 pub use generations::{default_reindex_threads, GenerationStatus, ReindexJob, ReindexProgress, ReindexStep};
-pub use query::{fuse, Fused, Fusion, Mode, Query, DEFAULT_CANDIDATES, DEFAULT_MODE};
+pub use query::{fuse, Fused, Fusion, Mode, Query, DEFAULT_CANDIDATES, DEFAULT_MODE, DEFAULT_RRF_K, DEFAULT_VECTOR_WEIGHT};
 
 use crate::embed::{self, Embedder};
 use crate::error::{Error, Result};
