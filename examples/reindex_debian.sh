@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-1000}; FROM=${FROM:-minilm}; TO=${TO:-default}
 out=bench-out/reindex-debian; mkdir -p "$out"
-zcat ../shared/data/debian-descriptions.jsonl.gz | grep '"split": "dev"' | head -n "$N" > "$out/dev.jsonl"
+grep -m "$N" '"split": "dev"' <(zcat ../shared/data/debian-descriptions.jsonl.gz) > "$out/dev.jsonl"
 ./scripts/fetch-models.sh smollm2 >/dev/null
 case "$FROM $TO" in *minilm*) ./scripts/fetch-models.sh minilm >/dev/null ;; esac
 cargo build --release --quiet
