@@ -14,8 +14,9 @@
 //! # Ok::<(), duetdb::Error>(())
 //! ```
 //!
-//! Layers (each uses only those below it): [`db`] (the engine) over [`index`] (the
-//! HNSW graph), [`store`] (sled catalog and memory-mapped vector files) and [`embed`]
+//! Layers (each uses only those below it): [`db`] (the engine: commits, queries in vector,
+//! text and hybrid modes, generations) over [`index`] (the HNSW graph, the BM25 index),
+//! [`store`] (sled catalog and memory-mapped vector files) and [`embed`]
 //! (embedders); [`error`] is shared by all.
 
 #![warn(missing_docs)]

@@ -715,7 +715,7 @@ fn run(cli: Cli) -> Result<(), String> {
             } else {
                 let v = serde_json::to_value(&st).unwrap();
                 for (k, v) in v.as_object().unwrap() {
-                    out(format!("{k:>14}: {v}"));
+                    out(format!("{k:>18}: {v}"));
                 }
             }
             Ok(())
