@@ -67,11 +67,12 @@ impl Db {
         };
 
         let (first_iid, first_row) = (w.manifest.next_iid, w.manifest.rows);
-        let rows: Vec<(u64, &[f32])> = vecs.iter().enumerate().map(|(i, v)| (first_iid + i as u64, v.as_slice())).collect();
-        w.vectors.write_pending(&rows)?;
+        fn rows(first_iid: u64, vs: &[Vec<f32>]) -> Vec<(u64, &[f32])> {
+            vs.iter().enumerate().map(|(i, v)| (first_iid + i as u64, v.as_slice())).collect()
+        }
+        w.vectors.write_pending(&rows(first_iid, &vecs))?;
         if let Some(tv) = &both {
-            let rows: Vec<(u64, &[f32])> = tv.iter().enumerate().map(|(i, v)| (first_iid + i as u64, v.as_slice())).collect();
-            w.target.as_mut().expect("a reindex target has its file open").write_pending(&rows)?;
+            w.target.as_mut().expect("a reindex target has its file open").write_pending(&rows(first_iid, tv))?;
         }
 
         let mut batch = CatalogBatch::default();

@@ -41,11 +41,8 @@ pub(super) fn restore(layout: &Layout, catalog: &Catalog, m: &Manifest, state: &
     }
     let mut chunk: Vec<(u64, String)> = Vec::new();
     for r in cov.rows..m.rows {
-        let row = r as usize;
-        if !state.is_dead(row) {
-            if let Some(d) = catalog.doc(state.view.iid(row))?.filter(|d| d.row == r) {
-                chunk.push((r, d.text));
-            }
+        if let Some(d) = state.live_record(catalog, r)? {
+            chunk.push((r, d.text));
         }
         if chunk.len() == CATCH_UP_CHUNK || r + 1 == m.rows {
             let docs: Vec<(u64, &str)> = chunk.iter().map(|(r, t)| (*r, t.as_str())).collect();

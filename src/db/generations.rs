@@ -34,11 +34,15 @@ pub(crate) struct GenEmbedder {
 
 impl GenEmbedder {
     pub(crate) fn active(m: &Manifest, loaded: Option<Arc<dyn Embedder>>) -> Self {
+        Self::of(&m.active_generation(), loaded)
+    }
+
+    fn of(g: &GenerationRecord, loaded: Option<Arc<dyn Embedder>>) -> Self {
         let cell = OnceLock::new();
         if let Some(e) = loaded {
             let _ = cell.set(e);
         }
-        Self { generation: m.generation, dim: m.dim, fingerprint: m.embedder_fingerprint.clone(), spec: m.embedder_spec.clone(), loaded: cell }
+        Self { generation: g.generation, dim: g.dim, fingerprint: g.embedder_fingerprint.clone(), spec: g.embedder_spec.clone(), loaded: cell }
     }
 
     pub(crate) fn get(&self) -> Result<Arc<dyn Embedder>> {
@@ -190,10 +194,8 @@ impl<'a> ReindexJob<'a> {
         let mut texts = Vec::new();
         let mut slots = Vec::new();
         for r in start..end {
-            let row = r as usize;
-            let iid = state.view.iid(row);
-            let text = if state.is_dead(row) { None } else { self.db.catalog.doc(iid)?.filter(|d| d.row == r).map(|d| d.text) };
-            slots.push((iid, text.as_ref().map(|_| texts.len())));
+            let text = state.live_record(&self.db.catalog, r)?.map(|d| d.text);
+            slots.push((state.view.iid(r as usize), text.as_ref().map(|_| texts.len())));
             if let Some(t) = text {
                 texts.push(t);
             }
@@ -269,13 +271,7 @@ impl<'a> ReindexJob<'a> {
         graph.insert_rows(&view, &tail);
 
         let mut m = w.manifest.clone();
-        let old = GenerationRecord {
-            generation: m.generation,
-            dim: m.dim,
-            embedder_fingerprint: m.embedder_fingerprint.clone(),
-            embedder_spec: m.embedder_spec.clone(),
-            rows: m.rows,
-        };
+        let old = m.active_generation();
         m.kept.retain(|k| k.generation != t.generation && k.embedder_fingerprint != old.embedder_fingerprint);
         m.kept.insert(0, old);
         m.generation = t.generation;
@@ -402,14 +398,7 @@ impl Db {
             }
             w.manifest.kept.first().cloned().ok_or_else(|| Error::invalid("no earlier generation is kept: nothing to roll back to"))?
         };
-        let e = GenEmbedder {
-            generation: kept.generation,
-            dim: kept.dim,
-            fingerprint: kept.embedder_fingerprint.clone(),
-            spec: kept.embedder_spec.clone(),
-            loaded: OnceLock::new(),
-        }
-        .get()?;
+        let e = GenEmbedder::of(&kept, None).get()?;
         self.reindex(e)
     }
 
@@ -442,13 +431,7 @@ impl Db {
         let w = self.writer.lock().unwrap();
         let m = &w.manifest;
         GenerationStatus {
-            active: GenerationRecord {
-                generation: m.generation,
-                dim: m.dim,
-                embedder_fingerprint: m.embedder_fingerprint.clone(),
-                embedder_spec: m.embedder_spec.clone(),
-                rows: m.rows,
-            },
+            active: m.active_generation(),
             reindex: m.reindex.clone(),
             kept: m.kept.clone(),
         }

@@ -210,8 +210,8 @@ impl<'a> Query<'a> {
         let fetch = |row: usize| -> Option<DocRecord> {
             fetched.borrow_mut().entry(row).or_insert_with(|| catalog.doc(state.view.iid(row)).ok().flatten()).clone()
         };
-        let visible = |row: usize| row < state.view.len() && !state.is_dead(row);
-        let keep_filtered = |row: usize| visible(row) && fetch(row).is_some_and(|d| self.matches(&d));
+        let visible = |row: usize| state.is_live(row);
+        let keep_filtered = |row: usize| state.is_live(row) && fetch(row).is_some_and(|d| self.matches(&d));
         let keep: &dyn Fn(usize) -> bool = if self.filters.is_empty() { &visible } else { &keep_filtered };
         let depth = if mode == Mode::Hybrid { self.limit.max(self.candidates) } else { self.limit };
         let vector = match &q {
@@ -271,12 +271,11 @@ impl<'a> Query<'a> {
         keep: &dyn Fn(usize) -> bool,
         fetched: &RefCell<HashMap<usize, Option<DocRecord>>>,
     ) -> Result<Vec<(usize, f32)>> {
-        let visible = |row: usize| row < state.view.len() && !state.is_dead(row);
         // The graph needs no filter when every row it holds is live.
         let filter: Option<&dyn Fn(usize) -> bool> = if self.filters.is_empty() && state.dead_count == 0 { None } else { Some(keep) };
         let ef = self.ef.unwrap_or(64).max(depth);
         let mut scored: Vec<(usize, f32)> =
-            state.graph.search(q, depth, ef, filter).into_iter().filter(|h| visible(h.row)).map(|h| (h.row, h.score)).collect();
+            state.graph.search(q, depth, ef, filter).into_iter().filter(|h| state.is_live(h.row)).map(|h| (h.row, h.score)).collect();
         if !self.filters.is_empty() && scored.len() < depth {
             // A selective filter can leave the graph walk short: fall back to an exact
             // scan over the matching documents.
@@ -284,7 +283,7 @@ impl<'a> Query<'a> {
             for item in self.db.catalog.docs() {
                 let (_, doc) = item?;
                 let row = doc.row as usize;
-                if visible(row) && self.matches(&doc) {
+                if state.is_live(row) && self.matches(&doc) {
                     exact.push((row, dot(q, state.view.vector(row))));
                     fetched.borrow_mut().insert(row, Some(doc));
                 }

@@ -25,6 +25,18 @@ impl ReadState {
     pub(super) fn is_dead(&self, row: usize) -> bool {
         self.dead.get(row / 64).is_some_and(|w| w >> (row % 64) & 1 == 1)
     }
+    /// Whether `row` is in this snapshot and its document version is live.
+    pub(super) fn is_live(&self, row: usize) -> bool {
+        row < self.view.len() && !self.is_dead(row)
+    }
+    /// The record of the live document version at `row`; `None` for a dead row (whose
+    /// record may already be purged).
+    pub(super) fn live_record(&self, catalog: &crate::store::Catalog, row: u64) -> Result<Option<crate::store::DocRecord>> {
+        if !self.is_live(row as usize) {
+            return Ok(None);
+        }
+        Ok(catalog.doc(self.view.iid(row as usize))?.filter(|d| d.row == row))
+    }
     pub(super) fn mark_dead(&mut self, rows: impl IntoIterator<Item = u64>) {
         let bits = Arc::make_mut(&mut self.dead);
         for r in rows {

@@ -168,11 +168,15 @@ impl FullText {
         let err = |e: tantivy::TantivyError| Error::Graph(format!("full-text search in {}: {e}", self.dir.display()));
         // Skipped rows (deleted, filtered out) can leave fewer than `k`: widen and retry.
         let mut depth = k.max(16) * 2;
+        let mut columns: Vec<Option<tantivy::columnar::Column<u64>>> = vec![None; searcher.segment_readers().len()];
         loop {
             let top = searcher.search(&query, &TopDocs::with_limit(depth).order_by_score()).map_err(err)?;
             let mut out = Vec::with_capacity(k);
             for (score, addr) in &top {
-                let col = searcher.segment_reader(addr.segment_ord).fast_fields().u64("row").map_err(err)?;
+                let col = match &mut columns[addr.segment_ord as usize] {
+                    Some(c) => c,
+                    slot => slot.insert(searcher.segment_reader(addr.segment_ord).fast_fields().u64("row").map_err(err)?),
+                };
                 if let Some(row) = col.first(addr.doc_id) {
                     if keep(row as usize) {
                         out.push((row as usize, *score));

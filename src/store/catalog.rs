@@ -49,6 +49,19 @@ pub struct Manifest {
     pub kept: Vec<GenerationRecord>,
 }
 
+impl Manifest {
+    /// The active generation, described as a [`GenerationRecord`].
+    pub fn active_generation(&self) -> GenerationRecord {
+        GenerationRecord {
+            generation: self.generation,
+            dim: self.dim,
+            embedder_fingerprint: self.embedder_fingerprint.clone(),
+            embedder_spec: self.embedder_spec.clone(),
+            rows: self.rows,
+        }
+    }
+}
+
 /// A generation other than the active one: one embedder's vector file.
 ///
 /// Generations share the row order: row `r` of every vector file holds the same
