@@ -160,6 +160,29 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Full consistency check (like SQLite's integrity_check): commit record, documents and id map, vector files and their checksums, tombstones, graph snapshot. Lists every problem; exits non-zero if there is any. Works on a database that refuses to open.
+    Check {
+        /// Database directory.
+        db: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export every document that can still be read, as the JSON Lines `ingest` takes. Works on a database that refuses to open; says on stderr what it could not read.
+    Dump {
+        /// Database directory.
+        db: PathBuf,
+        /// Output file (standard output if absent).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Copy a database consistently (as of one commit) to a new directory, which opens on its own.
+    Backup {
+        /// Database directory.
+        db: PathBuf,
+        /// Destination directory (must not exist).
+        dest: PathBuf,
+    },
     /// Figures about a database.
     Stats {
         /// Database directory.
@@ -371,7 +394,7 @@ fn ingest(db: PathBuf, input: String, embedder: Option<String>, batch: usize, js
         if raw.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let doc = parse_line(raw, lineno).and_then(|d| db.check(&d).map(|_| d).map_err(|e| format!("line {lineno}: {e}")));
+        let doc = parse_line(raw, lineno).and_then(|d| db.check_document(&d).map(|_| d).map_err(|e| format!("line {lineno}: {e}")));
         match doc {
             Ok(d) => pending.push((lineno, d)),
             Err(e) if skip_bad => {
@@ -707,6 +730,48 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             db.close().map_err(s)
         }
+        Cmd::Check { db, json } => {
+            let report = duetdb::db::check_at(&db).map_err(s)?;
+            if json {
+                out(serde_json::to_string(&report).unwrap());
+            } else {
+                for p in &report.problems {
+                    let kind = if p.derived { "derived state, rebuilt on open" } else { "damage" };
+                    out(format!("problem ({kind}): {}: {}", p.path.display(), p.detail));
+                }
+                out(format!("checked {} documents and {} rows: {} problem(s)", report.documents, report.rows, report.problems.len()));
+            }
+            if report.is_ok() {
+                Ok(())
+            } else {
+                Err(format!("{} problem(s) found in {}", report.problems.len(), db.display()))
+            }
+        }
+        Cmd::Dump { db, out: file } => {
+            let report = match &file {
+                Some(f) => {
+                    let tmp = f.with_extension("partial");
+                    let fh = std::fs::File::create(&tmp).map_err(|e| s(Error::io(&tmp, e)))?;
+                    let mut w = std::io::BufWriter::new(fh);
+                    let r = duetdb::db::dump_at(&db, &mut w).map_err(s)?;
+                    w.into_inner().map_err(|e| e.to_string())?.sync_all().map_err(|e| s(Error::io(&tmp, e)))?;
+                    std::fs::rename(&tmp, f).map_err(|e| s(Error::io(f, e)))?;
+                    r
+                }
+                None => duetdb::db::dump_at(&db, &mut std::io::stdout().lock()).map_err(s)?,
+            };
+            for u in &report.unreadable {
+                eprintln!("unreadable: {u}");
+            }
+            eprintln!("dumped {} documents; {} could not be read", report.documents, report.unreadable.len());
+            Ok(())
+        }
+        Cmd::Backup { db, dest } => {
+            let src = open_existing(&db).map_err(s)?;
+            src.backup(&dest).map_err(s)?;
+            out(format!("backed up {} documents to {}", src.len(), dest.display()));
+            src.close().map_err(s)
+        }
         Cmd::Stats { db, json } => {
             let db = open_existing(&db).map_err(s)?;
             let st = db.stats().map_err(s)?;
@@ -723,20 +788,30 @@ fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
+static LAST_PANIC: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .init();
-    // A bug must still end as one line on stderr, not a backtrace.
+    // A bug must still end as one line on stderr, not a backtrace. Panics that the
+    // library catches at a dependency's boundary (and turns into errors) only log.
     std::panic::set_hook(Box::new(|info| {
-        eprintln!("error: internal error: {info}");
+        tracing::debug!("panic: {info}");
+        *LAST_PANIC.lock().unwrap_or_else(|e| e.into_inner()) = Some(info.to_string());
     }));
-    match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+    let cli = Cli::parse();
+    match std::panic::catch_unwind(move || run(cli)) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
+        }
+        Err(_) => {
+            let msg = LAST_PANIC.lock().unwrap_or_else(|e| e.into_inner()).take();
+            eprintln!("error: internal error: {}", msg.as_deref().unwrap_or("panic"));
+            ExitCode::from(101)
         }
     }
 }

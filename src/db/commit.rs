@@ -94,8 +94,11 @@ impl Db {
         m.rows += n;
         m.next_iid += n;
         m.documents += new_docs;
+        m.rows_crc = Some(w.vectors.pending_crc());
         if both.is_some() {
-            m.reindex.as_mut().expect("checked").rows += n;
+            let t = m.reindex.as_mut().expect("checked");
+            t.rows += n;
+            t.rows_crc = Some(w.target.as_ref().expect("checked").pending_crc());
         }
         self.catalog.commit(&batch, &m)?;
         // The batch is durable from here on.

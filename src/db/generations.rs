@@ -71,7 +71,7 @@ pub(crate) fn check(fingerprint: &str, dim: usize, e: &dyn Embedder) -> Result<(
 }
 
 fn record_of(e: &dyn Embedder, generation: u64) -> GenerationRecord {
-    GenerationRecord { generation, dim: e.dim(), embedder_fingerprint: e.fingerprint(), embedder_spec: e.spec(), rows: 0 }
+    GenerationRecord { generation, dim: e.dim(), embedder_fingerprint: e.fingerprint(), embedder_spec: e.spec(), rows: 0, rows_crc: Some(0) }
 }
 
 /// Where a reindex stands: target rows written out of the active generation's rows.
@@ -212,8 +212,11 @@ impl<'a> ReindexJob<'a> {
         }
         let target = w.target.as_mut().expect("a reindex target has its file open");
         target.write_pending(&rows)?;
+        let crc = target.pending_crc();
         let mut m = w.manifest.clone();
-        m.reindex.as_mut().expect("checked").rows = end;
+        let t = m.reindex.as_mut().expect("checked");
+        t.rows = end;
+        t.rows_crc = Some(crc);
         self.db.catalog.put_manifest(&m)?;
         w.target.as_mut().expect("checked").commit(end - start);
         let progress = ReindexProgress { done: end, total: m.rows };
@@ -278,6 +281,7 @@ impl<'a> ReindexJob<'a> {
         m.dim = t.dim;
         m.embedder_fingerprint = t.embedder_fingerprint.clone();
         m.embedder_spec = t.embedder_spec.clone();
+        m.rows_crc = t.rows_crc;
         m.reindex = None;
         m.graph = None;
         self.db.catalog.put_manifest(&m)?;
@@ -363,8 +367,10 @@ impl Db {
             Some(i) => {
                 let k = m.kept.remove(i);
                 check(&k.embedder_fingerprint, k.dim, embedder.as_ref())?;
-                let file = VectorFile::open(&self.layout.vectors(k.generation), k.dim, k.generation, k.rows.min(m.rows))?;
-                let k = GenerationRecord { rows: k.rows.min(m.rows), ..k };
+                let rows = k.rows.min(m.rows);
+                let crc = if rows == k.rows { k.rows_crc } else { None };
+                let file = VectorFile::open(&self.layout.vectors(k.generation), k.dim, k.generation, rows, crc)?;
+                let k = GenerationRecord { rows, rows_crc: Some(file.crc()), ..k };
                 tracing::info!(generation = k.generation, reused = k.rows, "reusing a kept generation");
                 (k, file)
             }

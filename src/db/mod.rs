@@ -24,10 +24,12 @@ mod commit;
 mod document;
 mod fulltext;
 mod generations;
+mod integrity;
 mod query;
 mod snapshot;
 
 pub use document::{Document, Hit, IngestReport, Stats};
+pub use integrity::{check_at, dump_at, CheckReport, DumpReport, Problem};
 pub use generations::{default_reindex_threads, GenerationStatus, ReindexJob, ReindexProgress, ReindexStep};
 pub use query::{fuse, Fused, Fusion, Mode, Query, DEFAULT_CANDIDATES, DEFAULT_MODE, DEFAULT_RRF_K, DEFAULT_VECTOR_WEIGHT};
 
@@ -35,7 +37,7 @@ use crate::embed::{self, Embedder};
 use crate::error::{Error, Result};
 use crate::index::fulltext::FullText;
 use crate::index::{Graph, GraphParams};
-use crate::store::{Catalog, DirLock, Layout, Manifest, VectorFile, FORMAT_VERSION};
+use crate::store::{Catalog, DirLock, Layout, Manifest, RecordFile, VectorFile, FORMAT_VERSION};
 use generations::GenEmbedder;
 use snapshot::ReadState;
 use std::path::Path;
@@ -211,6 +213,7 @@ impl Db {
                     embedder_spec: e.spec(),
                     generation: 1,
                     rows: 0,
+                    rows_crc: Some(0),
                     next_iid: 0,
                     documents: 0,
                     hnsw_m: opts.graph.m,
@@ -220,16 +223,20 @@ impl Db {
                     kept: Vec::new(),
                 })?;
                 VectorFile::create(&tmp.vectors(1), e.dim(), 1)?;
+                let (state, _) = catalog.commit_state()?.ok_or_else(|| Error::corrupt(tmp.catalog(), "the new catalog has no manifest"))?;
+                RecordFile::open(&tmp.record(), &state, true)?;
                 Ok(())
             })?;
             requested = Some(e);
         }
         let lock = layout.lock()?;
-        let catalog = Catalog::open(&layout.catalog())?;
-        let manifest = catalog.manifest()?.ok_or_else(|| Error::corrupt(layout.catalog(), "the catalog has no manifest"))?;
+        let mut catalog = Catalog::open(&layout.catalog())?;
+        let (state, mut manifest) = catalog.commit_state()?.ok_or_else(|| Error::corrupt(layout.catalog(), "the catalog has no manifest"))?;
         if manifest.format_version != FORMAT_VERSION {
             return Err(Error::FormatVersion { path: layout.catalog(), expected: FORMAT_VERSION, found: manifest.format_version });
         }
+        // Before anything on disk is touched: did the catalog lose acknowledged writes?
+        integrity::attach_record(&layout, &mut catalog, &state, &manifest)?;
         // A named embedder is checked now; the recorded one is loaded on first use, so
         // that `get`, `delete` and `stats` never load a model.
         if let Some(e) = &requested {
@@ -240,7 +247,7 @@ impl Db {
                 detail: "the database was built with a custom embedder: pass it with Db::options().embedder(..)".into(),
             });
         }
-        let vectors = VectorFile::open(&layout.vectors(manifest.generation), manifest.dim, manifest.generation, manifest.rows)?;
+        let vectors = VectorFile::open(&layout.vectors(manifest.generation), manifest.dim, manifest.generation, manifest.rows, manifest.rows_crc)?;
         let target = match &manifest.reindex {
             Some(t) if t.rows > manifest.rows => {
                 return Err(Error::corrupt(
@@ -248,9 +255,17 @@ impl Db {
                     format!("the reindex target has {} rows, more than the {} rows of the active generation", t.rows, manifest.rows),
                 ))
             }
-            Some(t) => Some(VectorFile::open(&layout.vectors(t.generation), t.dim, t.generation, t.rows)?),
+            Some(t) => Some(VectorFile::open(&layout.vectors(t.generation), t.dim, t.generation, t.rows, t.rows_crc)?),
             None => None,
         };
+        if manifest.rows_crc.is_none() || manifest.reindex.as_ref().is_some_and(|t| t.rows_crc.is_none()) {
+            // Written before row checksums were kept: record them now.
+            manifest.rows_crc = Some(vectors.crc());
+            if let (Some(t), Some(f)) = (manifest.reindex.as_mut(), target.as_ref()) {
+                t.rows_crc = Some(f.crc());
+            }
+            catalog.put_manifest(&manifest)?;
+        }
         let view = vectors.view()?;
         let embedder = Arc::new(GenEmbedder::active(&manifest, requested));
         let mut read =
@@ -277,7 +292,7 @@ impl Db {
 
     /// Checks a document against this database's limits without ingesting it (the
     /// same check [`Db::ingest_batch`] makes), so a caller can skip bad documents.
-    pub fn check(&self, doc: &Document) -> Result<()> {
+    pub fn check_document(&self, doc: &Document) -> Result<()> {
         doc.validate(self.max_text_bytes)
     }
 

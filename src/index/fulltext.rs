@@ -75,12 +75,27 @@ impl FullText {
         let err = |e: String| Error::corrupt(dir, e);
         let (schema, row, text) = schema();
         let index = if dir.join("meta.json").exists() {
+            // Every segment file ends in an 8-byte footer trailer (length, magic); tantivy
+            // 0.27 reads it out of bounds from a shorter file, so check lengths first.
+            for e in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let len = e.metadata().map_err(|x| Error::io(e.path(), x))?.len();
+                if !name.ends_with(".json") && !name.ends_with(".lock") && len < 8 {
+                    return Err(err(format!("{name} is {len} bytes long, shorter than a tantivy file footer")));
+                }
+            }
             // tantivy asserts on some malformed files: a damaged index must end in an
             // error the engine can act on (rebuild), not in a panic.
             let opened = std::panic::catch_unwind(|| Index::open_in_dir(dir)).map_err(|_| err("tantivy panicked while opening it".into()))?;
             let index = opened.map_err(|e| err(e.to_string()))?;
             if index.schema() != schema {
                 return Err(err("not a duetdb full-text index (different schema)".into()));
+            }
+            // tantivy trusts its segment files (damaged ones make it index out of bounds
+            // in queries); each ends in a checksummed footer: verify them all first.
+            let damaged = index.validate_checksum().map_err(|e| err(format!("checking its files: {e}")))?;
+            if let Some(f) = damaged.iter().next() {
+                return Err(err(format!("{} of its files fail their checksum, {} among them", damaged.len(), f.display())));
             }
             index
         } else {

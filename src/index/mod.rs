@@ -182,6 +182,8 @@ impl Graph {
     /// Dumps the whole graph under `dir` as `basename.hnsw.{graph,data}`, fsyncs both
     /// files, and returns their length and CRC-32 (checked again on load).
     pub fn dump(&self, dir: &Path, basename: &str) -> Result<[(u64, u32); 2]> {
+        // hnsw_rs panics rather than failing when it cannot create its files.
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let paths = snapshot_files(dir, basename);
         for p in &paths {
             let _ = std::fs::remove_file(p);

@@ -11,10 +11,18 @@ use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::record::{CommitState, RecordFile};
 
 /// Version of the on-disk format written by this build.
 pub const FORMAT_VERSION: u32 = 1;
 const MANIFEST_KEY: &[u8] = b"manifest";
+/// Sequence number of the last catalog write (u64 big-endian), in the same transaction
+/// as the manifest: the commit record compares against it.
+const SEQ_KEY: &[u8] = b"seq";
+/// Digest of the id map (u64 big-endian), maintained by every commit.
+const IDS_DIGEST_KEY: &[u8] = b"ids_digest";
 
 /// The database-wide state, stored as one JSON value in the `meta` tree.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,6 +39,10 @@ pub struct Manifest {
     pub generation: u64,
     /// Rows committed in the active generation's vector file.
     pub rows: u64,
+    /// CRC-32 of those rows' bytes (`None` in databases written before it was kept; it
+    /// is computed on their next open).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_crc: Option<u32>,
     /// Next internal document id.
     pub next_iid: u64,
     /// Live documents.
@@ -58,6 +70,7 @@ impl Manifest {
             embedder_fingerprint: self.embedder_fingerprint.clone(),
             embedder_spec: self.embedder_spec.clone(),
             rows: self.rows,
+            rows_crc: self.rows_crc,
         }
     }
 }
@@ -79,6 +92,9 @@ pub struct GenerationRecord {
     pub embedder_spec: Option<String>,
     /// Rows committed in its vector file: for a reindex target, its cursor.
     pub rows: u64,
+    /// CRC-32 of those rows' bytes (`None`: not recorded yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_crc: Option<u32>,
 }
 
 /// A durable hnsw_rs dump and what it covers.
@@ -131,6 +147,24 @@ pub struct Catalog {
     docs: sled::Tree,
     ids: sled::Tree,
     tombstones: sled::Tree,
+    /// The commit record, written after each flushed catalog write (absent in tests of
+    /// this layer alone).
+    record: Option<Arc<RecordFile>>,
+}
+
+/// One entry's share of the id map's digest: the digest is the wrapping sum over all
+/// entries, so a commit updates it from the entries it adds and removes.
+pub fn id_entry_digest(id: &[u8], iid: u64) -> u64 {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update((id.len() as u64).to_le_bytes());
+    h.update(id);
+    h.update(iid.to_le_bytes());
+    u64::from_le_bytes(h.finalize()[..8].try_into().unwrap())
+}
+
+fn read_u64(v: Option<sled::IVec>) -> u64 {
+    v.and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok()).map(u64::from_be_bytes).unwrap_or(0)
 }
 
 fn key(n: u64) -> [u8; 8] {
@@ -166,15 +200,19 @@ impl Catalog {
             Ok(Err(sled::Error::Corruption { .. })) | Ok(Err(sled::Error::Unsupported(_))) | Ok(Err(sled::Error::ReportableBug(_))) => {
                 return Err(Error::corrupt(&p, "sled could not read the catalog"))
             }
-            Ok(Err(e)) => return Err(Error::Catalog { path: p, source: e }),
+            Ok(Err(e @ sled::Error::Io(_))) => return Err(Error::Catalog { path: p, source: e }),
+            Ok(Err(e)) => return Err(Error::corrupt(&p, format!("sled could not read the catalog ({e})"))),
             Err(_) => return Err(Error::corrupt(&p, "sled panicked while reading the catalog")),
         };
         let tree = |name: &str| db.open_tree(name).map_err(|e| Error::Catalog { path: p.clone(), source: e });
-        Ok(Self { meta: tree("meta")?, docs: tree("docs")?, ids: tree("ids")?, tombstones: tree("tombstones")?, db, path: p })
+        Ok(Self { meta: tree("meta")?, docs: tree("docs")?, ids: tree("ids")?, tombstones: tree("tombstones")?, db, path: p, record: None })
     }
 
     fn sled_err(&self, e: sled::Error) -> Error {
-        Error::Catalog { path: self.path.clone(), source: e }
+        match e {
+            sled::Error::Corruption { .. } => Error::corrupt(&self.path, format!("sled found damaged data while reading it ({e})")),
+            e => Error::Catalog { path: self.path.clone(), source: e },
+        }
     }
 
     fn decode<T: serde::de::DeserializeOwned>(&self, what: &str, bytes: &[u8]) -> Result<T> {
@@ -189,11 +227,102 @@ impl Catalog {
         }
     }
 
-    /// Writes the manifest alone and flushes.
+    /// Writes the manifest alone and flushes (then the commit record).
     pub fn put_manifest(&self, m: &Manifest) -> Result<()> {
         let json = serde_json::to_vec(m).expect("manifest serialises");
-        self.meta.insert(MANIFEST_KEY, json).map_err(|e| self.sled_err(e))?;
+        let res: Result<(u64, u64), TransactionError<()>> = self.meta.transaction(|meta| {
+            let seq = read_u64(meta.get(SEQ_KEY)?) + 1;
+            meta.insert(SEQ_KEY, &seq.to_be_bytes())?;
+            meta.insert(MANIFEST_KEY, json.as_slice())?;
+            Ok::<_, ConflictableTransactionError<()>>((seq, read_u64(meta.get(IDS_DIGEST_KEY)?)))
+        });
+        let (seq, digest) = self.finish(res)?;
+        self.write_record(seq, digest, &json, m)
+    }
+
+    fn finish<T>(&self, res: Result<T, TransactionError<()>>) -> Result<T> {
+        match res {
+            Ok(v) => {
+                self.flush()?;
+                Ok(v)
+            }
+            Err(TransactionError::Storage(e)) => Err(self.sled_err(e)),
+            Err(TransactionError::Abort(())) => unreachable!("the transaction never aborts"),
+        }
+    }
+
+    fn write_record(&self, seq: u64, ids_digest: u64, json: &[u8], m: &Manifest) -> Result<()> {
+        match &self.record {
+            Some(r) => r.write(&CommitState {
+                seq,
+                manifest_crc: crc32fast::hash(json),
+                rows: m.rows,
+                documents: m.documents,
+                ids_digest,
+                generation: m.generation,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Attaches the commit record: from now on every catalog write updates it.
+    pub fn attach_record(&mut self, r: RecordFile) {
+        self.record = Some(Arc::new(r));
+    }
+
+    /// The state of the last catalog write, as the commit record would hold it, with the
+    /// manifest (`None` for a catalog never initialised). A catalog written before the
+    /// record existed has sequence number 0.
+    pub fn commit_state(&self) -> Result<Option<(CommitState, Manifest)>> {
+        let Some(bytes) = self.meta.get(MANIFEST_KEY).map_err(|e| self.sled_err(e))? else { return Ok(None) };
+        let m: Manifest = self.decode("manifest", &bytes)?;
+        let seq = read_u64(self.meta.get(SEQ_KEY).map_err(|e| self.sled_err(e))?);
+        let ids_digest = read_u64(self.meta.get(IDS_DIGEST_KEY).map_err(|e| self.sled_err(e))?);
+        let s = CommitState { seq, manifest_crc: crc32fast::hash(&bytes), rows: m.rows, documents: m.documents, ids_digest, generation: m.generation };
+        Ok(Some((s, m)))
+    }
+
+    /// Counts the id map and computes its digest from its entries.
+    pub fn scan_ids(&self) -> Result<(u64, u64)> {
+        let (mut n, mut digest) = (0u64, 0u64);
+        for kv in self.ids.iter() {
+            let (k, v) = kv.map_err(|e| self.sled_err(e))?;
+            digest = digest.wrapping_add(id_entry_digest(&k, unkey(&self.path, &v)?));
+            n += 1;
+        }
+        Ok((n, digest))
+    }
+
+    /// Sets the id map's digest (for a catalog written before digests existed) as one
+    /// catalog write.
+    pub fn set_ids_digest(&self, digest: u64) -> Result<()> {
+        self.meta.insert(IDS_DIGEST_KEY, &digest.to_be_bytes()).map_err(|e| self.sled_err(e))?;
         self.flush()
+    }
+
+    /// Every entry of the id map: external id and internal id, in id order.
+    pub fn ids(&self) -> impl Iterator<Item = Result<(String, u64)>> + '_ {
+        self.ids.iter().map(move |kv| {
+            let (k, v) = kv.map_err(|e| self.sled_err(e))?;
+            let id = String::from_utf8(k.to_vec()).map_err(|_| Error::corrupt(&self.path, "an id in the id map is not UTF-8"))?;
+            Ok((id, unkey(&self.path, &v)?))
+        })
+    }
+
+    /// Every tombstone: row and the internal id of the dead document.
+    pub fn tombstones(&self) -> impl Iterator<Item = Result<(u64, u64)>> + '_ {
+        self.tombstones.iter().map(move |kv| {
+            let (k, v) = kv.map_err(|e| self.sled_err(e))?;
+            Ok((unkey(&self.path, &k)?, unkey(&self.path, &v)?))
+        })
+    }
+
+    /// Copies every tree into a new sled catalog at `dest` (which must not exist) and
+    /// flushes it. The copy is consistent if no write happens meanwhile.
+    pub fn export_to(&self, dest: &Path) -> Result<()> {
+        let copy = Catalog::open(dest)?;
+        copy.db.import(self.db.export());
+        copy.flush()
     }
 
     /// The internal id of an external id.
@@ -246,16 +375,21 @@ impl Catalog {
         })
     }
 
-    /// Applies `batch` and `manifest` in one transaction and flushes to disk.
+    /// Applies `batch` and `manifest` in one transaction and flushes to disk (then the
+    /// commit record).
     pub fn commit(&self, batch: &CatalogBatch, manifest: &Manifest) -> Result<()> {
         let mjson = serde_json::to_vec(manifest).expect("manifest serialises");
         let docs: Vec<(u64, Vec<u8>, &str)> =
             batch.put.iter().map(|(iid, d)| (*iid, serde_json::to_vec(d).expect("record serialises"), d.id.as_str())).collect();
-        let res: Result<(), TransactionError<()>> =
+        let res: Result<(u64, u64), TransactionError<()>> =
             (&self.meta, &self.docs, &self.ids, &self.tombstones).transaction(|(meta, tdocs, ids, tomb)| {
+                let mut digest = read_u64(meta.get(IDS_DIGEST_KEY)?);
                 for (iid, json, id) in &docs {
                     tdocs.insert(&key(*iid), json.as_slice())?;
-                    ids.insert(id.as_bytes(), &key(*iid))?;
+                    if let Some(old) = ids.insert(id.as_bytes(), &key(*iid))? {
+                        digest = digest.wrapping_sub(id_entry_digest(id.as_bytes(), read_u64(Some(old))));
+                    }
+                    digest = digest.wrapping_add(id_entry_digest(id.as_bytes(), *iid));
                 }
                 // Dead records stay readable: a query that took its snapshot before
                 // this commit may still return them. `purge` drops them once the
@@ -264,17 +398,19 @@ impl Catalog {
                     tomb.insert(&key(*row), &key(*iid))?;
                 }
                 for (iid, id, row) in &batch.deleted {
-                    ids.remove(id.as_bytes())?;
+                    if let Some(old) = ids.remove(id.as_bytes())? {
+                        digest = digest.wrapping_sub(id_entry_digest(id.as_bytes(), read_u64(Some(old))));
+                    }
                     tomb.insert(&key(*row), &key(*iid))?;
                 }
+                let seq = read_u64(meta.get(SEQ_KEY)?) + 1;
+                meta.insert(SEQ_KEY, &seq.to_be_bytes())?;
+                meta.insert(IDS_DIGEST_KEY, &digest.to_be_bytes())?;
                 meta.insert(MANIFEST_KEY, mjson.as_slice())?;
-                Ok::<(), ConflictableTransactionError<()>>(())
+                Ok::<_, ConflictableTransactionError<()>>((seq, digest))
             });
-        match res {
-            Ok(()) => self.flush(),
-            Err(TransactionError::Storage(e)) => Err(self.sled_err(e)),
-            Err(TransactionError::Abort(())) => unreachable!("the transaction never aborts"),
-        }
+        let (seq, digest) = self.finish(res)?;
+        self.write_record(seq, digest, &mjson, manifest)
     }
 
     /// fsyncs everything written so far.
@@ -300,6 +436,7 @@ mod tests {
             embedder_spec: None,
             generation: 1,
             rows: 0,
+            rows_crc: None,
             next_iid: 0,
             documents: 0,
             hnsw_m: 16,

@@ -45,7 +45,12 @@ impl Layout {
     pub fn fulltext_dir(&self) -> PathBuf {
         self.root.join("fulltext")
     }
-    fn marker(&self) -> PathBuf {
+    /// The commit record (see `record.rs`).
+    pub fn record(&self) -> PathBuf {
+        self.root.join("COMMIT")
+    }
+    /// The marker file that says the directory is a database.
+    pub fn marker(&self) -> PathBuf {
         self.root.join(MARKER)
     }
 

@@ -6,6 +6,7 @@
 //! DB/
 //!   DUETDB                    marker and format version (written last at creation)
 //!   LOCK                      advisory lock: one process at a time
+//!   COMMIT                    the commit record: what the catalog last committed (record.rs)
 //!   catalog/                  sled: manifest, documents, id map, tombstones
 //!   vectors/g000001.vec       append-only vector file of generation 1 (one per generation)
 //!   graph/                    hnsw_rs snapshots, derived and rebuildable
@@ -17,11 +18,13 @@
 
 mod catalog;
 mod layout;
+mod record;
 mod vectors;
 
-pub use catalog::{Catalog, CatalogBatch, DocRecord, GenerationRecord, GraphSnapshot, Manifest, FORMAT_VERSION};
+pub use catalog::{id_entry_digest, Catalog, CatalogBatch, DocRecord, GenerationRecord, GraphSnapshot, Manifest, FORMAT_VERSION};
 pub use layout::{DirLock, Layout};
-pub use vectors::{VectorFile, VectorView, VECTOR_HEADER_BYTES};
+pub use record::{CommitState, RecordFile, RecordRead};
+pub use vectors::{check_header, row_len, scan_crc, VectorFile, VectorView, VECTOR_HEADER_BYTES};
 
 use crate::error::{Error, Result};
 use std::path::Path;

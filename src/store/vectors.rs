@@ -44,6 +44,10 @@ pub struct VectorFile {
     file: File,
     dim: usize,
     rows: u64,
+    /// CRC-32 of the committed rows' bytes (after the header).
+    crc: u32,
+    /// CRC-32 of committed plus pending rows, between `write_pending` and `commit`.
+    pending_crc: Option<u32>,
 }
 
 /// A read-only, cheaply clonable view of the committed rows of a vector file.
@@ -79,41 +83,17 @@ impl VectorFile {
         if let Some(dir) = path.parent() {
             sync_dir(dir)?;
         }
-        Ok(Self { path: path.to_path_buf(), file, dim, rows: 0 })
+        Ok(Self { path: path.to_path_buf(), file, dim, rows: 0, crc: 0, pending_crc: None })
     }
 
     /// Opens a vector file whose catalog commits `committed_rows` rows of `dim`
-    /// components, checking the header and cutting off uncommitted rows.
-    pub fn open(path: &Path, dim: usize, generation: u64, committed_rows: u64) -> Result<Self> {
+    /// components, checking the header and cutting off uncommitted rows. `rows_crc` is
+    /// the checksum of those rows as the catalog recorded it, verified here (the whole
+    /// file is read once); `None` (a database written before checksums) computes it.
+    pub fn open(path: &Path, dim: usize, generation: u64, committed_rows: u64, rows_crc: Option<u32>) -> Result<Self> {
         let file = OpenOptions::new().read(true).write(true).open(path).map_err(|e| Error::io(path, e))?;
-        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let len = check_header(&file, path, dim, generation)?;
         let corrupt = |d: String| Error::corrupt(path, d);
-        if len < VECTOR_HEADER_BYTES as u64 {
-            return Err(corrupt(format!("file is {len} bytes, shorter than its {VECTOR_HEADER_BYTES}-byte header")));
-        }
-        let mut h = [0u8; VECTOR_HEADER_BYTES];
-        file.read_exact_at(&mut h, 0).map_err(|e| Error::io(path, e))?;
-        if &h[0..8] != MAGIC {
-            return Err(corrupt(format!("bad magic {:?}, expected {:?} (not a duetdb vector file)", &h[0..8], MAGIC)));
-        }
-        let crc = u32::from_le_bytes(h[60..64].try_into().unwrap());
-        if crc != crc32fast::hash(&h[0..60]) {
-            return Err(corrupt("header checksum does not match its contents".into()));
-        }
-        let u32_at = |o: usize| u32::from_le_bytes(h[o..o + 4].try_into().unwrap());
-        if u32_at(8) != VERSION {
-            return Err(Error::FormatVersion { path: path.to_path_buf(), expected: VERSION, found: u32_at(8) });
-        }
-        if u32_at(12) as usize != dim || u32_at(16) != ELEM_F32 || u32_at(20) as usize != PREFIX {
-            return Err(corrupt(format!(
-                "header says dimension {}, element type {}, prefix {}; the catalog expects dimension {dim} of f32 with an 8-byte prefix",
-                u32_at(12), u32_at(16), u32_at(20)
-            )));
-        }
-        let found_gen = u64::from_le_bytes(h[24..32].try_into().unwrap());
-        if found_gen != generation {
-            return Err(corrupt(format!("header says generation {found_gen}, the catalog expects {generation}")));
-        }
         let need = VECTOR_HEADER_BYTES as u64 + committed_rows * row_bytes(dim) as u64;
         if len < need {
             let have = (len - VECTOR_HEADER_BYTES as u64) / row_bytes(dim) as u64;
@@ -123,7 +103,31 @@ impl VectorFile {
             tracing::info!(path = %path.display(), bytes = len - need, "cutting off rows of an interrupted write");
             file.set_len(need).and_then(|_| file.sync_all()).map_err(|e| Error::io(path, e))?;
         }
-        Ok(Self { path: path.to_path_buf(), file, dim, rows: committed_rows })
+        let mut f = Self { path: path.to_path_buf(), file, dim, rows: committed_rows, crc: 0, pending_crc: None };
+        f.crc = f.scan_crc()?;
+        match rows_crc {
+            Some(want) if want != f.crc => Err(corrupt(format!(
+                "the checksum of its {committed_rows} committed rows is {:08x}, the catalog recorded {want:08x}: rows were changed after they were written",
+                f.crc
+            ))),
+            _ => Ok(f),
+        }
+    }
+
+    /// Reads the committed rows and computes their CRC-32.
+    pub fn scan_crc(&self) -> Result<u32> {
+        scan_crc(&self.file, &self.path, self.rows * row_bytes(self.dim) as u64)
+    }
+
+    /// CRC-32 of the committed rows.
+    pub fn crc(&self) -> u32 {
+        self.crc
+    }
+
+    /// CRC-32 the rows will have once the pending ones are committed: what the catalog
+    /// commit records.
+    pub fn pending_crc(&self) -> u32 {
+        self.pending_crc.unwrap_or(self.crc)
     }
 
     /// The file's path.
@@ -151,12 +155,17 @@ impl VectorFile {
             }
         }
         let off = VECTOR_HEADER_BYTES as u64 + self.rows * row_bytes(self.dim) as u64;
-        self.file.write_all_at(&buf, off).and_then(|_| self.file.sync_data()).map_err(|e| Error::io(&self.path, e))
+        self.file.write_all_at(&buf, off).and_then(|_| self.file.sync_data()).map_err(|e| Error::io(&self.path, e))?;
+        let mut h = crc32fast::Hasher::new_with_initial(self.crc);
+        h.update(&buf);
+        self.pending_crc = Some(h.finalize());
+        Ok(())
     }
 
     /// Marks `n` pending rows as committed.
     pub fn commit(&mut self, n: u64) {
         self.rows += n;
+        self.crc = self.pending_crc.take().unwrap_or(self.crc);
     }
 
     /// Maps the committed rows for reading.
@@ -170,6 +179,60 @@ impl VectorFile {
         let map = unsafe { memmap2::MmapOptions::new().len(len).map(&self.file) }.map_err(|e| Error::io(&self.path, e))?;
         Ok(VectorView { map: Some(Arc::new(map)), dim: self.dim, rows: self.rows as usize })
     }
+}
+
+/// CRC-32 of `len` bytes of a vector file after its header.
+pub fn scan_crc(file: &File, path: &Path, len: u64) -> Result<u32> {
+    let mut h = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = 0u64;
+    while off < len {
+        let n = (len - off).min(buf.len() as u64) as usize;
+        file.read_exact_at(&mut buf[..n], VECTOR_HEADER_BYTES as u64 + off).map_err(|e| Error::io(path, e))?;
+        h.update(&buf[..n]);
+        off += n as u64;
+    }
+    Ok(h.finalize())
+}
+
+/// Checks a vector file's header against what the catalog expects; returns its length.
+pub fn check_header(file: &File, path: &Path, dim: usize, generation: u64) -> Result<u64> {
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let corrupt = |d: String| Error::corrupt(path, d);
+    if len < VECTOR_HEADER_BYTES as u64 {
+        return Err(corrupt(format!("file is {len} bytes, shorter than its {VECTOR_HEADER_BYTES}-byte header")));
+    }
+    let mut h = [0u8; VECTOR_HEADER_BYTES];
+    file.read_exact_at(&mut h, 0).map_err(|e| Error::io(path, e))?;
+    if &h[0..8] != MAGIC {
+        return Err(corrupt(format!("bad magic {:?}, expected {:?} (not a duetdb vector file)", &h[0..8], MAGIC)));
+    }
+    let crc = u32::from_le_bytes(h[60..64].try_into().unwrap());
+    if crc != crc32fast::hash(&h[0..60]) {
+        return Err(corrupt("header checksum does not match its contents".into()));
+    }
+    let u32_at = |o: usize| u32::from_le_bytes(h[o..o + 4].try_into().unwrap());
+    if u32_at(8) != VERSION {
+        return Err(Error::FormatVersion { path: path.to_path_buf(), expected: VERSION, found: u32_at(8) });
+    }
+    if u32_at(12) as usize != dim || u32_at(16) != ELEM_F32 || u32_at(20) as usize != PREFIX {
+        return Err(corrupt(format!(
+            "header says dimension {}, element type {}, prefix {}; the catalog expects dimension {dim} of f32 with an 8-byte prefix",
+            u32_at(12),
+            u32_at(16),
+            u32_at(20)
+        )));
+    }
+    let found_gen = u64::from_le_bytes(h[24..32].try_into().unwrap());
+    if found_gen != generation {
+        return Err(corrupt(format!("header says generation {found_gen}, the catalog expects {generation}")));
+    }
+    Ok(len)
+}
+
+/// Bytes of one row of `dim` components.
+pub fn row_len(dim: usize) -> u64 {
+    row_bytes(dim) as u64
 }
 
 impl VectorView {
@@ -241,7 +304,7 @@ mod tests {
         let v = f.view().unwrap();
         assert_eq!((v.len(), v.iid(1), v.vector(1)), (2, 9, &[4.0f32, 5.0, 6.0][..]));
         drop(f);
-        let f = VectorFile::open(&p, 3, 1, 2).unwrap();
+        let f = VectorFile::open(&p, 3, 1, 2, None).unwrap();
         assert_eq!(std::fs::metadata(&p).unwrap().len(), (64 + 2 * 20) as u64);
         assert_eq!(f.view().unwrap().vector(0), &[1.0, 2.0, 3.0]);
         assert!(matches!(f.view().unwrap().len(), 2));
@@ -255,15 +318,15 @@ mod tests {
         f.write_pending(&[(1, &[1.0, 0.0])]).unwrap();
         assert!(matches!(f.write_pending(&[(1, &[1.0])]), Err(Error::Dimension { expected: 2, found: 1 })));
         drop(f);
-        let e = VectorFile::open(&p, 2, 1, 5).unwrap_err().to_string();
+        let e = VectorFile::open(&p, 2, 1, 5, None).unwrap_err().to_string();
         assert!(e.contains("truncated") && e.contains("committed 5"), "{e}");
-        assert!(VectorFile::open(&p, 3, 1, 0).unwrap_err().to_string().contains("dimension 2"));
+        assert!(VectorFile::open(&p, 3, 1, 0, None).unwrap_err().to_string().contains("dimension 2"));
         let mut bytes = std::fs::read(&p).unwrap();
         bytes[13] ^= 0xff;
         std::fs::write(&p, &bytes).unwrap();
-        assert!(VectorFile::open(&p, 2, 1, 0).unwrap_err().to_string().contains("checksum"));
+        assert!(VectorFile::open(&p, 2, 1, 0, None).unwrap_err().to_string().contains("checksum"));
         bytes[0] = b'X';
         std::fs::write(&p, &bytes).unwrap();
-        assert!(VectorFile::open(&p, 2, 1, 0).unwrap_err().to_string().contains("magic"));
+        assert!(VectorFile::open(&p, 2, 1, 0, None).unwrap_err().to_string().contains("magic"));
     }
 }

@@ -1,0 +1,156 @@
+//! Damage fuzzing: for every file of a small database, many trials of random bytes at
+//! random offsets, truncation at random lengths, and deletion. Each trial must end in a
+//! clear error (naming a file of the database) or in a database that holds exactly the
+//! acknowledged documents, findable in vector and text mode: 0 panics, 0 silent losses.
+
+mod common;
+
+use duetdb::{Db, Document, Mode};
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap().flatten() {
+        let t = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &t);
+        } else {
+            fs::copy(e.path(), &t).unwrap();
+        }
+    }
+}
+
+fn files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in fs::read_dir(dir).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            files(root, &e.path(), out);
+        } else if e.file_name() != "LOCK" && !e.file_name().to_string_lossy().starts_with(".tantivy") {
+            out.push(e.path().strip_prefix(root).unwrap().to_path_buf());
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Outcomes {
+    errors: usize,
+    exact: usize,
+    panics: Vec<String>,
+    losses: Vec<String>,
+}
+
+/// Opens a damaged copy and classifies what happened.
+fn trial(path: &Path, expected: &BTreeMap<String, Document>, gone: &[String]) -> Result<bool, String> {
+    let db = match Db::open(path) {
+        Err(e) => {
+            let msg = e.to_string();
+            return if msg.contains(path.to_str().unwrap()) { Ok(false) } else { Err(format!("error that names no file: {msg}")) };
+        }
+        Ok(db) => db,
+    };
+    if db.len() != expected.len() {
+        return Err(format!("{} documents, {} acknowledged", db.len(), expected.len()));
+    }
+    for (id, doc) in expected {
+        match db.get(id) {
+            Ok(Some(d)) if d == *doc => {}
+            other => return Err(format!("document {id}: {other:?}")),
+        }
+    }
+    for id in gone {
+        if !matches!(db.get(id), Ok(None)) {
+            return Err(format!("deleted document {id} is back"));
+        }
+    }
+    for doc in expected.values().step_by(7) {
+        for mode in [Mode::Vector, Mode::Text] {
+            match db.query(&doc.text).mode(mode).limit(1).run() {
+                Ok(h) if h.first().is_some_and(|h| h.id == doc.id) => {}
+                other => return Err(format!("{mode:?} query for {}: {:?}", doc.id, other.map(|h| h.into_iter().map(|h| h.id).collect::<Vec<_>>()))),
+            }
+        }
+    }
+    Ok(true)
+}
+
+#[test]
+fn random_damage_to_every_file_ends_in_an_error_or_the_exact_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.duet");
+    let docs: Vec<Document> = common::sample_docs().into_iter().take(90).collect();
+    {
+        let db = Db::options().embedder_spec("hash:64").open(&base).unwrap();
+        for c in docs.chunks(30) {
+            db.ingest_batch(c).unwrap();
+        }
+        db.delete(&[&docs[5].id, &docs[40].id]).unwrap();
+        db.ingest([Document::new(docs[6].id.clone(), "a replaced description of the sixth package")]).unwrap();
+        db.close().unwrap();
+    }
+    let mut expected: BTreeMap<String, Document> = docs.iter().map(|d| (d.id.clone(), d.clone())).collect();
+    let gone = vec![docs[5].id.clone(), docs[40].id.clone()];
+    for g in &gone {
+        expected.remove(g);
+    }
+    expected.insert(docs[6].id.clone(), Document::new(docs[6].id.clone(), "a replaced description of the sixth package"));
+
+    let mut all = Vec::new();
+    files(&base, &base, &mut all);
+    all.sort();
+    let trials: usize = std::env::var("DUETDB_DAMAGE_TRIALS").ok().and_then(|v| v.parse().ok()).unwrap_or(24);
+    let mut rng = fastrand::Rng::with_seed(2026);
+    let mut by_file: BTreeMap<String, Outcomes> = BTreeMap::new();
+    let mut n = 0;
+    // Panics inside the trials are counted, not printed as test failures.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    for rel in &all {
+        let len = fs::metadata(base.join(rel)).unwrap().len() as usize;
+        // Full-text segment files are many and alike: fewer trials each.
+        let k = if rel.starts_with("fulltext") && !rel.ends_with("meta.json") { trials / 4 } else { trials };
+        let mut damages: Vec<(String, Box<dyn Fn(&Path)>)> = Vec::new();
+        for _ in 0..k {
+            let at = rng.usize(..len.max(1));
+            let bytes: Vec<u8> = (0..if rng.bool() { rng.usize(1..=16) } else { 4096 }).map(|_| rng.u8(..)).collect();
+            damages.push((
+                format!("{} random bytes at {at}", bytes.len()),
+                Box::new(move |p: &Path| {
+                    use std::os::unix::fs::FileExt;
+                    fs::OpenOptions::new().write(true).open(p).unwrap().write_all_at(&bytes, at as u64).unwrap();
+                }),
+            ));
+        }
+        for _ in 0..k / 2 {
+            let to = rng.usize(..len.max(1));
+            damages.push((format!("truncated to {to}"), Box::new(move |p: &Path| fs::OpenOptions::new().write(true).open(p).unwrap().set_len(to as u64).unwrap())));
+        }
+        damages.push(("deleted".into(), Box::new(|p: &Path| fs::remove_file(p).unwrap())));
+        let out = by_file.entry(rel.display().to_string()).or_default();
+        for (what, damage) in damages {
+            n += 1;
+            let path = dir.path().join(format!("t{n}.duet"));
+            copy_dir(&base, &path);
+            damage(&path.join(rel));
+            let label = format!("{}: {what}", rel.display());
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| trial(&path, &expected, &gone))) {
+                Ok(Ok(true)) => out.exact += 1,
+                Ok(Ok(false)) => out.errors += 1,
+                Ok(Err(loss)) => out.losses.push(format!("{label}: {loss}")),
+                Err(p) => out.panics.push(format!("{label}: {:?}", p.downcast_ref::<String>().map(String::as_str).or(p.downcast_ref::<&str>().copied()))),
+            }
+            let _ = fs::remove_dir_all(&path);
+        }
+    }
+    std::panic::set_hook(hook);
+    let (mut errors, mut exact, mut panics, mut losses) = (0, 0, Vec::new(), Vec::new());
+    for (f, o) in &by_file {
+        println!("{f:<60} trials {:>3}: {:>3} clear errors, {:>3} exact, {} panics, {} silent losses", o.errors + o.exact + o.panics.len() + o.losses.len(), o.errors, o.exact, o.panics.len(), o.losses.len());
+        errors += o.errors;
+        exact += o.exact;
+        panics.extend(o.panics.iter().cloned());
+        losses.extend(o.losses.iter().cloned());
+    }
+    println!("{n} trials over {} files: {errors} clear errors, {exact} exact databases, {} panics, {} silent losses", all.len(), panics.len(), losses.len());
+    assert!(panics.is_empty() && losses.is_empty(), "panics: {panics:#?}\nsilent losses: {losses:#?}");
+}
