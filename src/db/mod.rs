@@ -5,9 +5,11 @@
 //!
 //! 1. embed the batch (documents whose text and metadata are unchanged are skipped);
 //! 2. append the vectors after the committed rows of the vector file and fsync them;
-//! 3. commit documents, id map, tombstones and manifest in one sled transaction and
-//!    flush it. Only now does the batch exist: a crash before this point leaves rows
-//!    past the committed count, which the next open cuts off;
+//! 3. commit documents, id map, tombstones and manifest (with the rows' new checksum)
+//!    in one sled transaction and flush it. Only now does the batch exist: a crash
+//!    before this point leaves rows past the committed count, which the next open cuts
+//!    off. The commit record (`COMMIT`) is written next; the open checks the catalog
+//!    against it before it touches anything (see `integrity.rs`);
 //! 4. insert the rows into the in-memory graph, then publish the new rows and the
 //!    tombstones of replaced versions to readers in one step.
 //!
@@ -18,7 +20,8 @@
 //! `snapshot.rs` what readers see and the graph's snapshots (restore on open, rebuild,
 //! checkpoint), `generations.rs` moving to another embedder (reindex, switch, rollback,
 //! gc), `fulltext.rs` the BM25 index as derived state (catch-up, rebuild), `query.rs`
-//! the query builder (vector, text, hybrid), `document.rs` the types users hold.
+//! the query builder (vector, text, hybrid), `integrity.rs` the commit record check on
+//! open, `check`, `dump` and `backup`, `document.rs` the types users hold.
 
 mod commit;
 mod document;

@@ -197,12 +197,9 @@ impl Catalog {
         let db = match opened {
             Ok(Ok(db)) => db,
             Ok(Err(sled::Error::Io(e))) if e.to_string().contains("could not acquire lock") => return Err(Error::Locked { path: p }),
-            Ok(Err(sled::Error::Corruption { .. })) | Ok(Err(sled::Error::Unsupported(_))) | Ok(Err(sled::Error::ReportableBug(_))) => {
-                return Err(Error::corrupt(&p, "sled could not read the catalog"))
-            }
             Ok(Err(e @ sled::Error::Io(_))) => return Err(Error::Catalog { path: p, source: e }),
-            Ok(Err(e)) => return Err(Error::corrupt(&p, format!("sled could not read the catalog ({e})"))),
-            Err(_) => return Err(Error::corrupt(&p, "sled panicked while reading the catalog")),
+            Ok(Err(e)) => return Err(Error::corrupt(&p, format!("sled could not read the catalog ({e}); neither duetdb nor `duetdb dump` can read it: restore a backup (`duetdb backup`) or ingest again from the source"))),
+            Err(_) => return Err(Error::corrupt(&p, "sled panicked while reading the catalog (its files are damaged)")),
         };
         let tree = |name: &str| db.open_tree(name).map_err(|e| Error::Catalog { path: p.clone(), source: e });
         Ok(Self { meta: tree("meta")?, docs: tree("docs")?, ids: tree("ids")?, tombstones: tree("tombstones")?, db, path: p, record: None })
