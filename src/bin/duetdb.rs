@@ -127,6 +127,10 @@ enum Cmd {
     /// Train an embedder contrastively on (query, document) pairs; prints the checkpoint
     /// directory (usable as `--embedder DIR`) and a summary.
     Train(TrainArgs),
+    /// Move a trained embedder to a new Embedding LLM: its Prompting LLM and adapters and
+    /// the new backbone frozen, only a fresh alignment trained (`train --mode transfer`).
+    /// Prints the checkpoint directory and a summary.
+    Transfer(TrainArgs),
     /// Re-embed every document with another embedder into a new generation, while the
     /// database keeps answering queries with the active one; then switch to it. Resumes
     /// an interrupted reindex. With `--status` or `--rollback`, see or undo instead.
@@ -308,6 +312,15 @@ struct TrainArgs {
     /// Stop (after saving) once this many steps are done; a later --resume continues.
     #[arg(long)]
     stop_at: Option<u64>,
+    /// Transfer: the trained checkpoint directory whose Prompting LLM and adapters are kept.
+    #[arg(long)]
+    from: Option<PathBuf>,
+    /// Transfer: the new Embedding LLM: qwen2.5, gemma3, smollm2 or a .gguf file.
+    #[arg(long)]
+    backbone: Option<String>,
+    /// Transfer: how the new alignment starts: lstsq (least squares over shared token strings), identity or zero.
+    #[arg(long, default_value = "lstsq")]
+    align_init: String,
     /// Print one JSON line per evaluation point and a final summary.
     #[arg(long)]
     json: bool,
@@ -559,6 +572,9 @@ fn train_cmd(args: TrainArgs) -> Result<(), String> {
         c.eval_size = args.eval_size;
         c.save_every = args.save_every;
         c.seed = args.seed;
+        c.from = args.from;
+        c.backbone = args.backbone.as_deref().map(duetdb::embed::prompt::backbone).transpose().map_err(s)?;
+        c.align_init = Some(duetdb::embed::prompt::AlignInit::parse(&args.align_init).map_err(s)?);
         Trainer::create(c, &args.out).map_err(s)?
     };
     t.stop_at = args.stop_at;
@@ -719,6 +735,13 @@ fn run(cli: Cli) -> Result<(), String> {
         Cmd::Embed { texts, embedder, kind, json } => embed_cmd(texts, embedder, kind, json),
         Cmd::Eval { file, query_field, doc_field, embedder, db, limit, rank, json } => eval_cmd(file, query_field, doc_field, embedder, db, limit, rank, json),
         Cmd::Train(args) => train_cmd(args),
+        Cmd::Transfer(mut args) => {
+            args.mode = "transfer".into();
+            if !args.resume && (args.from.is_none() || args.backbone.is_none()) {
+                return Err("transfer needs --from CHECKPOINT and --backbone qwen2.5|gemma3|FILE.gguf".into());
+            }
+            train_cmd(args)
+        }
         Cmd::Reindex { db, embedder, batch, threads, status, rollback, json } => reindex_cmd(db, embedder, batch, threads, status, rollback, json),
         Cmd::Gc { db, json } => {
             let db = open_existing(&db).map_err(s)?;

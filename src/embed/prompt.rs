@@ -107,6 +107,57 @@ pub fn qwen25() -> Backbone {
     }
 }
 
+/// Gemma3-270M, the third backbone (DESIGN.md section 4); its tokenizer comes from a
+/// `tokenizer.json`, the GGUF's own vocabulary being incomplete for our loader.
+pub fn gemma3() -> Backbone {
+    Backbone {
+        file: "gemma-3-270m-q4_k_m.gguf".into(),
+        sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818".into(),
+        tokenizer: Some("gemma3-tokenizer.json".into()),
+    }
+}
+
+/// A backbone by name (`smollm2`, `qwen2.5`, `gemma3`) or a GGUF file path (its SHA-256
+/// is computed now and recorded, so a checkpoint names the exact file).
+pub fn backbone(name: &str) -> Result<Backbone> {
+    match name {
+        "smollm2" => Ok(smollm2()),
+        "qwen2.5" | "qwen" => Ok(qwen25()),
+        "gemma3" | "gemma" => Ok(gemma3()),
+        path if path.ends_with(".gguf") => {
+            let p = FsPath::new(path);
+            let bytes = std::fs::read(p).map_err(|e| Error::io(p, e))?;
+            Ok(Backbone { file: std::fs::canonicalize(p).map_err(|e| Error::io(p, e))?.display().to_string(), sha256: super::hex(&Sha256::digest(&bytes)), tokenizer: None })
+        }
+        other => Err(Error::UnknownEmbedder { spec: other.into(), detail: "a backbone is smollm2, qwen2.5, gemma3 or a .gguf file".into() }),
+    }
+}
+
+/// How the fresh alignment of a transfer starts (see [`PromptEmbedder::transfer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlignInit {
+    /// Least-squares fit between P's and M's token embeddings over their shared token
+    /// strings (DESIGN.md section 3).
+    LeastSquares,
+    /// The (rectangular) identity: P's first dimensions onto M's.
+    Identity,
+    /// All zeros: M first sees zero soft tokens, and only training gives them content.
+    Zero,
+}
+
+impl AlignInit {
+    /// Parses `lstsq`, `identity` or `zero`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "lstsq" | "least_squares" => Ok(AlignInit::LeastSquares),
+            "identity" | "eye" => Ok(AlignInit::Identity),
+            "zero" => Ok(AlignInit::Zero),
+            other => Err(Error::invalid(format!("unknown alignment initialisation `{other}`: expected lstsq, identity or zero"))),
+        }
+    }
+}
+
 /// SmolLM2-135M-Instruct, the default P and M (DESIGN.md section 4).
 pub fn smollm2() -> Backbone {
     Backbone {
@@ -262,6 +313,41 @@ impl PromptEmbedder {
             None => None,
         };
         Self::assemble(cfg, None, p, m, align_w, align_b, [lora, m_lora], device)
+    }
+
+    /// The first state of a transfer: the checkpoint in `source` with its Prompting LLM
+    /// and P's adapters as they are, a new Embedding LLM `embedding`, and a fresh
+    /// alignment into it started as `init`. Training then changes only the alignment.
+    ///
+    /// When the source's soft prompt reads only the instruction, P's output is a constant
+    /// per kind, so the new alignment is, in effect, a new constant prompt for the new
+    /// backbone (prompt tuning through a linear map).
+    pub fn transfer(source: &FsPath, embedding: Backbone, init: AlignInit) -> Result<Self> {
+        let read = |n: &str| std::fs::read(source.join(n)).map_err(|e| Error::io(source.join(n), e));
+        let mut cfg: PromptConfig =
+            serde_json::from_slice(&read("config.json")?).map_err(|e| Error::corrupt(source.join("config.json"), e.to_string()))?;
+        if cfg.embedding_lora.is_some() || cfg.soft_tokens == 0 {
+            return Err(Error::invalid(format!("{} has no soft prompt to transfer (it adapts the Embedding LLM itself)", source.display())));
+        }
+        let device = Device::Cpu;
+        let p = Arc::new(load_model(&cfg.prompting, &device)?);
+        let m = if embedding == cfg.prompting { p.clone() } else { Arc::new(load_model(&embedding, &device)?) };
+        let (dp, de) = (p.dec.config().hidden, m.dec.config().hidden);
+        let (w, b) = match init {
+            AlignInit::LeastSquares if embedding == cfg.prompting => (Tensor::eye(dp, DType::F32, &device)?, Tensor::zeros(de, DType::F32, &device)?),
+            AlignInit::LeastSquares => least_squares_alignment(&p, &m)?,
+            AlignInit::Identity => {
+                let eye: Vec<f32> = (0..dp * de).map(|i| if i / de == i % de { 1.0 } else { 0.0 }).collect();
+                (Tensor::from_vec(eye, (dp, de), &device)?, Tensor::zeros(de, DType::F32, &device)?)
+            }
+            AlignInit::Zero => (Tensor::zeros((dp, de), DType::F32, &device)?, Tensor::zeros(de, DType::F32, &device)?),
+        };
+        let lora = match &cfg.lora {
+            Some(l) => Some(Lora::from_bytes(l.clone(), &p.dec, &read(LORA_FILE)?, &source.join(LORA_FILE))?),
+            None => None,
+        };
+        cfg.embedding = embedding;
+        Self::assemble(cfg, None, p, m, w, b, [lora, None], &device)
     }
 
     #[allow(clippy::too_many_arguments)]

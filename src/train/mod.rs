@@ -30,7 +30,7 @@ pub mod optim;
 
 use crate::embed::decoder::lora::{LoraConfig, Target};
 use crate::embed::decoder::Path;
-use crate::embed::prompt::{AlignSource, Placement, Pooling, PromptConfig, PromptEmbedder};
+use crate::embed::prompt::{AlignInit, AlignSource, Backbone, Placement, Pooling, PromptConfig, PromptEmbedder};
 use crate::embed::Kind;
 use crate::error::{Error, Result};
 use candle_core::{Device, Tensor};
@@ -57,11 +57,15 @@ pub enum Mode {
     PromptText,
     /// The baseline: LoRA on M itself, no soft prompt, mean pooling.
     LoraM,
+    /// Backbone transfer: a trained checkpoint's P and adapters frozen, a new Embedding
+    /// LLM M' frozen, only a fresh alignment A' (with bias) trained (see
+    /// [`PromptEmbedder::transfer`]).
+    Transfer,
 }
 
 impl Mode {
     /// Every mode, in the order of the CLI's help.
-    pub const ALL: [Mode; 4] = [Mode::Prompt, Mode::PromptPrefix, Mode::PromptText, Mode::LoraM];
+    pub const ALL: [Mode; 5] = [Mode::Prompt, Mode::PromptPrefix, Mode::PromptText, Mode::LoraM, Mode::Transfer];
 
     /// The mode's name on the command line.
     pub fn name(self) -> &'static str {
@@ -70,6 +74,7 @@ impl Mode {
             Mode::PromptPrefix => "prompt-prefix",
             Mode::PromptText => "prompt-text",
             Mode::LoraM => "lora-m",
+            Mode::Transfer => "transfer",
         }
     }
 
@@ -105,6 +110,8 @@ impl Mode {
                 c.pooling = Pooling::MeanText;
                 c.embedding_lora = Some(LoraConfig { rank, alpha: 2.0 * rank as f32, targets: all });
             }
+            // The source checkpoint's configuration is used (see `Trainer::create`).
+            Mode::Transfer => {}
         }
         c
     }
@@ -113,6 +120,7 @@ impl Mode {
     fn trains(self, name: &str) -> bool {
         match self {
             Mode::LoraM => name.starts_with("m."),
+            Mode::Transfer => name.starts_with("align."),
             _ => name.starts_with("p.") || name.starts_with("align."),
         }
     }
@@ -158,6 +166,15 @@ pub struct TrainConfig {
     /// What feeds the alignment (`None`: the relaxed embeddings).
     #[serde(default)]
     pub align_from: Option<AlignSource>,
+    /// Transfer: the trained checkpoint whose P and adapters are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<PathBuf>,
+    /// Transfer: the new Embedding LLM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backbone: Option<Backbone>,
+    /// Transfer: how the new alignment starts (`None`: least squares).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub align_init: Option<AlignInit>,
     /// Optimiser.
     pub optim: AdamWConfig,
     /// Steps between evaluations (0: only at the end).
@@ -189,6 +206,9 @@ impl TrainConfig {
             lora_rank: 8,
             soft_tokens: None,
             align_from: None,
+            from: None,
+            backbone: None,
+            align_init: None,
             optim: AdamWConfig::default(),
             eval_every: 200,
             eval_size: 300,
@@ -203,6 +223,9 @@ impl TrainConfig {
     fn check(&self) -> Result<()> {
         if self.steps == 0 || self.batch < 2 || self.accum == 0 || self.save_every == 0 {
             return Err(Error::invalid("training needs steps >= 1, batch >= 2 (in-batch negatives), accum >= 1, save-every >= 1"));
+        }
+        if self.mode == Mode::Transfer && (self.from.is_none() || self.backbone.is_none()) {
+            return Err(Error::invalid("a transfer needs the source checkpoint (--from) and the new backbone (--backbone)"));
         }
         if !(self.temperature > 0.0) {
             return Err(Error::invalid(format!("temperature must be positive, got {}", self.temperature)));
@@ -307,12 +330,17 @@ impl Trainer {
         if out.join("train").join("config.json").exists() {
             return Err(Error::invalid(format!("{} already holds a training run: resume it, or choose another --out", out.display())));
         }
-        let mut ecfg = cfg.mode.embedder_config(cfg.lora_rank);
-        if cfg.mode != Mode::LoraM {
-            ecfg.soft_tokens = cfg.soft_tokens.unwrap_or(ecfg.soft_tokens);
-            ecfg.align_from = cfg.align_from.unwrap_or(ecfg.align_from);
-        }
-        let embedder = PromptEmbedder::new_seeded(ecfg, &Device::Cpu, cfg.seed)?;
+        let embedder = match (&cfg.from, &cfg.backbone) {
+            (Some(from), Some(b)) if cfg.mode == Mode::Transfer => PromptEmbedder::transfer(from, b.clone(), cfg.align_init.unwrap_or(AlignInit::LeastSquares))?,
+            _ => {
+                let mut ecfg = cfg.mode.embedder_config(cfg.lora_rank);
+                if cfg.mode != Mode::LoraM {
+                    ecfg.soft_tokens = cfg.soft_tokens.unwrap_or(ecfg.soft_tokens);
+                    ecfg.align_from = cfg.align_from.unwrap_or(ecfg.align_from);
+                }
+                PromptEmbedder::new_seeded(ecfg, &Device::Cpu, cfg.seed)?
+            }
+        };
         std::fs::create_dir_all(out.join("train")).map_err(|e| Error::io(out, e))?;
         write_atomic(&out.join("train").join("config.json"), &serde_json::to_vec_pretty(&cfg).expect("config serialises"))?;
         let t = Self::assemble(cfg, out, embedder, None)?;
@@ -573,5 +601,7 @@ mod tests {
         assert!(Mode::Prompt.trains("align.weight") && Mode::Prompt.trains("p.blk.0.q.lora_a"));
         assert!(!Mode::Prompt.trains("m.blk.0.q.lora_a"));
         assert!(Mode::LoraM.trains("m.blk.0.q.lora_a") && !Mode::LoraM.trains("align.bias"));
+        assert!(Mode::Transfer.trains("align.weight") && Mode::Transfer.trains("align.bias"));
+        assert!(!Mode::Transfer.trains("p.blk.0.q.lora_a") && !Mode::Transfer.trains("m.blk.0.q.lora_a"));
     }
 }
