@@ -10,17 +10,6 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap().flatten() {
-        let t = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &t);
-        } else {
-            fs::copy(e.path(), &t).unwrap();
-        }
-    }
-}
 
 fn files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
     for e in fs::read_dir(dir).unwrap().flatten() {
@@ -130,7 +119,7 @@ fn random_damage_to_every_file_ends_in_an_error_or_the_exact_database() {
         for (what, damage) in damages {
             n += 1;
             let path = dir.path().join(format!("t{n}.duet"));
-            copy_dir(&base, &path);
+            common::copy_dir(&base, &path);
             damage(&path.join(rel));
             let label = format!("{}: {what}", rel.display());
             match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| trial(&path, &expected, &gone))) {

@@ -11,17 +11,6 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap().flatten() {
-        let t = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &t);
-        } else {
-            fs::copy(e.path(), &t).unwrap();
-        }
-    }
-}
 
 fn cli(args: &[&str]) -> (bool, String, String) {
     let o = Command::new(env!("CARGO_BIN_EXE_duetdb")).args(args).output().unwrap();
@@ -57,7 +46,7 @@ fn a_catalog_that_went_back_in_time_is_refused_and_nothing_is_cut() {
     }
     db.close().unwrap();
     let old_catalog = d.path().join("old-catalog");
-    copy_dir(&path.join("catalog"), &old_catalog);
+    common::copy_dir(&path.join("catalog"), &old_catalog);
     let db = common::open(&path).unwrap();
     for chunk in docs[150..300].chunks(50) {
         db.ingest_batch(chunk).unwrap();
@@ -66,7 +55,7 @@ fn a_catalog_that_went_back_in_time_is_refused_and_nothing_is_cut() {
     let vec_len = fs::metadata(path.join("vectors/g000001.vec")).unwrap().len();
     // What sled does after damage to its log: an intact, earlier catalog.
     fs::remove_dir_all(path.join("catalog")).unwrap();
-    copy_dir(&old_catalog, &path.join("catalog"));
+    common::copy_dir(&old_catalog, &path.join("catalog"));
 
     let e = common::open(&path).unwrap_err();
     let msg = e.to_string();
@@ -105,7 +94,7 @@ fn check_names_each_kind_of_damage() {
 
     let damaged = |name: &str, damage: &dyn Fn(&Path)| {
         let p = d.path().join(name);
-        copy_dir(&base, &p);
+        common::copy_dir(&base, &p);
         damage(&p);
         let r = duetdb::db::check_at(&p).unwrap();
         assert!(!r.is_ok(), "{name}: no problem found");

@@ -2,6 +2,8 @@
 //! Debian sample in fixtures/: exact resume after a SIGKILL, a frozen M, the cached suffix
 //! path against the full forward, checkpoints that reproduce their vectors.
 
+mod common;
+
 use candle_core::{Device, Tensor, Var};
 use duetdb::embed::decoder::{max_abs_diff, Path};
 use duetdb::embed::prompt::{Placement, Pooling, PromptConfig, PromptEmbedder};
@@ -46,12 +48,6 @@ fn steps_logged(out: &FsPath) -> usize {
     std::fs::read_to_string(out.join("train/log.jsonl")).map_or(0, |t| t.lines().count())
 }
 
-/// The trained state, byte for byte: parameters and optimiser moments.
-fn state_bytes(out: &FsPath) -> Vec<Vec<u8>> {
-    let latest = std::fs::read_to_string(out.join("train/latest")).unwrap();
-    let dir = out.join("train").join(latest.trim());
-    ["alignment.safetensors", "prompting_lora.safetensors", "optimizer.safetensors"].iter().map(|f| std::fs::read(dir.join(f)).unwrap()).collect()
-}
 
 #[test]
 fn resume_after_sigkill_gives_bit_identical_parameters() {
@@ -74,7 +70,7 @@ fn resume_after_sigkill_gives_bit_identical_parameters() {
     let st = duetdb().args(["train", "--resume", "--out"]).arg(&killed).stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap();
     assert!(st.success());
 
-    assert_eq!(state_bytes(&whole), state_bytes(&killed), "parameters and optimiser state differ after the resume");
+    assert_eq!(common::train_state_bytes(&whole), common::train_state_bytes(&killed), "parameters and optimiser state differ after the resume");
     let log = |d: &FsPath| -> Vec<(u64, f64)> {
         std::fs::read_to_string(d.join("train/log.jsonl"))
             .unwrap()

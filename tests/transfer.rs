@@ -3,6 +3,8 @@
 //! checkpoint naming a missing or wrong backbone file fails with an error naming it before
 //! any work. Source: the shipped default checkpoint.
 
+mod common;
+
 use duetdb::embed::prompt::{gemma3, smollm2, AlignInit, PromptEmbedder};
 use duetdb::embed::{Embedder, Kind};
 use duetdb::train::{Mode, TrainConfig, Trainer};
@@ -84,12 +86,6 @@ fn args(out: &FsPath, steps: u64) -> Vec<String> {
     .collect()
 }
 
-fn state(out: &FsPath) -> Vec<Vec<u8>> {
-    let latest = std::fs::read_to_string(out.join("train/latest")).unwrap();
-    let dir = out.join("train").join(latest.trim());
-    ["alignment.safetensors", "prompting_lora.safetensors", "optimizer.safetensors"].iter().map(|f| std::fs::read(dir.join(f)).unwrap()).collect()
-}
-
 #[test]
 fn a_killed_transfer_resumes_exactly() {
     let tmp = tempfile::tempdir().unwrap();
@@ -107,7 +103,7 @@ fn a_killed_transfer_resumes_exactly() {
     assert!(logged(&killed) < 4, "the run ended before the kill");
     let st = Command::new(bin).args(["transfer", "--resume", "--out"]).arg(&killed).stdout(Stdio::null()).status().unwrap();
     assert!(st.success());
-    assert_eq!(state(&whole), state(&killed), "A', P's adapters or the optimiser state differ after the resume");
+    assert_eq!(common::train_state_bytes(&whole), common::train_state_bytes(&killed), "A', P's adapters or the optimiser state differ after the resume");
 }
 
 #[test]

@@ -88,10 +88,11 @@ pub fn from_spec(spec: &str) -> Result<Arc<dyn Embedder>> {
             }
             Ok(Arc::new(HashEmbedder::new(cfg)?))
         }
+        "m-mean" | "m-last" if arg.is_some() => Ok(Arc::new(prompt::PromptEmbedder::backbone_alone(name, &prompt::backbone(arg.unwrap_or_default())?)?)),
         "default" | "prompt" | "untrained" | "prompt-text" | "m-mean" | "m-last" => Ok(Arc::new(prompt::PromptEmbedder::builtin(name)?)),
         "minilm" => Ok(Arc::new(bert::BertEmbedder::load(&model_path("all-MiniLM-L6-v2")?)?)),
         _ if Path::new(spec).join("config.json").is_file() => Ok(Arc::new(prompt::PromptEmbedder::load(Path::new(spec))?)),
-        _ => Err(unknown("expected hash, hash:DIM, default, untrained, prompt-text, m-mean, m-last, minilm, or a checkpoint directory")),
+        _ => Err(unknown("expected hash, hash:DIM, default, untrained, prompt-text, m-mean, m-last, m-mean:BACKBONE, m-last:BACKBONE (qwen2.5, gemma3), minilm, or a checkpoint directory")),
     }
 }
 

@@ -286,6 +286,22 @@ impl PromptEmbedder {
         Ok(e)
     }
 
+    /// A backbone alone, no soft prompt (`m-mean:gemma3`, `m-last:qwen2.5`): the "M'
+    /// alone" row of a transfer's comparison. `pooling` is `m-mean` or `m-last`.
+    pub fn backbone_alone(pooling: &str, b: &Backbone) -> Result<Self> {
+        let cfg = PromptConfig {
+            prompting: b.clone(),
+            embedding: b.clone(),
+            soft_tokens: 0,
+            pooling: if pooling == "m-last" { Pooling::LastToken } else { Pooling::MeanText },
+            ..PromptConfig::default()
+        };
+        let mut e = Self::new(cfg, &Device::Cpu)?;
+        let name = if b == &qwen25() { "qwen2.5" } else if b == &gemma3() { "gemma3" } else { b.file.as_str() };
+        e.spec = Some(format!("{pooling}:{name}"));
+        Ok(e)
+    }
+
     /// A fresh, untrained embedder: the alignment is the identity when P and M are
     /// the same file, else a least-squares fit over their shared token strings.
     pub fn new(cfg: PromptConfig, device: &Device) -> Result<Self> {

@@ -87,3 +87,24 @@ pub fn run_killed_after(args: &[&str], after: std::time::Duration) -> KilledRun 
     let lines = lines.lock().unwrap().clone();
     KilledRun { lines, killed: !exited, status, stderr }
 }
+
+/// Copies a directory tree (a database, to damage a copy of it).
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let t = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &t);
+        } else {
+            std::fs::copy(e.path(), &t).unwrap();
+        }
+    }
+}
+
+/// A training run's newest saved state, byte for byte: alignment, P's adapters and the
+/// optimiser moments.
+pub fn train_state_bytes(out: &std::path::Path) -> Vec<Vec<u8>> {
+    let latest = std::fs::read_to_string(out.join("train/latest")).unwrap();
+    let dir = out.join("train").join(latest.trim());
+    ["alignment.safetensors", "prompting_lora.safetensors", "optimizer.safetensors"].iter().map(|f| std::fs::read(dir.join(f)).unwrap()).collect()
+}
