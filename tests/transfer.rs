@@ -118,6 +118,10 @@ fn a_missing_or_wrong_backbone_is_named_before_any_work() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("nowhere.gguf"), "{err}");
     assert!(!tmp.path().join("none").exists(), "nothing is started");
+    // A backbone alone, by name: SmolLM2 by name is the built-in `m-mean`.
+    let err = duetdb::embed::from_spec("m-mean:nowhere").err().expect("no such backbone").to_string();
+    assert!(err.contains("nowhere") && err.contains("gemma3"), "{err}");
+    assert_eq!(duetdb::embed::from_spec("m-mean:smollm2").unwrap().fingerprint(), duetdb::embed::from_spec("m-mean").unwrap().fingerprint());
     // A transferred checkpoint whose config names a file with another SHA-256, or one
     // that is not there: loading it, and resuming its run, name the file.
     let out = tmp.path().join("run");
