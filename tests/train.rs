@@ -8,37 +8,10 @@ use candle_core::{Device, Tensor, Var};
 use duetdb::embed::decoder::{max_abs_diff, Path};
 use duetdb::embed::prompt::{Placement, Pooling, PromptConfig, PromptEmbedder};
 use duetdb::embed::{Embedder, Kind};
-use duetdb::train::{Mode, TrainConfig, Trainer};
-use std::path::{Path as FsPath, PathBuf};
+use duetdb::train::{Mode, Trainer};
+use std::path::Path as FsPath;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/train-pairs.jsonl")
-}
-
-/// A run small enough for a test: 4 queries a step, texts cut to 16 tokens.
-fn tiny(mode: Mode, steps: u64) -> TrainConfig {
-    let mut c = TrainConfig::new(fixture(), "summary", "description", mode);
-    c.group_field = Some("source".into());
-    c.steps = steps;
-    c.batch = 4;
-    c.max_doc_tokens = 16;
-    c.max_query_tokens = 16;
-    c.eval_every = 0;
-    c.save_every = 1;
-    c.optim.warmup = 2;
-    c
-}
-
-fn tiny_args(steps: u64) -> Vec<String> {
-    let f = fixture().display().to_string();
-    let s = steps.to_string();
-    ["train", "--data", &f, "--group-field", "source", "--steps", &s, "--batch", "4", "--max-doc-tokens", "16", "--max-query-tokens", "16", "--eval-every", "0", "--save-every", "1", "--warmup", "2"]
-        .iter()
-        .map(|x| x.to_string())
-        .collect()
-}
 
 fn duetdb() -> Command {
     Command::new(env!("CARGO_BIN_EXE_duetdb"))
@@ -53,12 +26,12 @@ fn steps_logged(out: &FsPath) -> usize {
 fn resume_after_sigkill_gives_bit_identical_parameters() {
     let tmp = tempfile::tempdir().unwrap();
     let (whole, killed) = (tmp.path().join("whole"), tmp.path().join("killed"));
-    let st = duetdb().args(tiny_args(5)).arg("--out").arg(&whole).stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap();
+    let st = duetdb().args(common::tiny_run_args("train", 5)).arg("--out").arg(&whole).stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap();
     assert!(st.success());
 
     // The same run, killed (SIGKILL) once two steps are logged: the kill may land in the
     // middle of a step or of a save.
-    let mut child = duetdb().args(tiny_args(5)).arg("--out").arg(&killed).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = duetdb().args(common::tiny_run_args("train", 5)).arg("--out").arg(&killed).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let t = Instant::now();
     while steps_logged(&killed) < 2 && t.elapsed() < Duration::from_secs(300) {
         std::thread::sleep(Duration::from_millis(20));
@@ -89,7 +62,7 @@ fn resume_after_sigkill_gives_bit_identical_parameters() {
 fn training_changes_the_embedder_leaves_m_alone_and_the_checkpoint_reproduces_it() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    let mut t = Trainer::create(tiny(Mode::Prompt, 3), &out).unwrap();
+    let mut t = Trainer::create(common::tiny_run(Mode::Prompt, 3), &out).unwrap();
     let texts = ["regex search in files", "a console music player for mp3 files"];
     let before = t.embedder().embed(&texts, Kind::Query).unwrap();
     let m_before = t.embedder().embedding_model().weights_digest().unwrap();
@@ -116,7 +89,7 @@ fn training_changes_the_embedder_leaves_m_alone_and_the_checkpoint_reproduces_it
 #[test]
 fn lora_baseline_trains_m_adapters_only() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut t = Trainer::create(tiny(Mode::LoraM, 1), &tmp.path().join("run")).unwrap();
+    let mut t = Trainer::create(common::tiny_run(Mode::LoraM, 1), &tmp.path().join("run")).unwrap();
     let m_before = t.embedder().embedding_model().weights_digest().unwrap();
     let align = t.embedder().alignment().0.to_vec2::<f32>().unwrap();
     t.run(&mut |_| {}).unwrap();
@@ -155,15 +128,15 @@ fn cached_suffix_path_matches_the_full_forward_and_its_gradients() {
 #[test]
 fn bad_training_input_is_an_error_that_names_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut c = tiny(Mode::Prompt, 1);
+    let mut c = common::tiny_run(Mode::Prompt, 1);
     c.query_field = "nope".into();
     let err = Trainer::create(c, &tmp.path().join("a")).err().expect("no pairs").to_string();
     assert!(err.contains("nope"), "{err}");
-    let mut c = tiny(Mode::Prompt, 1);
+    let mut c = common::tiny_run(Mode::Prompt, 1);
     c.batch = 1;
     assert!(Trainer::create(c, &tmp.path().join("b")).is_err(), "one query a batch has no in-batch negative");
-    Trainer::create(tiny(Mode::Prompt, 1), &tmp.path().join("c")).unwrap();
-    let err = Trainer::create(tiny(Mode::Prompt, 1), &tmp.path().join("c")).err().expect("a second run in one directory").to_string();
+    Trainer::create(common::tiny_run(Mode::Prompt, 1), &tmp.path().join("c")).unwrap();
+    let err = Trainer::create(common::tiny_run(Mode::Prompt, 1), &tmp.path().join("c")).err().expect("a second run in one directory").to_string();
     assert!(err.contains("already holds a training run"), "{err}");
     assert!(Trainer::resume(&tmp.path().join("none")).is_err());
     let cfg = PromptConfig { placement: Placement::Suffix, pooling: Pooling::MeanText, ..PromptConfig::default() };

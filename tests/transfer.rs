@@ -16,20 +16,8 @@ fn source() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("checkpoints/default")
 }
 
-fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/train-pairs.jsonl")
-}
-
 fn tiny(steps: u64, backbone: duetdb::embed::prompt::Backbone, init: AlignInit) -> TrainConfig {
-    let mut c = TrainConfig::new(fixture(), "summary", "description", Mode::Transfer);
-    c.group_field = Some("source".into());
-    c.steps = steps;
-    c.batch = 4;
-    c.max_doc_tokens = 16;
-    c.max_query_tokens = 16;
-    c.eval_every = 0;
-    c.save_every = 1;
-    c.optim.warmup = 2;
+    let mut c = common::tiny_run(Mode::Transfer, steps);
     c.from = Some(source());
     c.backbone = Some(backbone);
     c.align_init = Some(init);
@@ -75,15 +63,11 @@ fn transfer_to_gemma3_trains_only_the_new_alignment() {
 }
 
 fn args(out: &FsPath, steps: u64) -> Vec<String> {
-    let (f, src, s) = (fixture().display().to_string(), source().display().to_string(), steps.to_string());
-    [
-        "transfer", "--from", &src, "--backbone", "smollm2", "--align-init", "zero", "--data", &f, "--group-field", "source", "--steps", &s, "--batch", "4",
-        "--max-doc-tokens", "16", "--max-query-tokens", "16", "--eval-every", "0", "--save-every", "1", "--warmup", "2", "--out",
-    ]
-    .iter()
-    .map(|x| x.to_string())
-    .chain([out.display().to_string()])
-    .collect()
+    let mut a = common::tiny_run_args("transfer", steps);
+    let src = source().display().to_string();
+    a.extend(["--from", &src, "--backbone", "smollm2", "--align-init", "zero", "--out"].map(String::from));
+    a.push(out.display().to_string());
+    a
 }
 
 #[test]

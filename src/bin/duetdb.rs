@@ -572,9 +572,11 @@ fn train_cmd(args: TrainArgs) -> Result<(), String> {
         c.eval_size = args.eval_size;
         c.save_every = args.save_every;
         c.seed = args.seed;
-        c.from = args.from;
-        c.backbone = args.backbone.as_deref().map(duetdb::embed::prompt::backbone).transpose().map_err(s)?;
-        c.align_init = Some(duetdb::embed::prompt::AlignInit::parse(&args.align_init).map_err(s)?);
+        if c.mode == Mode::Transfer {
+            c.from = args.from;
+            c.backbone = args.backbone.as_deref().map(duetdb::embed::prompt::backbone).transpose().map_err(s)?;
+            c.align_init = Some(duetdb::embed::prompt::AlignInit::parse(&args.align_init).map_err(s)?);
+        }
         Trainer::create(c, &args.out).map_err(s)?
     };
     t.stop_at = args.stop_at;

@@ -13,7 +13,7 @@ use super::Db;
 use crate::error::{Error, Result};
 use crate::index::{Graph, GraphParams};
 use crate::store::{
-    check_header, row_len, scan_crc, Catalog, CommitState, GenerationRecord, Layout, Manifest, RecordFile, RecordRead, FORMAT_VERSION,
+    check_header, check_length, check_rows_crc, row_len, Catalog, CommitState, GenerationRecord, Layout, Manifest, RecordFile, RecordRead, FORMAT_VERSION,
     VECTOR_HEADER_BYTES,
 };
 use serde::Serialize;
@@ -326,18 +326,13 @@ fn check_vectors(layout: &Layout, g: &GenerationRecord, report: &mut CheckReport
             return None;
         }
     };
-    let need = g.rows * row_len(g.dim);
-    if len < VECTOR_HEADER_BYTES as u64 + need {
-        let have = (len - VECTOR_HEADER_BYTES as u64) / row_len(g.dim);
-        report.problem(&path, format!("truncated: holds {have} whole rows but the catalog has committed {}", g.rows));
+    if let Err(e) = check_length(len, &path, g.dim, g.rows) {
+        report.error(e);
         return None;
     }
-    match (scan_crc(&file, &path, need), g.rows_crc) {
-        (Ok(found), Some(want)) if found != want => {
-            report.problem(&path, format!("the checksum of its {} committed rows is {found:08x}, the catalog recorded {want:08x}", g.rows))
-        }
-        (Err(e), _) => report.error(e),
-        _ => {}
+    // A checksum mismatch is reported, and the rows are still checked against the catalog.
+    if let Err(e) = check_rows_crc(&file, &path, g.dim, g.rows, g.rows_crc) {
+        report.error(e);
     }
     Some((file, path))
 }
@@ -441,13 +436,13 @@ impl Db {
             // Under the writer lock: the catalog as of the last commit, and handles on the
             // files it names (rows below the committed counts never change; a snapshot
             // file replaced meanwhile stays readable through its open handle).
-            let (m, files, graph) = {
+            let (copy, m, files, graph) = {
                 let w = self.writer.lock().unwrap();
                 if w.closed {
                     return Err(Error::Closed);
                 }
                 self.catalog.flush()?;
-                self.catalog.export_to(&tmp.catalog())?;
+                let copy = self.catalog.export_to(&tmp.catalog())?;
                 let m = w.manifest.clone();
                 let mut gens: Vec<GenerationRecord> = vec![m.active_generation()];
                 gens.extend(m.reindex.iter().cloned());
@@ -464,7 +459,7 @@ impl Db {
                         .collect::<Option<Vec<_>>>(),
                     None => None,
                 };
-                (m, files, graph)
+                (copy, m, files, graph)
             };
             for (f, g) in &files {
                 copy_prefix(f, &tmp.vectors(g.generation), VECTOR_HEADER_BYTES as u64 + g.rows * row_len(g.dim))?;
@@ -476,7 +471,6 @@ impl Db {
                 }),
                 None => false,
             };
-            let copy = Catalog::open(&tmp.catalog())?;
             if !copied_graph && m.graph.is_some() {
                 // The next open of the copy rebuilds the graph.
                 let mut m2 = m.clone();

@@ -88,7 +88,7 @@ pub fn from_spec(spec: &str) -> Result<Arc<dyn Embedder>> {
             }
             Ok(Arc::new(HashEmbedder::new(cfg)?))
         }
-        "m-mean" | "m-last" if arg.is_some() => Ok(Arc::new(prompt::PromptEmbedder::backbone_alone(name, &prompt::backbone(arg.unwrap_or_default())?)?)),
+        "m-mean" | "m-last" if arg.is_some() => Ok(Arc::new(prompt::PromptEmbedder::backbone_alone(name, arg.unwrap_or_default())?)),
         "default" | "prompt" | "untrained" | "prompt-text" | "m-mean" | "m-last" => Ok(Arc::new(prompt::PromptEmbedder::builtin(name)?)),
         "minilm" => Ok(Arc::new(bert::BertEmbedder::load(&model_path("all-MiniLM-L6-v2")?)?)),
         _ if Path::new(spec).join("config.json").is_file() => Ok(Arc::new(prompt::PromptEmbedder::load(Path::new(spec))?)),

@@ -200,6 +200,26 @@ struct CheckpointFiles {
     embedding_lora: Option<Vec<u8>>,
 }
 
+/// Reads a checkpoint directory's config and tensor files (adapter files only where the
+/// config has adapters; a missing one is an error naming it).
+fn read_checkpoint(dir: &FsPath) -> Result<(PromptConfig, CheckpointFiles)> {
+    let read = |n: &str| std::fs::read(dir.join(n)).map_err(|e| Error::io(dir.join(n), e));
+    let cfg: PromptConfig = serde_json::from_slice(&read("config.json")?).map_err(|e| Error::corrupt(dir.join("config.json"), e.to_string()))?;
+    let adapters = |c: &Option<LoraConfig>, file: &str| -> Result<Option<Vec<u8>>> {
+        match c {
+            Some(_) if !dir.join(file).exists() => Err(Error::corrupt(dir.join(file), "missing: the checkpoint's config.json has LoRA adapters")),
+            Some(_) => read(file).map(Some),
+            None => Ok(None),
+        }
+    };
+    let files = CheckpointFiles {
+        alignment: read("alignment.safetensors")?,
+        prompting_lora: adapters(&cfg.lora, LORA_FILE)?,
+        embedding_lora: adapters(&cfg.embedding_lora, M_LORA_FILE)?,
+    };
+    Ok((cfg, files))
+}
+
 struct Model {
     dec: Decoder,
     tok: TextTokenizer,
@@ -288,16 +308,16 @@ impl PromptEmbedder {
 
     /// A backbone alone, no soft prompt (`m-mean:gemma3`, `m-last:qwen2.5`): the "M'
     /// alone" row of a transfer's comparison. `pooling` is `m-mean` or `m-last`.
-    pub fn backbone_alone(pooling: &str, b: &Backbone) -> Result<Self> {
+    pub fn backbone_alone(pooling: &str, name: &str) -> Result<Self> {
+        let b = backbone(name)?;
         let cfg = PromptConfig {
             prompting: b.clone(),
-            embedding: b.clone(),
+            embedding: b,
             soft_tokens: 0,
             pooling: if pooling == "m-last" { Pooling::LastToken } else { Pooling::MeanText },
             ..PromptConfig::default()
         };
         let mut e = Self::new(cfg, &Device::Cpu)?;
-        let name = if b == &qwen25() { "qwen2.5" } else if b == &gemma3() { "gemma3" } else { b.file.as_str() };
         e.spec = Some(format!("{pooling}:{name}"));
         Ok(e)
     }
@@ -339,9 +359,7 @@ impl PromptEmbedder {
     /// per kind, so the new alignment is, in effect, a new constant prompt for the new
     /// backbone (prompt tuning through a linear map).
     pub fn transfer(source: &FsPath, embedding: Backbone, init: AlignInit) -> Result<Self> {
-        let read = |n: &str| std::fs::read(source.join(n)).map_err(|e| Error::io(source.join(n), e));
-        let mut cfg: PromptConfig =
-            serde_json::from_slice(&read("config.json")?).map_err(|e| Error::corrupt(source.join("config.json"), e.to_string()))?;
+        let (mut cfg, files) = read_checkpoint(source)?;
         if cfg.embedding_lora.is_some() || cfg.soft_tokens == 0 {
             return Err(Error::invalid(format!("{} has no soft prompt to transfer (it adapts the Embedding LLM itself)", source.display())));
         }
@@ -358,9 +376,9 @@ impl PromptEmbedder {
             }
             AlignInit::Zero => (Tensor::zeros((dp, de), DType::F32, &device)?, Tensor::zeros(de, DType::F32, &device)?),
         };
-        let lora = match &cfg.lora {
-            Some(l) => Some(Lora::from_bytes(l.clone(), &p.dec, &read(LORA_FILE)?, &source.join(LORA_FILE))?),
-            None => None,
+        let lora = match (&cfg.lora, &files.prompting_lora) {
+            (Some(l), Some(bytes)) => Some(Lora::from_bytes(l.clone(), &p.dec, bytes, &source.join(LORA_FILE))?),
+            _ => None,
         };
         cfg.embedding = embedding;
         Self::assemble(cfg, None, p, m, w, b, [lora, None], &device)
@@ -419,21 +437,7 @@ impl PromptEmbedder {
     /// `prompting_lora.safetensors` / `embedding_lora.safetensors` when the config has
     /// adapters).
     pub fn load(dir: &FsPath) -> Result<Self> {
-        let read = |n: &str| std::fs::read(dir.join(n)).map_err(|e| Error::io(dir.join(n), e));
-        let cfg: PromptConfig =
-            serde_json::from_slice(&read("config.json")?).map_err(|e| Error::corrupt(dir.join("config.json"), e.to_string()))?;
-        let adapters = |c: &Option<LoraConfig>, file: &str| -> Result<Option<Vec<u8>>> {
-            match c {
-                Some(_) if !dir.join(file).exists() => Err(Error::corrupt(dir.join(file), "missing: the checkpoint's config.json has LoRA adapters")),
-                Some(_) => read(file).map(Some),
-                None => Ok(None),
-            }
-        };
-        let files = CheckpointFiles {
-            alignment: read("alignment.safetensors")?,
-            prompting_lora: adapters(&cfg.lora, LORA_FILE)?,
-            embedding_lora: adapters(&cfg.embedding_lora, M_LORA_FILE)?,
-        };
+        let (cfg, files) = read_checkpoint(dir)?;
         let spec = std::fs::canonicalize(dir).ok().map(|d| d.display().to_string());
         Self::from_files(cfg, &files, dir, spec)
     }

@@ -281,13 +281,10 @@ impl Catalog {
 
     /// Counts the id map and computes its digest from its entries.
     pub fn scan_ids(&self) -> Result<(u64, u64)> {
-        let (mut n, mut digest) = (0u64, 0u64);
-        for kv in self.ids.iter() {
-            let (k, v) = kv.map_err(|e| self.sled_err(e))?;
-            digest = digest.wrapping_add(id_entry_digest(&k, unkey(&self.path, &v)?));
-            n += 1;
-        }
-        Ok((n, digest))
+        self.ids().try_fold((0u64, 0u64), |(n, digest), entry| {
+            let (id, iid) = entry?;
+            Ok((n + 1, digest.wrapping_add(id_entry_digest(id.as_bytes(), iid))))
+        })
     }
 
     /// Sets the id map's digest (for a catalog written before digests existed) as one
@@ -314,12 +311,13 @@ impl Catalog {
         })
     }
 
-    /// Copies every tree into a new sled catalog at `dest` (which must not exist) and
-    /// flushes it. The copy is consistent if no write happens meanwhile.
-    pub fn export_to(&self, dest: &Path) -> Result<()> {
+    /// Copies every tree into a new sled catalog at `dest` (which must not exist),
+    /// flushes it and returns it. The copy is consistent if no write happens meanwhile.
+    pub fn export_to(&self, dest: &Path) -> Result<Catalog> {
         let copy = Catalog::open(dest)?;
         copy.db.import(self.db.export());
-        copy.flush()
+        copy.flush()?;
+        Ok(copy)
     }
 
     /// The internal id of an external id.
@@ -345,7 +343,7 @@ impl Catalog {
 
     /// Rows of the active generation that belong to dead documents.
     pub fn tombstone_rows(&self) -> Result<Vec<u64>> {
-        self.tombstones.iter().keys().map(|k| unkey(&self.path, &k.map_err(|e| self.sled_err(e))?)).collect()
+        self.tombstones().map(|t| t.map(|(row, _)| row)).collect()
     }
 
     /// Removes the records of dead documents (after the graph stopped returning their

@@ -24,7 +24,7 @@ mod vectors;
 pub use catalog::{id_entry_digest, Catalog, CatalogBatch, DocRecord, GenerationRecord, GraphSnapshot, Manifest, FORMAT_VERSION};
 pub use layout::{DirLock, Layout};
 pub use record::{CommitState, RecordFile, RecordRead};
-pub use vectors::{check_header, row_len, scan_crc, VectorFile, VectorView, VECTOR_HEADER_BYTES};
+pub use vectors::{check_header, check_length, check_rows_crc, row_len, VectorFile, VectorView, VECTOR_HEADER_BYTES};
 
 use crate::error::{Error, Result};
 use std::path::Path;

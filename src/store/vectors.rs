@@ -93,30 +93,15 @@ impl VectorFile {
     pub fn open(path: &Path, dim: usize, generation: u64, committed_rows: u64, rows_crc: Option<u32>) -> Result<Self> {
         let file = OpenOptions::new().read(true).write(true).open(path).map_err(|e| Error::io(path, e))?;
         let len = check_header(&file, path, dim, generation)?;
-        let corrupt = |d: String| Error::corrupt(path, d);
+        check_length(len, path, dim, committed_rows)?;
+        // Verified before the tail is cut: an open that finds damage changes nothing.
+        let crc = check_rows_crc(&file, path, dim, committed_rows, rows_crc)?;
         let need = VECTOR_HEADER_BYTES as u64 + committed_rows * row_bytes(dim) as u64;
-        if len < need {
-            let have = (len - VECTOR_HEADER_BYTES as u64) / row_bytes(dim) as u64;
-            return Err(corrupt(format!("truncated: holds {have} whole rows but the catalog has committed {committed_rows}")));
-        }
         if len > need {
             tracing::info!(path = %path.display(), bytes = len - need, "cutting off rows of an interrupted write");
             file.set_len(need).and_then(|_| file.sync_all()).map_err(|e| Error::io(path, e))?;
         }
-        let mut f = Self { path: path.to_path_buf(), file, dim, rows: committed_rows, crc: 0, pending_crc: None };
-        f.crc = f.scan_crc()?;
-        match rows_crc {
-            Some(want) if want != f.crc => Err(corrupt(format!(
-                "the checksum of its {committed_rows} committed rows is {:08x}, the catalog recorded {want:08x}: rows were changed after they were written",
-                f.crc
-            ))),
-            _ => Ok(f),
-        }
-    }
-
-    /// Reads the committed rows and computes their CRC-32.
-    pub fn scan_crc(&self) -> Result<u32> {
-        scan_crc(&self.file, &self.path, self.rows * row_bytes(self.dim) as u64)
+        Ok(Self { path: path.to_path_buf(), file, dim, rows: committed_rows, crc, pending_crc: None })
     }
 
     /// CRC-32 of the committed rows.
@@ -193,6 +178,29 @@ pub fn scan_crc(file: &File, path: &Path, len: u64) -> Result<u32> {
         off += n as u64;
     }
     Ok(h.finalize())
+}
+
+/// Checks that a file of `len` bytes holds `rows` whole rows of `dim` components.
+pub fn check_length(len: u64, path: &Path, dim: usize, rows: u64) -> Result<()> {
+    if len < VECTOR_HEADER_BYTES as u64 + rows * row_bytes(dim) as u64 {
+        let have = (len - VECTOR_HEADER_BYTES as u64) / row_bytes(dim) as u64;
+        return Err(Error::corrupt(path, format!("truncated: holds {have} whole rows but the catalog has committed {rows}")));
+    }
+    Ok(())
+}
+
+/// Computes the CRC-32 of the first `rows` rows and checks it against the one the
+/// catalog recorded (`None`: nothing recorded, as in databases written before
+/// checksums); returns it.
+pub fn check_rows_crc(file: &File, path: &Path, dim: usize, rows: u64, want: Option<u32>) -> Result<u32> {
+    let found = scan_crc(file, path, rows * row_bytes(dim) as u64)?;
+    match want {
+        Some(want) if want != found => Err(Error::corrupt(
+            path,
+            format!("the checksum of its {rows} committed rows is {found:08x}, the catalog recorded {want:08x}: rows were changed after they were written"),
+        )),
+        _ => Ok(found),
+    }
 }
 
 /// Checks a vector file's header against what the catalog expects; returns its length.

@@ -108,3 +108,32 @@ pub fn train_state_bytes(out: &std::path::Path) -> Vec<Vec<u8>> {
     let dir = out.join("train").join(latest.trim());
     ["alignment.safetensors", "prompting_lora.safetensors", "optimizer.safetensors"].iter().map(|f| std::fs::read(dir.join(f)).unwrap()).collect()
 }
+
+/// The small train split sample in fixtures/.
+pub fn train_fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/train-pairs.jsonl")
+}
+
+/// A training run small enough for a test: 4 queries a step, texts cut to 16 tokens.
+pub fn tiny_run(mode: duetdb::train::Mode, steps: u64) -> duetdb::train::TrainConfig {
+    let mut c = duetdb::train::TrainConfig::new(train_fixture(), "summary", "description", mode);
+    c.group_field = Some("source".into());
+    c.steps = steps;
+    c.batch = 4;
+    c.max_doc_tokens = 16;
+    c.max_query_tokens = 16;
+    c.eval_every = 0;
+    c.save_every = 1;
+    c.optim.warmup = 2;
+    c
+}
+
+/// The same run on the command line: `command` (`train` or `transfer`) and its flags.
+pub fn tiny_run_args(command: &str, steps: u64) -> Vec<String> {
+    let f = train_fixture().display().to_string();
+    let s = steps.to_string();
+    [command, "--data", &f, "--group-field", "source", "--steps", &s, "--batch", "4", "--max-doc-tokens", "16", "--max-query-tokens", "16", "--eval-every", "0", "--save-every", "1", "--warmup", "2"]
+        .iter()
+        .map(|x| x.to_string())
+        .collect()
+}
