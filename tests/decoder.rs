@@ -63,10 +63,15 @@ fn padded_batch_equals_one_text_at_a_time() {
         let row = batch.get(i).unwrap().narrow(0, pads[i], n).unwrap();
         let alone = alone.squeeze(0).unwrap();
         let diff = max_abs_diff(&row, &alone).unwrap();
-        // Rounding only: a short text alone goes through the few-rows kernel, the batch
-        // through gemm, which sum in different orders (hidden states reach ~50).
+        // Rounding only: a short text alone goes through the few-rows kernel with packed
+        // weights, the batch through gemm with f32 weights, which sum in different orders (hidden states reach ~50).
         let scale = alone.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(diff < 1e-5 * scale, "text {i}: padded batch differs by {diff} (largest value {scale})");
+    }
+    // The texts alone took the packed path: all 7 projections of SmolLM2's 30 blocks
+    // (Q4_1 throughout) have an exact byte-per-weight copy.
+    if duetdb::embed::decoder::skinny::available() && std::env::var("DUETDB_PACKED").as_deref() != Ok("0") {
+        assert_eq!(model().0.packed_projections(), 7 * 30);
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod lora;
 pub mod ops;
+pub mod packed;
 pub mod skinny;
 
 use lora::{Lora, Target};
@@ -16,7 +17,9 @@ use lora::{Lora, Target};
 use super::gguf::Gguf;
 use crate::error::{Error, Result};
 use candle_core::{DType, Device, Tensor, D};
+use packed::{PackedMatmul, PackedWeight};
 use std::path::Path as FsPath;
+use std::sync::OnceLock;
 
 /// Which implementation of the ops to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +100,9 @@ struct Block {
     w_gate: Tensor,
     w_up: Tensor,
     w_down: Tensor,
+    /// Byte-per-weight copies of the seven projections for few-row products, built on
+    /// first use (`None` for a matrix that is not of the packed form).
+    packed: [OnceLock<Option<PackedWeight>>; 7],
 }
 
 impl Block {
@@ -111,6 +117,17 @@ impl Block {
             Target::Up => &self.w_up,
             Target::Down => &self.w_down,
         }
+    }
+
+    /// The packed copy of a projection, built on first use.
+    fn packed(&self, t: Target) -> Option<&PackedWeight> {
+        self.packed[t as usize]
+            .get_or_init(|| {
+                let w = self.weight(t);
+                let (out, inn) = w.dims2().ok()?;
+                PackedWeight::exact(&w.flatten_all().ok()?.to_vec1::<f32>().ok()?, out, inn)
+            })
+            .as_ref()
     }
 }
 
@@ -245,6 +262,7 @@ impl Decoder {
                 w_gate: t("ffn_gate.weight")?,
                 w_up: t("ffn_up.weight")?,
                 w_down: t("ffn_down.weight")?,
+                packed: Default::default(),
             });
         }
         let (cos, sin) = rope_tables(cfg.head_dim, cfg.rope_base, cfg.max_positions, device, dtype)?;
@@ -271,6 +289,12 @@ impl Decoder {
     /// per token, plus attention.
     pub fn matmul_params(&self) -> usize {
         self.blocks.iter().map(|b| [&b.wq, &b.wk, &b.wv, &b.wo, &b.w_gate, &b.w_up, &b.w_down].iter().map(|t| t.elem_count()).sum::<usize>()).sum()
+    }
+
+    /// How many projections have a byte-per-weight copy for few-row products (built by
+    /// the first such product; see [`packed`]). A diagnostic for tests and benchmarks.
+    pub fn packed_projections(&self) -> usize {
+        self.blocks.iter().flat_map(|b| b.packed.iter()).filter(|p| matches!(p.get(), Some(Some(_)))).count()
     }
 
     /// SHA-256 (hex) over every weight of the model, in a fixed order: equal digests mean
@@ -437,7 +461,11 @@ impl Decoder {
         let c = &self.cfg;
         // A projection: the frozen product, plus the adapter's update when there is one.
         let proj = |x: &Tensor, t: Target| -> Result<Tensor> {
-            let y = ops::linear(x, blk.weight(t), path)?;
+            let packed = if path == Path::Fast && packed::wanted(x) { blk.packed(t) } else { None };
+            let y = match packed {
+                Some(p) => x.contiguous()?.apply_op1_no_bwd(&PackedMatmul(p))?,
+                None => ops::linear(x, blk.weight(t), path)?,
+            };
             Ok(match lora.map(|l| l.delta(li, t, x, path)).transpose()?.flatten() {
                 Some(d) => (y + d)?,
                 None => y,

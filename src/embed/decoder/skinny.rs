@@ -74,7 +74,7 @@ fn skinny(x: &[f32], rows: usize, w: &[f32], out: usize, inn: usize) -> Vec<f32>
             #[cfg(target_arch = "x86_64")]
             // SAFETY: callers check `available()`; slices are in bounds by construction.
             unsafe {
-                block_avx2(x, rows, wb, n, inn, yb)
+                block(x, rows, wb, n, inn, yb)
             }
         });
     }
@@ -85,6 +85,50 @@ fn skinny(x: &[f32], rows: usize, w: &[f32], out: usize, inn: usize) -> Vec<f32>
         }
     }
     y
+}
+
+/// One block: `yb (n, rows)` from `wb (n, inn)`, with AVX-512 where the CPU has it
+/// (and `DUETDB_AVX512=0` does not switch it off, for benchmarks that compare both).
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA ([`available`]).
+#[cfg(target_arch = "x86_64")]
+pub(super) unsafe fn block(x: &[f32], rows: usize, wb: &[f32], n: usize, inn: usize, yb: &mut [f32]) {
+    static AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *AVX512.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f") && std::env::var("DUETDB_AVX512").map_or(true, |v| v != "0")) {
+        block_avx512(x, rows, wb, n, inn, yb)
+    } else {
+        block_avx2(x, rows, wb, n, inn, yb)
+    }
+}
+
+/// [`block`] with 16-lane registers: tiles of 4 weight rows x 4 x rows (16
+/// accumulators of the 32 registers, 8 loads per 16 FMAs), masked loads for the tail.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn block_avx512(x: &[f32], rows: usize, wb: &[f32], n: usize, inn: usize, yb: &mut [f32]) {
+    assert!(x.len() >= rows * inn && wb.len() >= n * inn && yb.len() >= n * rows);
+    let mut o = 0;
+    while o < n {
+        let wr = if n - o >= 4 { 4 } else { 1 };
+        let mut r = 0;
+        while r < rows {
+            let xr = (rows - r).min(4);
+            let t = Tile { x: x.as_ptr(), w: wb.as_ptr(), inn, rows, r, o };
+            match (wr, xr) {
+                (4, 4) => t.run512::<4, 4>(yb),
+                (4, 3) => t.run512::<4, 3>(yb),
+                (4, 2) => t.run512::<4, 2>(yb),
+                (4, _) => t.run512::<4, 1>(yb),
+                (_, 4) => t.run512::<1, 4>(yb),
+                (_, 3) => t.run512::<1, 3>(yb),
+                (_, 2) => t.run512::<1, 2>(yb),
+                _ => t.run512::<1, 1>(yb),
+            }
+            r += xr;
+        }
+        o += wr;
+    }
 }
 
 /// One block: `yb (n, rows)` from `wb (n, inn)`, tiles of 2 weight rows x 4 x rows
@@ -168,6 +212,38 @@ impl Tile {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+impl Tile {
+    /// [`Tile::run`] with 16 lanes; the tail of `inn` through masked loads.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::needless_range_loop)] // `acc[a][b]` pairs two loops' indices
+    unsafe fn run512<const WR: usize, const XR: usize>(&self, yb: &mut [f32]) {
+        use std::arch::x86_64::*;
+        let Tile { x, w, inn, rows, r, o } = *self;
+        let mut acc = [[_mm512_setzero_ps(); XR]; WR];
+        let mut k = 0;
+        while k < inn {
+            let mask: __mmask16 = if inn - k >= 16 { 0xffff } else { (1u16 << (inn - k)) - 1 };
+            let mut wv = [_mm512_setzero_ps(); WR];
+            for (a, v) in wv.iter_mut().enumerate() {
+                *v = _mm512_maskz_loadu_ps(mask, w.add((o + a) * inn + k));
+            }
+            for b in 0..XR {
+                let xv = _mm512_maskz_loadu_ps(mask, x.add((r + b) * inn + k));
+                for a in 0..WR {
+                    acc[a][b] = _mm512_fmadd_ps(wv[a], xv, acc[a][b]);
+                }
+            }
+            k += 16;
+        }
+        for a in 0..WR {
+            for b in 0..XR {
+                yb[(o + a) * rows + r + b] = _mm512_reduce_add_ps(acc[a][b]);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,8 +264,23 @@ mod tests {
             // Relative to the largest output: sums of 576 products reach ~80, where f32
             // rounding in another summation order alone is ~1e-4.
             let scale = want.abs()?.max_all()?.to_scalar::<f32>()?.max(1.0);
-            let diff = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            let diff = (got - want.clone())?.abs()?.max_all()?.to_scalar::<f32>()?;
             assert!(diff < 1e-5 * scale, "rows {rows} out {out} in {inn}: max diff {diff} (largest output {scale})");
+            // Both kernels, whichever `block` picks on this CPU.
+            let (xs, ws) = (x.flatten_all()?.to_vec1::<f32>()?, w.flatten_all()?.to_vec1::<f32>()?);
+            let want = want.t()?.flatten_all()?.to_vec1::<f32>()?;
+            type Kernel = unsafe fn(&[f32], usize, &[f32], usize, usize, &mut [f32]);
+            let kernels: [(&str, Kernel, bool); 2] = [("avx2", block_avx2, true), ("avx512", block_avx512, std::arch::is_x86_feature_detected!("avx512f"))];
+            for (name, kernel, ok) in kernels {
+                if !ok {
+                    continue;
+                }
+                let mut yt = vec![0f32; out * rows];
+                // SAFETY: the CPU has the kernel's features (checked above).
+                unsafe { kernel(&xs, rows, &ws, out, inn, &mut yt) };
+                let diff = yt.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                assert!(diff < 1e-5 * scale, "{name}: rows {rows} out {out} in {inn}: max diff {diff}");
+            }
         }
         let x3 = Tensor::randn(0f32, 1., (2, 3, 16), &dev)?;
         let w = Tensor::randn(0f32, 1., (5, 16), &dev)?;

@@ -1,0 +1,343 @@
+//! A byte-per-weight copy of a frozen weight matrix, for the few-row products of a
+//! query (DESIGN.md section 4: a one-text forward reads every weight once, so its time
+//! is the time to stream the weights from memory).
+//!
+//! The GGUF weights are 4-, 5- or 8-bit codes: inside each block of 32 they take
+//! evenly spaced values `zero + step * code`. Dequantised to f32 they cost 4 bytes a
+//! weight; this copy keeps one byte (`code`) and a step and zero per block of 32, and
+//! is built only when it gives back every f32 weight exactly (to float rounding), so the
+//! fast path computes the same function with a quarter of the bytes. A matrix that is
+//! not of that form (random test weights, Q6_K's two scales per 32) keeps its f32 path.
+
+use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape};
+use rayon::prelude::*;
+
+/// Rows of `x` for which the packed product is used: a query's text plus its soft
+/// tokens. Batches of documents are compute-bound and stay on gemm's f32 path.
+pub const ROWS: std::ops::RangeInclusive<usize> = 1..=16;
+
+/// Whether a fast-path product with input `x` should use the packed weights: few rows,
+/// f32 on a CPU with AVX2 and FMA, and not switched off by `DUETDB_PACKED=0` (for
+/// benchmarks that compare both).
+pub fn wanted(x: &candle_core::Tensor) -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let rows = x.elem_count() / x.dims().last().copied().unwrap_or(1).max(1);
+    ROWS.contains(&rows)
+        && x.device().is_cpu()
+        && x.dtype() == candle_core::DType::F32
+        && *ON.get_or_init(|| {
+            std::env::var("DUETDB_PACKED").map_or(true, |v| v != "0") && super::skinny::available()
+        })
+}
+
+/// Weights per block along the input dimension.
+pub const BLOCK: usize = 32;
+
+/// A weight matrix (out, in) as `zero[b] + step[b] * code` per block of 32 inputs.
+#[derive(Debug)]
+pub struct PackedWeight {
+    out: usize,
+    inn: usize,
+    codes: Vec<u8>,
+    /// `(step, zero)` of each block, row-major: `out * inn / 32` entries.
+    blocks: Vec<(f32, f32)>,
+}
+
+impl PackedWeight {
+    /// The packed copy of `w` (out, in), row-major, or `None` when some block is not
+    /// evenly spaced in at most 256 levels, or `in` is not a multiple of 32.
+    pub fn exact(w: &[f32], out: usize, inn: usize) -> Option<Self> {
+        if inn == 0 || !inn.is_multiple_of(BLOCK) || w.len() != out * inn {
+            return None;
+        }
+        let n = w.len() / BLOCK;
+        let mut codes = vec![0u8; w.len()];
+        let mut blocks = vec![(0f32, 0f32); n];
+        let ok = codes
+            .par_chunks_mut(BLOCK * 256)
+            .zip(blocks.par_chunks_mut(256))
+            .enumerate()
+            .all(|(i, (cs, bs))| {
+                let w = &w[i * BLOCK * 256..];
+                cs.chunks_mut(BLOCK)
+                    .zip(bs.iter_mut())
+                    .enumerate()
+                    .all(
+                        |(j, (c, b))| match block(&w[j * BLOCK..(j + 1) * BLOCK], c) {
+                            Some(sz) => {
+                                *b = sz;
+                                true
+                            }
+                            None => false,
+                        },
+                    )
+            });
+        ok.then_some(Self {
+            out,
+            inn,
+            codes,
+            blocks,
+        })
+    }
+
+    /// Rows and columns: (out, in).
+    pub fn dims(&self) -> (usize, usize) {
+        (self.out, self.inn)
+    }
+
+    /// The weight at (o, i), as the kernel sees it.
+    pub fn get(&self, o: usize, i: usize) -> f32 {
+        let (s, z) = self.blocks[(o * self.inn + i) / BLOCK];
+        s.mul_add(self.codes[o * self.inn + i] as f32, z)
+    }
+}
+
+/// `(step, zero)` with `v[i] == zero + step * codes[i]` (within float rounding) for one
+/// block, writing the codes; `None` if there is no such step with codes up to 255.
+fn block(v: &[f32], codes: &mut [u8]) -> Option<(f32, f32)> {
+    let (mn, mx) = v
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| {
+            (a.min(x), b.max(x))
+        });
+    if !mn.is_finite() || !mx.is_finite() {
+        return None;
+    }
+    if mx == mn {
+        codes.fill(0);
+        return Some((0.0, mn));
+    }
+    // The smallest gap between neighbouring values is a whole number of steps (most
+    // often one): try it divided by 1..=4.
+    let mut sorted = [0f32; BLOCK];
+    sorted[..v.len()].copy_from_slice(v);
+    let sorted = &mut sorted[..v.len()];
+    sorted.sort_unstable_by(f32::total_cmp);
+    let gap = sorted
+        .windows(2)
+        .map(|p| p[1] - p[0])
+        .filter(|&d| d > 0.0)
+        .fold(f32::INFINITY, f32::min);
+    // Rounding in the dequantisation (f16 scales times codes, plus a minimum) is a few
+    // ulps of the block's largest magnitude.
+    let tol = mn.abs().max(mx.abs()) * 2f32.powi(-19);
+    'step: for j in 1..=4 {
+        // The whole range over its number of steps: a far more accurate step than the
+        // gap itself.
+        let n = ((mx - mn) / (gap / j as f32)).round();
+        if n > 255.0 {
+            return None;
+        }
+        let s = (mx - mn) / n;
+        for (c, &x) in codes.iter_mut().zip(v) {
+            let k = ((x - mn) / s).round();
+            if (s.mul_add(k, mn) - x).abs() > tol {
+                continue 'step;
+            }
+            *c = k as u8;
+        }
+        return Some((s, mn));
+    }
+    None
+}
+
+/// `x (..., in) · wᵀ -> (..., out)` for a contiguous f32 `x` on the CPU, with `w` packed;
+/// no backward (the fast path only). Needs AVX2 and FMA ([`super::skinny::available`]).
+pub struct PackedMatmul<'a>(pub &'a PackedWeight);
+
+impl CustomOp1 for PackedMatmul<'_> {
+    fn name(&self) -> &'static str {
+        "packed-matmul"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(x) = s else {
+            bail!("packed-matmul takes an f32 input")
+        };
+        let Some((x0, x1)) = l.contiguous_offsets() else {
+            bail!("packed-matmul takes a contiguous input")
+        };
+        let w = self.0;
+        let mut dims = l.dims().to_vec();
+        if dims.last() != Some(&w.inn) {
+            bail!(
+                "packed-matmul: x has shape {dims:?}, weight ({}, {})",
+                w.out,
+                w.inn
+            );
+        }
+        if !super::skinny::available() {
+            bail!("packed-matmul needs AVX2 and FMA");
+        }
+        let rows = l.shape().elem_count() / w.inn;
+        *dims.last_mut().expect("x has a last dimension") = w.out;
+        Ok((
+            CpuStorage::F32(matmul(&x[x0..x1], rows, w)),
+            Shape::from(dims),
+        ))
+    }
+}
+
+/// Weight rows per parallel task (64 x 4864 bytes at most here: stays in L2).
+const ROWS_PER_TASK: usize = 64;
+
+/// Weight rows dequantised at a time into a scratch buffer that stays in L1 (4 x 1536
+/// f32 = 24 KB at most here) while every x row passes over it.
+const ROWS_PER_SCRATCH: usize = 4;
+
+/// `y (rows, out) = x (rows, in) · wᵀ`.
+fn matmul(x: &[f32], rows: usize, w: &PackedWeight) -> Vec<f32> {
+    let out = w.out;
+    let mut yt = vec![0f32; out * rows];
+    if rows > 0 {
+        yt.par_chunks_mut(ROWS_PER_TASK * rows)
+            .enumerate()
+            .for_each(|(i, yb)| {
+                let mut scratch = vec![0f32; ROWS_PER_SCRATCH * w.inn];
+                for (j, ys) in yb.chunks_mut(ROWS_PER_SCRATCH * rows).enumerate() {
+                    let (o, n) = (i * ROWS_PER_TASK + j * ROWS_PER_SCRATCH, ys.len() / rows);
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: callers check `available()`; `dequantise` and `block_avx2`
+                    // assert that their slices are long enough.
+                    unsafe {
+                        dequantise(w, o, n, &mut scratch);
+                        super::skinny::block(x, rows, &scratch, n, w.inn, ys);
+                    }
+                }
+            });
+    }
+    let mut y = vec![0f32; rows * out];
+    for (o, col) in yt.chunks_exact(rows.max(1)).enumerate().take(out) {
+        for (r, v) in col.iter().enumerate() {
+            y[r * out + o] = *v;
+        }
+    }
+    y
+}
+
+/// Weight rows `o..o + n` as f32 into `dst`: `zero + step * code`, eight at a time.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dequantise(w: &PackedWeight, o: usize, n: usize, dst: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let len = n * w.inn;
+    let (codes, blocks) = (
+        &w.codes[o * w.inn..o * w.inn + len],
+        &w.blocks[o * w.inn / BLOCK..(o * w.inn + len) / BLOCK],
+    );
+    assert!(dst.len() >= len);
+    for (b, &(s, z)) in blocks.iter().enumerate() {
+        let (step, zero) = (_mm256_set1_ps(s), _mm256_set1_ps(z));
+        for part in 0..BLOCK / 8 {
+            let k = b * BLOCK + part * 8;
+            let c = _mm_loadl_epi64(codes.as_ptr().add(k) as *const __m128i);
+            _mm256_storeu_ps(
+                dst.as_mut_ptr().add(k),
+                _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(c)), step, zero),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Tensor};
+
+    /// Weights of the GGUF form: per block, a random step and zero, and codes below
+    /// `levels`.
+    fn quantised(out: usize, inn: usize, levels: u32, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        let mut next = move || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (s >> 33) as u32
+        };
+        let mut w = Vec::with_capacity(out * inn);
+        for _ in 0..out * inn / BLOCK {
+            let step = (next() % 1000) as f32 * 1e-5 + 1e-4;
+            let zero = -((next() % 1000) as f32) * 1e-4;
+            for _ in 0..BLOCK {
+                w.push(step * (next() % levels) as f32 + zero);
+            }
+        }
+        w
+    }
+
+    #[test]
+    fn packs_gguf_style_blocks_exactly_and_refuses_others() {
+        for levels in [16, 32, 256] {
+            let w = quantised(8, 64, levels, levels as u64);
+            let p = PackedWeight::exact(&w, 8, 64).expect("evenly spaced blocks pack");
+            for o in 0..8 {
+                for i in 0..64 {
+                    let (got, want) = (p.get(o, i), w[o * 64 + i]);
+                    let block = w[o * 64 + i / BLOCK * BLOCK..][..BLOCK]
+                        .iter()
+                        .fold(0f32, |m, x| m.max(x.abs()));
+                    assert!(
+                        (got - want).abs() <= block * 4e-6,
+                        "levels {levels} ({o}, {i}): {got} vs {want}"
+                    );
+                }
+            }
+        }
+        let random: Vec<f32> = (0..8 * 64)
+            .map(|i| ((i * 7919) % 1013) as f32 * 0.37f32.sqrt())
+            .collect();
+        assert!(
+            PackedWeight::exact(&random, 8, 64).is_none(),
+            "random weights are not of the packed form"
+        );
+        assert!(
+            PackedWeight::exact(&quantised(2, 48, 16, 1)[..96], 2, 48).is_none(),
+            "48 inputs are not whole blocks"
+        );
+        let constant = vec![0.5f32; 64];
+        assert_eq!(
+            PackedWeight::exact(&constant, 2, 32).map(|p| p.get(1, 31)),
+            Some(0.5)
+        );
+    }
+
+    #[test]
+    fn matches_matmul_for_every_tile_shape() -> Result<()> {
+        if !super::super::skinny::available() {
+            return Ok(()); // the fast path never uses this kernel on such CPUs
+        }
+        let dev = Device::Cpu;
+        for (rows, out, inn) in [
+            (1, 1, 32),
+            (3, 5, 64),
+            (4, 130, 64),
+            (7, 65, 96),
+            (13, 129, 576),
+            (16, 3, 32),
+        ] {
+            let wv = quantised(out, inn, 16, rows as u64);
+            let p = PackedWeight::exact(&wv, out, inn).expect("packs");
+            let x = Tensor::randn(0f32, 1., (rows, inn), &dev)?;
+            let w = Tensor::from_vec(wv, (out, inn), &dev)?;
+            let got = x.apply_op1_no_bwd(&PackedMatmul(&p))?;
+            let want = x.matmul(&w.t()?)?;
+            let scale = want.abs()?.max_all()?.to_scalar::<f32>()?.max(1e-3);
+            let diff = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(
+                diff < 1e-5 * scale,
+                "rows {rows} out {out} in {inn}: max diff {diff} (largest output {scale})"
+            );
+        }
+        let p = PackedWeight::exact(&quantised(5, 32, 16, 9), 5, 32).expect("packs");
+        assert_eq!(
+            Tensor::zeros((2, 3, 32), candle_core::DType::F32, &dev)?
+                .apply_op1_no_bwd(&PackedMatmul(&p))?
+                .dims(),
+            [2, 3, 5]
+        );
+        assert!(Tensor::zeros((2, 31), candle_core::DType::F32, &dev)?
+            .apply_op1_no_bwd(&PackedMatmul(&p))
+            .is_err());
+        Ok(())
+    }
+}
