@@ -55,6 +55,11 @@ fn matches_candle_stock_gemma3_and_predicts_paris() {
     assert_eq!(tok.decode(&[best]).unwrap(), " Paris");
     let (a, b) = (dec.forward(&emb, &[0], None, Path::Fast).unwrap(), dec.forward(&emb, &[0], None, Path::Differentiable).unwrap());
     assert!(max_abs_diff(&a, &b).unwrap() < 1e-2 * a.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap());
+    // That short text took the packed fast path for every projection of the 18 blocks
+    // (Q5_0, Q8_0, Q4_K in blocks of 32; Q6_K in blocks of 16).
+    if duetdb::embed::decoder::skinny::available() && std::env::var("DUETDB_PACKED").as_deref() != Ok("0") {
+        assert_eq!(dec.packed_projections(), 7 * 18);
+    }
 
     // candle-transformers' quantized gemma3 uses SiLU in the MLP; with the same
     // activation everything else must agree with it.

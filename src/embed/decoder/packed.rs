@@ -2,12 +2,12 @@
 //! query (DESIGN.md section 4: a one-text forward reads every weight once, so its time
 //! is the time to stream the weights from memory).
 //!
-//! The GGUF weights are 4-, 5- or 8-bit codes: inside each block of 32 they take
-//! evenly spaced values `zero + step * code`. Dequantised to f32 they cost 4 bytes a
-//! weight; this copy keeps one byte (`code`) and a step and zero per block of 32, and
-//! is built only when it gives back every f32 weight exactly (to float rounding), so the
-//! fast path computes the same function with a quarter of the bytes. A matrix that is
-//! not of that form (random test weights, Q6_K's two scales per 32) keeps its f32 path.
+//! The GGUF weights are 4-, 5-, 6- or 8-bit codes: inside each block of 32 (16 for
+//! Q6_K) they take evenly spaced values `zero + step * code`. Dequantised to f32 they
+//! cost 4 bytes a weight; this copy keeps one byte (`code`) and a step and zero per
+//! block, and is built only when it gives back every f32 weight exactly (to float
+//! rounding), so the fast path computes the same function with about a third of the
+//! bytes. A matrix that is not of that form (random test weights) keeps its f32 path.
 
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape};
 use rayon::prelude::*;
@@ -30,54 +30,50 @@ pub fn wanted(x: &candle_core::Tensor) -> bool {
         })
 }
 
-/// Weights per block along the input dimension.
-pub const BLOCK: usize = 32;
+/// Weights per block along the input dimension, tried in this order: 32 (Q4_0/1,
+/// Q5_0/1, Q8_0, and Q4_K/Q5_K's sub-blocks), then 16 (Q6_K's sub-blocks, each with its
+/// own scale).
+pub const BLOCKS: [usize; 2] = [32, 16];
 
-/// A weight matrix (out, in) as `zero[b] + step[b] * code` per block of 32 inputs.
+/// A weight matrix (out, in) as `zero[b] + step[b] * code` per block of inputs.
 #[derive(Debug)]
 pub struct PackedWeight {
     out: usize,
     inn: usize,
+    /// Inputs per block: one of [`BLOCKS`].
+    block: usize,
     codes: Vec<u8>,
-    /// `(step, zero)` of each block, row-major: `out * inn / 32` entries.
+    /// `(step, zero)` of each block, row-major: `out * inn / block` entries.
     blocks: Vec<(f32, f32)>,
 }
 
 impl PackedWeight {
-    /// The packed copy of `w` (out, in), row-major, or `None` when some block is not
-    /// evenly spaced in at most 256 levels, or `in` is not a multiple of 32.
+    /// The packed copy of `w` (out, in), row-major, or `None` when, for every block size
+    /// in [`BLOCKS`], some block is not evenly spaced in at most 256 levels (or `in` is
+    /// not a multiple of the size).
     pub fn exact(w: &[f32], out: usize, inn: usize) -> Option<Self> {
-        if inn == 0 || !inn.is_multiple_of(BLOCK) || w.len() != out * inn {
+        BLOCKS.iter().find_map(|&size| Self::with_block(w, out, inn, size))
+    }
+
+    fn with_block(w: &[f32], out: usize, inn: usize, size: usize) -> Option<Self> {
+        if inn == 0 || !inn.is_multiple_of(size) || w.len() != out * inn {
             return None;
         }
-        let n = w.len() / BLOCK;
+        // Blocks per parallel task.
+        const TASK: usize = 256;
         let mut codes = vec![0u8; w.len()];
-        let mut blocks = vec![(0f32, 0f32); n];
-        let ok = codes
-            .par_chunks_mut(BLOCK * 256)
-            .zip(blocks.par_chunks_mut(256))
-            .enumerate()
-            .all(|(i, (cs, bs))| {
-                let w = &w[i * BLOCK * 256..];
-                cs.chunks_mut(BLOCK)
-                    .zip(bs.iter_mut())
-                    .enumerate()
-                    .all(
-                        |(j, (c, b))| match block(&w[j * BLOCK..(j + 1) * BLOCK], c) {
-                            Some(sz) => {
-                                *b = sz;
-                                true
-                            }
-                            None => false,
-                        },
-                    )
-            });
-        ok.then_some(Self {
-            out,
-            inn,
-            codes,
-            blocks,
-        })
+        let mut blocks = vec![(0f32, 0f32); w.len() / size];
+        let ok = codes.par_chunks_mut(size * TASK).zip(blocks.par_chunks_mut(TASK)).enumerate().all(|(i, (cs, bs))| {
+            let w = &w[i * size * TASK..];
+            cs.chunks_mut(size).zip(bs.iter_mut()).enumerate().all(|(j, (c, b))| match block(&w[j * size..(j + 1) * size], c) {
+                Some(sz) => {
+                    *b = sz;
+                    true
+                }
+                None => false,
+            })
+        });
+        ok.then_some(Self { out, inn, block: size, codes, blocks })
     }
 
     /// Rows and columns: (out, in).
@@ -85,9 +81,14 @@ impl PackedWeight {
         (self.out, self.inn)
     }
 
+    /// Inputs per block (32 or 16).
+    pub fn block_size(&self) -> usize {
+        self.block
+    }
+
     /// The weight at (o, i), as the kernel sees it.
     pub fn get(&self, o: usize, i: usize) -> f32 {
-        let (s, z) = self.blocks[(o * self.inn + i) / BLOCK];
+        let (s, z) = self.blocks[(o * self.inn + i) / self.block];
         s.mul_add(self.codes[o * self.inn + i] as f32, z)
     }
 }
@@ -109,7 +110,7 @@ fn block(v: &[f32], codes: &mut [u8]) -> Option<(f32, f32)> {
     }
     // The smallest gap between neighbouring values is a whole number of steps (most
     // often one): try it divided by 1..=4.
-    let mut sorted = [0f32; BLOCK];
+    let mut sorted = [0f32; 32];
     sorted[..v.len()].copy_from_slice(v);
     let sorted = &mut sorted[..v.len()];
     sorted.sort_unstable_by(f32::total_cmp);
@@ -221,20 +222,14 @@ fn matmul(x: &[f32], rows: usize, w: &PackedWeight) -> Vec<f32> {
 unsafe fn dequantise(w: &PackedWeight, o: usize, n: usize, dst: &mut [f32]) {
     use std::arch::x86_64::*;
     let len = n * w.inn;
-    let (codes, blocks) = (
-        &w.codes[o * w.inn..o * w.inn + len],
-        &w.blocks[o * w.inn / BLOCK..(o * w.inn + len) / BLOCK],
-    );
+    let (codes, blocks) = (&w.codes[o * w.inn..o * w.inn + len], &w.blocks[o * w.inn / w.block..(o * w.inn + len) / w.block]);
     assert!(dst.len() >= len);
     for (b, &(s, z)) in blocks.iter().enumerate() {
         let (step, zero) = (_mm256_set1_ps(s), _mm256_set1_ps(z));
-        for part in 0..BLOCK / 8 {
-            let k = b * BLOCK + part * 8;
+        for part in 0..w.block / 8 {
+            let k = b * w.block + part * 8;
             let c = _mm_loadl_epi64(codes.as_ptr().add(k) as *const __m128i);
-            _mm256_storeu_ps(
-                dst.as_mut_ptr().add(k),
-                _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(c)), step, zero),
-            );
+            _mm256_storeu_ps(dst.as_mut_ptr().add(k), _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(c)), step, zero));
         }
     }
 }
@@ -244,21 +239,19 @@ mod tests {
     use super::*;
     use candle_core::{Device, Tensor};
 
-    /// Weights of the GGUF form: per block, a random step and zero, and codes below
-    /// `levels`.
-    fn quantised(out: usize, inn: usize, levels: u32, seed: u64) -> Vec<f32> {
+    /// Weights of the GGUF form: per block of `size`, a random step and zero, and codes
+    /// below `levels`.
+    fn quantised(out: usize, inn: usize, levels: u32, size: usize, seed: u64) -> Vec<f32> {
         let mut s = seed;
         let mut next = move || {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             (s >> 33) as u32
         };
         let mut w = Vec::with_capacity(out * inn);
-        for _ in 0..out * inn / BLOCK {
+        for _ in 0..out * inn / size {
             let step = (next() % 1000) as f32 * 1e-5 + 1e-4;
             let zero = -((next() % 1000) as f32) * 1e-4;
-            for _ in 0..BLOCK {
+            for _ in 0..size {
                 w.push(step * (next() % levels) as f32 + zero);
             }
         }
@@ -267,38 +260,24 @@ mod tests {
 
     #[test]
     fn packs_gguf_style_blocks_exactly_and_refuses_others() {
-        for levels in [16, 32, 256] {
-            let w = quantised(8, 64, levels, levels as u64);
+        // (levels, block size): Q4, Q5, Q8 blocks of 32; Q6_K-like blocks of 16.
+        for (levels, size) in [(16, 32), (32, 32), (256, 32), (64, 16)] {
+            let w = quantised(8, 64, levels, size, levels as u64);
             let p = PackedWeight::exact(&w, 8, 64).expect("evenly spaced blocks pack");
+            assert_eq!(p.block_size(), size, "levels {levels}");
             for o in 0..8 {
                 for i in 0..64 {
                     let (got, want) = (p.get(o, i), w[o * 64 + i]);
-                    let block = w[o * 64 + i / BLOCK * BLOCK..][..BLOCK]
-                        .iter()
-                        .fold(0f32, |m, x| m.max(x.abs()));
-                    assert!(
-                        (got - want).abs() <= block * 4e-6,
-                        "levels {levels} ({o}, {i}): {got} vs {want}"
-                    );
+                    let block = w[o * 64 + i / size * size..][..size].iter().fold(0f32, |m, x| m.max(x.abs()));
+                    assert!((got - want).abs() <= block * 4e-6, "levels {levels} ({o}, {i}): {got} vs {want}");
                 }
             }
         }
-        let random: Vec<f32> = (0..8 * 64)
-            .map(|i| ((i * 7919) % 1013) as f32 * 0.37f32.sqrt())
-            .collect();
-        assert!(
-            PackedWeight::exact(&random, 8, 64).is_none(),
-            "random weights are not of the packed form"
-        );
-        assert!(
-            PackedWeight::exact(&quantised(2, 48, 16, 1)[..96], 2, 48).is_none(),
-            "48 inputs are not whole blocks"
-        );
+        let random: Vec<f32> = (0..8 * 64).map(|i| ((i * 7919) % 1013) as f32 * 0.37f32.sqrt()).collect();
+        assert!(PackedWeight::exact(&random, 8, 64).is_none(), "random weights are not of the packed form");
+        assert!(PackedWeight::exact(&quantised(2, 40, 16, 8, 1), 2, 40).is_none(), "40 inputs are not whole blocks");
         let constant = vec![0.5f32; 64];
-        assert_eq!(
-            PackedWeight::exact(&constant, 2, 32).map(|p| p.get(1, 31)),
-            Some(0.5)
-        );
+        assert_eq!(PackedWeight::exact(&constant, 2, 32).map(|p| p.get(1, 31)), Some(0.5));
     }
 
     #[test]
@@ -315,7 +294,8 @@ mod tests {
             (13, 129, 576),
             (16, 3, 32),
         ] {
-            let wv = quantised(out, inn, 16, rows as u64);
+            // Odd rows get Q6_K-like blocks of 16.
+            let wv = if rows % 2 == 1 { quantised(out, inn, 64, 16, rows as u64) } else { quantised(out, inn, 16, 32, rows as u64) };
             let p = PackedWeight::exact(&wv, out, inn).expect("packs");
             let x = Tensor::randn(0f32, 1., (rows, inn), &dev)?;
             let w = Tensor::from_vec(wv, (out, inn), &dev)?;
@@ -328,7 +308,7 @@ mod tests {
                 "rows {rows} out {out} in {inn}: max diff {diff} (largest output {scale})"
             );
         }
-        let p = PackedWeight::exact(&quantised(5, 32, 16, 9), 5, 32).expect("packs");
+        let p = PackedWeight::exact(&quantised(5, 32, 16, 32, 9), 5, 32).expect("packs");
         assert_eq!(
             Tensor::zeros((2, 3, 32), candle_core::DType::F32, &dev)?
                 .apply_op1_no_bwd(&PackedMatmul(&p))?
