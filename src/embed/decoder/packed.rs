@@ -42,6 +42,9 @@ pub struct PackedWeight {
     inn: usize,
     /// Inputs per block: one of [`BLOCKS`].
     block: usize,
+    /// Two codes a byte when every code fits in 4 bits (blocks of 32 only): byte `j` of
+    /// a block's 16 holds code `j` in its low half and code `j + 16` in its high half.
+    nibbles: bool,
     codes: Vec<u8>,
     /// `(step, zero)` of each block, row-major: `out * inn / block` entries.
     blocks: Vec<(f32, f32)>,
@@ -73,7 +76,15 @@ impl PackedWeight {
                 None => false,
             })
         });
-        ok.then_some(Self { out, inn, block: size, codes, blocks })
+        if !ok {
+            return None;
+        }
+        // Q4 formats: half the bytes again.
+        if size == 32 && codes.par_iter().all(|&c| c < 16) {
+            let halves = codes.par_chunks(32).flat_map_iter(|b| (0..16).map(move |j| b[j] | (b[j + 16] << 4))).collect();
+            return Some(Self { out, inn, block: size, nibbles: true, codes: halves, blocks });
+        }
+        Some(Self { out, inn, block: size, nibbles: false, codes, blocks })
     }
 
     /// Rows and columns: (out, in).
@@ -86,10 +97,33 @@ impl PackedWeight {
         self.block
     }
 
+    /// Bits a code takes: 4 (two a byte) or 8.
+    pub fn code_bits(&self) -> usize {
+        if self.nibbles {
+            4
+        } else {
+            8
+        }
+    }
+
+    /// The code of weight `k` in row-major order.
+    fn code(&self, k: usize) -> u8 {
+        if self.nibbles {
+            let byte = self.codes[k / 32 * 16 + k % 16];
+            if k % 32 < 16 {
+                byte & 15
+            } else {
+                byte >> 4
+            }
+        } else {
+            self.codes[k]
+        }
+    }
+
     /// The weight at (o, i), as the kernel sees it.
     pub fn get(&self, o: usize, i: usize) -> f32 {
         let (s, z) = self.blocks[(o * self.inn + i) / self.block];
-        s.mul_add(self.codes[o * self.inn + i] as f32, z)
+        s.mul_add(self.code(o * self.inn + i) as f32, z)
     }
 }
 
@@ -222,16 +256,37 @@ fn matmul(x: &[f32], rows: usize, w: &PackedWeight) -> Vec<f32> {
 unsafe fn dequantise(w: &PackedWeight, o: usize, n: usize, dst: &mut [f32]) {
     use std::arch::x86_64::*;
     let len = n * w.inn;
-    let (codes, blocks) = (&w.codes[o * w.inn..o * w.inn + len], &w.blocks[o * w.inn / w.block..(o * w.inn + len) / w.block]);
-    assert!(dst.len() >= len);
+    let first = o * w.inn / w.block;
+    let blocks = &w.blocks[first..first + len / w.block];
+    assert!(dst.len() >= len && w.codes.len() * if w.nibbles { 2 } else { 1 } >= (o + n) * w.inn);
+    let code_bytes = if w.nibbles { 16 } else { w.block };
+    let codes = w.codes.as_ptr().add(first * code_bytes);
     for (b, &(s, z)) in blocks.iter().enumerate() {
         let (step, zero) = (_mm256_set1_ps(s), _mm256_set1_ps(z));
-        for part in 0..w.block / 8 {
-            let k = b * w.block + part * 8;
-            let c = _mm_loadl_epi64(codes.as_ptr().add(k) as *const __m128i);
-            _mm256_storeu_ps(dst.as_mut_ptr().add(k), _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(c)), step, zero));
+        let out = dst.as_mut_ptr().add(b * w.block);
+        if w.nibbles {
+            let v = _mm_loadu_si128(codes.add(b * 16) as *const __m128i);
+            let mask = _mm_set1_epi8(15);
+            let (lo, hi) = (_mm_and_si128(v, mask), _mm_and_si128(_mm_srli_epi16(v, 4), mask));
+            put(out, lo, step, zero);
+            put(out.add(8), _mm_srli_si128(lo, 8), step, zero);
+            put(out.add(16), hi, step, zero);
+            put(out.add(24), _mm_srli_si128(hi, 8), step, zero);
+        } else {
+            for part in 0..w.block / 8 {
+                put(out.add(part * 8), _mm_loadl_epi64(codes.add(b * w.block + part * 8) as *const __m128i), step, zero);
+            }
         }
     }
+}
+
+/// Eight codes (the low 8 bytes of `c`) as `zero + step * code` at `out`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn put(out: *mut f32, c: std::arch::x86_64::__m128i, step: std::arch::x86_64::__m256, zero: std::arch::x86_64::__m256) {
+    use std::arch::x86_64::*;
+    _mm256_storeu_ps(out, _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(c)), step, zero));
 }
 
 #[cfg(test)]
@@ -265,6 +320,7 @@ mod tests {
             let w = quantised(8, 64, levels, size, levels as u64);
             let p = PackedWeight::exact(&w, 8, 64).expect("evenly spaced blocks pack");
             assert_eq!(p.block_size(), size, "levels {levels}");
+            assert_eq!(p.code_bits(), if levels <= 16 { 4 } else { 8 }, "levels {levels}");
             for o in 0..8 {
                 for i in 0..64 {
                     let (got, want) = (p.get(o, i), w[o * 64 + i]);
