@@ -3,6 +3,8 @@
 # evaluation points. The run directory runs/MODE holds the checkpoint and the small state
 # a later session resumes from (commit it): `scripts/train.sh MODE` again continues it.
 #   scripts/train.sh prompt|prompt-prefix|prompt-text|lora-m [extra duetdb train flags]
+#   BACKBONE=gemma3 scripts/train.sh lora-m   (LoRA on another backbone from scratch, in
+#   runs/lora-m-gemma3: the baseline of a transfer; EVAL_EVERY sets the evaluation interval)
 # Needs ../shared/data (the Debian descriptions) and scripts/fetch-models.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,8 +13,12 @@ data=bench-out/data; mkdir -p "$data"
 [ -s "$data/train.jsonl" ] || zcat ../shared/data/debian-descriptions.jsonl.gz | grep '"split": "train"' > "$data/train.jsonl"
 [ -s "$data/dev.jsonl" ] || zcat ../shared/data/debian-descriptions.jsonl.gz | grep '"split": "dev"' > "$data/dev.jsonl"
 ./scripts/fetch-models.sh
+extra=(); out=runs/$mode
+if [ -n "${BACKBONE:-}" ]; then
+  ./scripts/fetch-models.sh "$BACKBONE"
+  extra=(--backbone "$BACKBONE"); out=runs/$mode-$BACKBONE
+fi
 cargo build --release --quiet
-out=runs/$mode
 if [ -f "$out/train/latest" ]; then
   exec ./target/release/duetdb train --resume --out "$out" --json "$@"
 fi
@@ -20,5 +26,5 @@ fi
 # batch and sequence lengths.
 exec ./target/release/duetdb train --data "$data/train.jsonl" --group-field source --dev "$data/dev.jsonl" \
   --query-field summary --doc-field description --out "$out" --mode "$mode" \
-  --steps "${STEPS:-1200}" --batch 16 --max-doc-tokens 64 --max-query-tokens 32 --eval-every 100 --eval-size 300 \
-  --save-every 25 --json "$@"
+  --steps "${STEPS:-1200}" --batch 16 --max-doc-tokens 64 --max-query-tokens 32 --eval-every "${EVAL_EVERY:-100}" --eval-size 300 \
+  --save-every 25 --json "${extra[@]}" "$@"

@@ -315,7 +315,8 @@ struct TrainArgs {
     /// Transfer: the trained checkpoint directory whose Prompting LLM and adapters are kept.
     #[arg(long)]
     from: Option<PathBuf>,
-    /// Transfer: the new Embedding LLM: qwen2.5, gemma3, smollm2 or a .gguf file.
+    /// The new Embedding LLM (qwen2.5, gemma3, smollm2 or a .gguf file): the target of a
+    /// transfer, or the model a `--mode lora-m` run adapts (LoRA on M' from scratch).
     #[arg(long)]
     backbone: Option<String>,
     /// Transfer: how the new alignment starts: lstsq (least squares over shared token strings), identity or zero.
@@ -572,9 +573,9 @@ fn train_cmd(args: TrainArgs) -> Result<(), String> {
         c.eval_size = args.eval_size;
         c.save_every = args.save_every;
         c.seed = args.seed;
+        c.backbone = args.backbone.as_deref().map(duetdb::embed::prompt::backbone).transpose().map_err(s)?;
         if c.mode == Mode::Transfer {
             c.from = args.from;
-            c.backbone = args.backbone.as_deref().map(duetdb::embed::prompt::backbone).transpose().map_err(s)?;
             c.align_init = Some(duetdb::embed::prompt::AlignInit::parse(&args.align_init).map_err(s)?);
         }
         Trainer::create(c, &args.out).map_err(s)?

@@ -169,7 +169,7 @@ pub struct TrainConfig {
     /// Transfer: the trained checkpoint whose P and adapters are kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<PathBuf>,
-    /// Transfer: the new Embedding LLM.
+    /// Transfer: the new Embedding LLM; lora-m: the model adapted (`None`: SmolLM2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backbone: Option<Backbone>,
     /// Transfer: how the new alignment starts (`None`: least squares).
@@ -226,6 +226,9 @@ impl TrainConfig {
         }
         if self.mode == Mode::Transfer && (self.from.is_none() || self.backbone.is_none()) {
             return Err(Error::invalid("a transfer needs the source checkpoint (--from) and the new backbone (--backbone)"));
+        }
+        if self.backbone.is_some() && !matches!(self.mode, Mode::Transfer | Mode::LoraM) {
+            return Err(Error::invalid(format!("--backbone applies to transfer and lora-m runs, not {}", self.mode.name())));
         }
         if !(self.temperature > 0.0) {
             return Err(Error::invalid(format!("temperature must be positive, got {}", self.temperature)));
@@ -334,6 +337,12 @@ impl Trainer {
             (Some(from), Some(b)) if cfg.mode == Mode::Transfer => PromptEmbedder::transfer(from, b.clone(), cfg.align_init.unwrap_or(AlignInit::LeastSquares))?,
             _ => {
                 let mut ecfg = cfg.mode.embedder_config(cfg.lora_rank);
+                // LoRA on another backbone from scratch: the baseline a transfer is
+                // measured against (P is unused without soft tokens; it is M, shared).
+                if let (Mode::LoraM, Some(b)) = (cfg.mode, &cfg.backbone) {
+                    ecfg.prompting = b.clone();
+                    ecfg.embedding = b.clone();
+                }
                 if cfg.mode != Mode::LoraM {
                     ecfg.soft_tokens = cfg.soft_tokens.unwrap_or(ecfg.soft_tokens);
                     ecfg.align_from = cfg.align_from.unwrap_or(ecfg.align_from);
@@ -603,5 +612,17 @@ mod tests {
         assert!(Mode::LoraM.trains("m.blk.0.q.lora_a") && !Mode::LoraM.trains("align.bias"));
         assert!(Mode::Transfer.trains("align.weight") && Mode::Transfer.trains("align.bias"));
         assert!(!Mode::Transfer.trains("p.blk.0.q.lora_a") && !Mode::Transfer.trains("m.blk.0.q.lora_a"));
+    }
+
+    #[test]
+    fn a_backbone_is_for_transfer_and_lora_m_only() {
+        let with = |mode| {
+            let mut c = TrainConfig::new("t.jsonl", "q", "d", mode);
+            c.backbone = Some(crate::embed::prompt::gemma3());
+            c
+        };
+        assert!(with(Mode::LoraM).check().is_ok());
+        let err = with(Mode::Prompt).check().unwrap_err().to_string();
+        assert!(err.contains("--backbone") && err.contains("prompt"), "{err}");
     }
 }
