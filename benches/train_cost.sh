@@ -4,6 +4,9 @@
 # lengths (queries 32, documents 64 tokens), one after the other on this machine:
 # median step time and peak memory (total, and above the loaded models and data).
 #   MODES="prompt lora-m" STEPS=8 benches/train_cost.sh
+# MODE:BACKBONE runs a mode on another Embedding LLM: `transfer:gemma3` (the default
+# transferred, only A' trained) against `lora-m:gemma3` (LoRA on Gemma3 from scratch):
+#   MODES="transfer:gemma3 lora-m:gemma3" BASE=lora-m:gemma3 benches/train_cost.sh
 # A training run in the background is paused (SIGSTOP) meanwhile and resumed after.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,25 +15,37 @@ data=bench-out/data; mkdir -p "$data"
 [ -s "$data/train.jsonl" ] || zcat ../shared/data/debian-descriptions.jsonl.gz | grep '"split": "train"' > "$data/train.jsonl"
 cargo build --release --quiet
 paused=$(pgrep -f "duetdb train" || true)
+# A paused run keeps its memory: next to a paused LoRA run (15.6 GB) a LoRA mode here
+# does not fit in 24 GB, and the kernel's OOM killer picks the paused run.
+if [ -n "$paused" ] && [[ " ${MODES:-prompt lora-m} " == *" lora-m"* ]] && [ "$(awk '/MemAvailable/ {print int($2 / 1048576)}' /proc/meminfo)" -lt 17 ]; then
+  echo "a training run is resident (pid $paused) and less than 17 GB is free for the lora-m mode: stop it first" >&2
+  exit 1
+fi
 [ -n "$paused" ] && kill -STOP $paused
 trap '[ -n "$paused" ] && kill -CONT $paused' EXIT
-for mode in ${MODES:-prompt lora-m}; do
-  rm -rf "$out/$mode"
-  ./target/release/duetdb train --data "$data/train.jsonl" --group-field source --out "$out/$mode" --mode "$mode" \
+for spec in ${MODES:-prompt lora-m}; do
+  mode=${spec%%:*}; extra=()
+  if [ "$spec" != "$mode" ]; then
+    ./scripts/fetch-models.sh "${spec#*:}" >/dev/null
+    extra=(--backbone "${spec#*:}")
+    [ "$mode" = transfer ] && extra+=(--from checkpoints/default)
+  fi
+  rm -rf "${out:?}/$spec"
+  ./target/release/duetdb train --data "$data/train.jsonl" --group-field source --out "$out/$spec" --mode "$mode" "${extra[@]}" \
     --steps "${STEPS:-8}" --batch 16 --max-doc-tokens 64 --max-query-tokens 32 --eval-every 0 --save-every 1000 --json \
-    | tail -1 > "$out/$mode.json"
+    | tail -1 > "$out/$spec.json"
 done
-python3 - "$out" ${MODES:-prompt lora-m} <<'PY'
-import json, sys, statistics
-out, modes = sys.argv[1], sys.argv[2:]
+BASE=${BASE:-lora-m} python3 - "$out" ${MODES:-prompt lora-m} <<'PY'
+import json, os, sys, statistics
+out, modes, base_mode = sys.argv[1], sys.argv[2:], os.environ["BASE"]
 rows = {}
 for m in modes:
     s = json.load(open(f"{out}/{m}.json"))["summary"]
     log = [json.loads(l) for l in open(f"{out}/{m}/train/log.jsonl")]
     times = [l["step_s"] for l in log[1:]]  # the first step pays one-off allocations
     rows[m] = (statistics.median(times), min(times), max(times), s["peak_rss_mib"], s["peak_rss_mib"] - s["base_rss_mib"], s["parameters"])
-base = rows.get("lora-m")
-print("| mode | trainable values | step median (min-max) | vs lora-m | peak memory | vs lora-m | training memory (peak - loaded) | vs lora-m |")
+base = rows.get(base_mode)
+print(f"| mode | trainable values | step median (min-max) | vs {base_mode} | peak memory | vs {base_mode} | training memory (peak - loaded) | vs {base_mode} |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|")
 for m, (med, lo, hi, peak, train, n) in rows.items():
     r = lambda a, b: f"{a / b:.2f}x" if base else "-"
