@@ -7,6 +7,7 @@
 //! candle-transformers' quantized models return last-token logits from token ids and
 //! keep their weights private, hence this forward (DESIGN.md section 4).
 
+pub mod activation;
 pub mod lora;
 pub mod ops;
 pub mod packed;
@@ -519,6 +520,7 @@ impl Decoder {
         let h = ops::rms_norm(&x, &blk.ffn_norm, c.eps, path)?;
         let gate = proj(&h, Target::Gate)?;
         let gate = match c.activation {
+            a if path == Path::Fast && activation::wanted(&gate) => gate.contiguous()?.apply_op1_no_bwd(&activation::FastActivation(a))?,
             Activation::Silu => gate.silu()?,
             Activation::GeluTanh => gate.gelu()?,
         };

@@ -1,0 +1,125 @@
+//! The MLP gate activations on the fast path, eight lanes at a time.
+//!
+//! Both are `x * sigmoid(k(x))`: SiLU with `k(x) = x`, GELU's tanh approximation with
+//! `k(x) = 2 sqrt(2/pi) (x + 0.044715 x^3)` (as `0.5 (1 + tanh(u)) = sigmoid(2u)`).
+//! candle computes them one element at a time through libm's `expf`/`tanhf`, which took
+//! about a tenth of a Gemma3 query (`perf`); this computes `exp` with a polynomial
+//! (relative error below 1e-7 over the range used) on AVX2.
+
+use super::Activation;
+use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape};
+
+/// Whether the fast path should use [`FastActivation`] on `x`: f32 on a CPU with AVX2
+/// and FMA, unless `DUETDB_FAST_ACTIVATION=0` (for benchmarks that compare both).
+pub fn wanted(x: &candle_core::Tensor) -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && *ON.get_or_init(|| std::env::var("DUETDB_FAST_ACTIVATION").map_or(true, |v| v != "0") && super::skinny::available())
+}
+
+/// The activation as a candle op without a backward (the fast path only). Needs AVX2
+/// and FMA ([`super::skinny::available`]).
+pub struct FastActivation(pub Activation);
+
+impl CustomOp1 for FastActivation {
+    fn name(&self) -> &'static str {
+        "fast-activation"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(x) = s else { bail!("fast-activation takes f32") };
+        let Some((a, b)) = l.contiguous_offsets() else { bail!("fast-activation takes a contiguous input") };
+        if !super::skinny::available() {
+            bail!("fast-activation needs AVX2 and FMA");
+        }
+        let mut y = x[a..b].to_vec();
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX2 and FMA are checked above.
+        unsafe {
+            gated(&mut y, self.0)
+        };
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+}
+
+/// The scalar definition, for the tail and for tests.
+pub fn reference(x: f32, a: Activation) -> f32 {
+    let k = match a {
+        Activation::Silu => x,
+        Activation::GeluTanh => 2.0 * 0.797_884_6 * (x + 0.044715 * x * x * x),
+    };
+    x / (1.0 + (-k).exp())
+}
+
+/// `x <- x * sigmoid(k(x))` in place.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gated(x: &mut [f32], a: Activation) {
+    use std::arch::x86_64::*;
+    let n = x.len() / 8 * 8;
+    let one = _mm256_set1_ps(1.0);
+    for i in (0..n).step_by(8) {
+        let p = x.as_mut_ptr().add(i);
+        let v = _mm256_loadu_ps(p);
+        let k = match a {
+            Activation::Silu => v,
+            Activation::GeluTanh => {
+                let v3 = _mm256_mul_ps(_mm256_mul_ps(v, v), v);
+                _mm256_mul_ps(_mm256_set1_ps(2.0 * 0.797_884_6), _mm256_fmadd_ps(_mm256_set1_ps(0.044715), v3, v))
+            }
+        };
+        let e = exp(_mm256_sub_ps(_mm256_setzero_ps(), k));
+        _mm256_storeu_ps(p, _mm256_div_ps(v, _mm256_add_ps(one, e)));
+    }
+    for v in &mut x[n..] {
+        *v = reference(*v, a);
+    }
+}
+
+/// `e^x` for eight lanes: `x = n ln2 + r` with |r| <= ln2 / 2, a degree-7 Taylor
+/// polynomial for `e^r`, and `2^n` built in the exponent bits. Inputs are clamped to
+/// [-87, 88], where `e^x` is a normal f32 (outside, sigmoid is 0 or 1 to f32 precision).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn exp(x: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    let x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0)), _mm256_set1_ps(88.0));
+    let n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    // ln 2 in two parts, so that n * ln2_hi is exact.
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_145_75), x);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428_606_8e-6), r);
+    let mut p = _mm256_set1_ps(1.0 / 5040.0);
+    for c in [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+    }
+    let scale = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23));
+    _mm256_mul_ps(p, scale)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Tensor};
+
+    #[test]
+    fn matches_the_definition_and_candle() -> Result<()> {
+        if !super::super::skinny::available() {
+            return Ok(()); // the fast path keeps candle's ops on such CPUs
+        }
+        // A sweep over the range that matters, the extremes, and a length with a tail.
+        let mut xs: Vec<f32> = (-4000..=4000).map(|i| i as f32 * 0.005).collect();
+        xs.extend([-200.0, -90.0, -30.0, 30.0, 90.0, 200.0, 0.0, -0.0, 1e-8]);
+        let t = Tensor::new(xs.as_slice(), &Device::Cpu)?;
+        for (a, stock) in [(Activation::Silu, t.silu()?), (Activation::GeluTanh, t.gelu()?)] {
+            let got = t.apply_op1_no_bwd(&FastActivation(a))?.to_vec1::<f32>()?;
+            for ((x, g), s) in xs.iter().zip(&got).zip(stock.to_vec1::<f32>()?) {
+                let want = reference(*x, a);
+                let tol = 2e-6 * want.abs().max(1e-3);
+                assert!((g - want).abs() <= tol, "{a:?}({x}) = {g}, definition {want}");
+                // candle's `0.5 x (1 + tanh u)` cancels for negative x: an absolute error
+                // of a few ulps of x.
+                assert!((g - s).abs() <= 4e-6 * s.abs() + 2e-7 * x.abs().max(1.0), "{a:?}({x}) = {g}, candle {s}");
+            }
+        }
+        Ok(())
+    }
+}
