@@ -241,13 +241,7 @@ fn matmul(x: &[f32], rows: usize, w: &PackedWeight) -> Vec<f32> {
                 }
             });
     }
-    let mut y = vec![0f32; rows * out];
-    for (o, col) in yt.chunks_exact(rows.max(1)).enumerate().take(out) {
-        for (r, v) in col.iter().enumerate() {
-            y[r * out + o] = *v;
-        }
-    }
-    y
+    super::skinny::untranspose(&yt, rows, out)
 }
 
 /// Weight rows `o..o + n` as f32 into `dst`: `zero + step * code`, eight at a time.

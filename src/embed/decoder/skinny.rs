@@ -78,6 +78,11 @@ fn skinny(x: &[f32], rows: usize, w: &[f32], out: usize, inn: usize) -> Vec<f32>
             }
         });
     }
+    untranspose(&yt, rows, out)
+}
+
+/// `y (rows, out)` from the kernels' weight-row-major `yt (out, rows)`.
+pub(super) fn untranspose(yt: &[f32], rows: usize, out: usize) -> Vec<f32> {
     let mut y = vec![0f32; rows * out];
     for (o, col) in yt.chunks_exact(rows.max(1)).enumerate().take(out) {
         for (r, v) in col.iter().enumerate() {
