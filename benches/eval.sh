@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 out=bench-out/eval; mkdir -p "$out"
 zcat ../shared/data/debian-descriptions.jsonl.gz | grep '"split": "dev"' > "$out/dev.jsonl"
 cargo build --release --quiet
-SPECS=${SPECS:-hash minilm m-mean m-last untrained default prompt-text}; MODES=${MODES:-vector}
+SPECS=${SPECS:-hash minilm m-mean m-last untrained smollm2 default prompt-text}; MODES=${MODES:-vector}
 for spec in $SPECS; do
   for mode in $MODES; do
     [ -s "$out/$spec-$mode.json" ] && [ -z "${FORCE:-}" ] && continue

@@ -4,7 +4,7 @@
 # lengths (queries 32, documents 64 tokens), one after the other on this machine:
 # median step time and peak memory (total, and above the loaded models and data).
 #   MODES="prompt lora-m" STEPS=8 benches/train_cost.sh
-# MODE:BACKBONE runs a mode on another Embedding LLM: `transfer:gemma3` (the default
+# MODE:BACKBONE runs a mode on another Embedding LLM: `transfer:gemma3` (`smollm2`
 # transferred, only A' trained) against `lora-m:gemma3` (LoRA on Gemma3 from scratch):
 #   MODES="transfer:gemma3 lora-m:gemma3" BASE=lora-m:gemma3 benches/train_cost.sh
 # A training run in the background is paused (SIGSTOP) meanwhile and resumed after.
@@ -28,7 +28,7 @@ for spec in ${MODES:-prompt lora-m}; do
   if [ "$spec" != "$mode" ]; then
     ./scripts/fetch-models.sh "${spec#*:}" >/dev/null
     extra=(--backbone "${spec#*:}")
-    [ "$mode" = transfer ] && extra+=(--from checkpoints/default)
+    [ "$mode" = transfer ] && extra+=(--from checkpoints/smollm2)
   fi
   rm -rf "${out:?}/$spec"
   ./target/release/duetdb train --data "$data/train.jsonl" --group-field source --out "$out/$spec" --mode "$mode" "${extra[@]}" \

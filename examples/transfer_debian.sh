@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # End to end, what a user does when a new backbone comes out: a database of Debian package
-# descriptions built with the SmolLM2 default; `duetdb transfer` trains a new alignment
+# descriptions built with `smollm2` (the SmolLM2 default of before); `duetdb transfer` trains a new alignment
 # into the new backbone (scripts/transfer.sh, skipped when its run directory already holds
 # a checkpoint: its newest saved state is used); `duetdb reindex DB --embedder DIR` moves
 # the live database onto it; quality (MRR@10, summaries as queries) before, after, and
@@ -12,4 +12,4 @@ BACKBONE=${BACKBONE:-gemma3}; INIT=${INIT:-lstsq}
 dir=runs/transfer-$BACKBONE-$INIT
 [ -f "$dir/config.json" ] || ./scripts/transfer.sh "$BACKBONE" "$INIT"
 ./scripts/fetch-models.sh "$BACKBONE" >/dev/null
-FROM=default TO="$dir" MODE=${MODE:-vector} N=${N:-300} exec examples/reindex_debian.sh
+FROM=smollm2 TO="$dir" MODE=${MODE:-vector} N=${N:-300} exec examples/reindex_debian.sh

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: fetch the default model if absent, build, ingest the
-# sample Debian descriptions in fixtures/ with the default embedder (PromptEmbedder on
-# SmolLM2), and query them. Re-running it is cheap: unchanged documents are skipped.
+# sample Debian descriptions in fixtures/ with the default embedder (PromptEmbedder:
+# SmolLM2-135M prompting Gemma3-270M), and query them. Re-running it is cheap: unchanged documents are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/fetch-models.sh

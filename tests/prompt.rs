@@ -125,7 +125,7 @@ fn lora_adapters_start_neutral_pass_gradients_and_roundtrip() {
     // The default mode's soft prompt reads only the instruction; on the differentiable
     // path it is recomputed, so a loss on the embedding reaches P's adapters (B gets a
     // gradient; A's is zero while B = 0, as in LoRA).
-    let lora = e.lora().unwrap();
+    let lora = e.lora().unwrap().unwrap();
     let out = e.embed_tensor(&text, Kind::Query, Path::Differentiable).unwrap();
     let grads = out.sum_all().unwrap().backward().unwrap();
     let bs: Vec<_> = lora.vars().into_iter().skip(1).step_by(2).collect();
@@ -204,16 +204,66 @@ fn very_long_texts_are_cut_not_refused() {
 }
 
 #[test]
-fn databases_of_the_untrained_default_keep_their_embedder() {
-    // Databases created before training landed recorded spec `default` with the untrained
-    // embedder's fingerprint: they must get that embedder back, not the trained one.
+fn databases_of_earlier_defaults_keep_their_embedder() {
+    // `default` was first the untrained embedder, then the trained one on SmolLM2 alone
+    // (now `smollm2`). Databases that recorded `default` with one of those fingerprints
+    // must get that embedder back, not today's default.
     let untrained = duetdb::embed::from_spec("untrained").unwrap();
-    let trained = duetdb::embed::from_spec("default").unwrap();
-    assert_ne!(untrained.fingerprint(), trained.fingerprint());
-    let old = duetdb::embed::from_record("default", &untrained.fingerprint()).unwrap();
-    assert_eq!(old.fingerprint(), untrained.fingerprint());
-    let new = duetdb::embed::from_record("default", &trained.fingerprint()).unwrap();
-    assert_eq!(new.fingerprint(), trained.fingerprint());
-    let v = old.embed(&["fortran compiler"], Kind::Query).unwrap();
-    assert_eq!(v, untrained.embed(&["fortran compiler"], Kind::Query).unwrap());
+    let smollm2 = duetdb::embed::from_spec("smollm2").unwrap();
+    let default = duetdb::embed::from_spec("default").unwrap();
+    assert_eq!(default.dim(), 640, "today's default embeds with Gemma3-270M");
+    assert_eq!(smollm2.dim(), 576);
+    for old in [&untrained, &smollm2] {
+        assert_ne!(old.fingerprint(), default.fingerprint());
+        let back = duetdb::embed::from_record("default", &old.fingerprint()).unwrap();
+        assert_eq!(back.fingerprint(), old.fingerprint());
+        assert_eq!(back.spec(), old.spec());
+        let v = back.embed(&["fortran compiler"], Kind::Query).unwrap();
+        assert_eq!(v, old.embed(&["fortran compiler"], Kind::Query).unwrap());
+    }
+    let new = duetdb::embed::from_record("default", &default.fingerprint()).unwrap();
+    assert_eq!(new.fingerprint(), default.fingerprint());
+}
+
+#[test]
+fn shipped_soft_prompts_embed_without_p_and_give_the_same_vectors() {
+    // `checkpoints/smollm2` ships its two constant prompts: opened from them, it must not
+    // load P, and must embed exactly as the same checkpoint without the file, whose
+    // prompts P computes.
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoints/smollm2");
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = |to: &std::path::Path, with_prompts: bool| {
+        std::fs::create_dir_all(to).unwrap();
+        for f in std::fs::read_dir(&src).unwrap() {
+            let f = f.unwrap();
+            if with_prompts || f.file_name() != "soft_prompts.safetensors" {
+                std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
+            }
+        }
+    };
+    let (with, without) = (tmp.path().join("with"), tmp.path().join("without"));
+    copy(&with, true);
+    copy(&without, false);
+    let fast = PromptEmbedder::load(&with).unwrap();
+    let slow = PromptEmbedder::load(&without).unwrap();
+    assert!(!fast.prompting_loaded(), "P was loaded although the prompts were shipped");
+    assert!(slow.prompting_loaded());
+    assert_eq!(fast.fingerprint(), slow.fingerprint());
+    let texts = ["fortran compiler modules", "MPC is a command line client for the Music Player Daemon."];
+    for kind in [Kind::Query, Kind::Passage] {
+        assert_eq!(fast.embed(&texts, kind).unwrap(), slow.embed(&texts, kind).unwrap(), "{kind:?}");
+    }
+    assert!(!fast.prompting_loaded(), "embedding loaded P");
+    assert!(fast.lora().unwrap().is_some() && fast.prompting_loaded(), "P loads when asked for");
+    assert!(!PromptEmbedder::builtin("smollm2").unwrap().prompting_loaded());
+
+    // A prompts file that does not belong to these parameters is ignored: P computes them.
+    let (w, b) = slow.alignment();
+    let bumped = (w + 1e-3).unwrap();
+    let t: std::collections::HashMap<String, Tensor> = [("weight".to_string(), bumped), ("bias".to_string(), b.clone())].into();
+    candle_core::safetensors::save(&t, with.join("alignment.safetensors")).unwrap();
+    let stale = PromptEmbedder::load(&with).unwrap();
+    assert!(stale.prompting_loaded(), "a stale prompts file was used");
+    assert_ne!(stale.fingerprint(), slow.fingerprint());
+    assert_ne!(stale.embed(&texts, Kind::Query).unwrap(), slow.embed(&texts, Kind::Query).unwrap());
 }

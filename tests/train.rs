@@ -111,7 +111,7 @@ fn cached_suffix_path_matches_the_full_forward_and_its_gradients() {
         // A loss that weighs every component differently.
         let w = Tensor::arange(0f32, v.elem_count() as f32, &Device::Cpu).unwrap().reshape(v.shape()).unwrap().sin().unwrap();
         let g = (&v * w).unwrap().sum_all().unwrap().backward().unwrap();
-        let params: Vec<Var> = e.parameters().into_iter().filter(|(n, _)| n.starts_with("align.") || n.ends_with("lora_b")).map(|(_, v)| v).collect();
+        let params: Vec<Var> = e.parameters().unwrap().into_iter().filter(|(n, _)| n.starts_with("align.") || n.ends_with("lora_b")).map(|(_, v)| v).collect();
         (v, params.iter().map(|p| g.get(p.as_tensor()).expect("a gradient for every trained parameter").clone()).collect())
     };
     let (full, gf) = grads_of(true);

@@ -52,14 +52,17 @@ pub trait Embedder: Send + Sync {
 }
 
 /// The spec of the embedder a new database gets when none is chosen: the trained
-/// PromptEmbedder on SmolLM2 shipped with the crate (see the README's evaluation table
-/// for how it was trained and what it scores).
+/// PromptEmbedder shipped with the crate, SmolLM2-135M prompting Gemma3-270M (see the
+/// README's evaluation table for how it was trained and what it scores).
 pub const DEFAULT_SPEC: &str = "default";
 
 /// Builds an embedder from its spec: a built-in name or a checkpoint directory.
 ///
 /// - `hash`, `hash:DIM`: feature hashing of word and character n-grams (no model);
-/// - `default`: the trained PromptEmbedder on SmolLM2 shipped in `checkpoints/default/`;
+/// - `default`: the trained PromptEmbedder shipped in `checkpoints/default/` (SmolLM2-135M
+///   prompting Gemma3-270M);
+/// - `smollm2`: the trained PromptEmbedder on SmolLM2 alone (`checkpoints/smollm2/`), the
+///   default of databases created before the Gemma3 transfer became the default;
 /// - `untrained`: PromptEmbedder on SmolLM2 before training (soft prompt from the
 ///   instruction alone), the default of databases created before training landed;
 /// - `prompt-text`: untrained, with the prompt also reading the text;
@@ -89,28 +92,32 @@ pub fn from_spec(spec: &str) -> Result<Arc<dyn Embedder>> {
             Ok(Arc::new(HashEmbedder::new(cfg)?))
         }
         "m-mean" | "m-last" if arg.is_some() => Ok(Arc::new(prompt::PromptEmbedder::backbone_alone(name, arg.unwrap_or_default())?)),
-        "default" | "prompt" | "untrained" | "prompt-text" | "m-mean" | "m-last" => Ok(Arc::new(prompt::PromptEmbedder::builtin(name)?)),
+        "default" | "smollm2" | "prompt" | "untrained" | "prompt-text" | "m-mean" | "m-last" => Ok(Arc::new(prompt::PromptEmbedder::builtin(name)?)),
         "minilm" => Ok(Arc::new(bert::BertEmbedder::load(&model_path("all-MiniLM-L6-v2")?)?)),
         _ if Path::new(spec).join("config.json").is_file() => Ok(Arc::new(prompt::PromptEmbedder::load(Path::new(spec))?)),
-        _ => Err(unknown("expected hash, hash:DIM, default, untrained, prompt-text, m-mean, m-last, m-mean:BACKBONE, m-last:BACKBONE (qwen2.5, gemma3), minilm, or a checkpoint directory")),
+        _ => Err(unknown("expected hash, hash:DIM, default, smollm2, untrained, prompt-text, m-mean, m-last, m-mean:BACKBONE, m-last:BACKBONE (qwen2.5, gemma3), minilm, or a checkpoint directory")),
     }
 }
 
-/// The embedder a database recorded, by spec and fingerprint. Databases created before
-/// the default embedder was trained recorded `default` with the untrained embedder's
-/// fingerprint: they get the `untrained` embedder they were built with (and a warning
-/// that says how to move to the trained one), never vectors of another function.
+/// The embedder a database recorded, by spec and fingerprint.
+///
+/// `default` has named three functions over time: the untrained PromptEmbedder, then the
+/// trained one on SmolLM2 (`smollm2`), now SmolLM2 prompting Gemma3. A database that
+/// recorded `default` with an earlier default's fingerprint gets that embedder back (and a
+/// warning that says how to move to today's default), never vectors of another function.
 pub fn from_record(spec: &str, fingerprint: &str) -> Result<Arc<dyn Embedder>> {
     let e = from_spec(spec)?;
     if e.fingerprint() != fingerprint && spec.trim() == "default" {
-        let old = from_spec("untrained")?;
-        if old.fingerprint() == fingerprint {
-            tracing::warn!(
-                "this database was built with the untrained default embedder (before training landed); it keeps \
-                 working with it, but retrieves far worse than the trained default: re-embed it with `duetdb reindex` \
-                 (generations), or re-ingest its documents into a new database"
-            );
-            return Ok(old);
+        for (old_spec, what) in [("smollm2", "the SmolLM2 default (before the Gemma3 transfer became the default)"), ("untrained", "the untrained default (before training landed)")] {
+            let old = from_spec(old_spec)?;
+            if old.fingerprint() == fingerprint {
+                tracing::warn!(
+                    "this database was built with {what}; it keeps working with it (`{old_spec}`), but today's default \
+                     retrieves better: move it with `duetdb reindex DB --embedder default` (a new generation, queries keep \
+                     being answered meanwhile)"
+                );
+                return Ok(old);
+            }
         }
     }
     Ok(e)

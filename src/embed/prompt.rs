@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path as FsPath, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// A backbone model file and the SHA-256 it must have.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -192,12 +192,16 @@ impl Default for PromptConfig {
 const LORA_FILE: &str = "prompting_lora.safetensors";
 /// File name of M's adapters (the LoRA baseline) in a checkpoint directory.
 const M_LORA_FILE: &str = "embedding_lora.safetensors";
+/// File name of the constant soft prompts in M's space, when the soft prompt reads only
+/// the instruction: with it, embedding never needs P (see [`PromptEmbedder::load`]).
+const PROMPTS_FILE: &str = "soft_prompts.safetensors";
 
 /// The contents of a checkpoint's tensor files.
 struct CheckpointFiles {
     alignment: Vec<u8>,
     prompting_lora: Option<Vec<u8>>,
     embedding_lora: Option<Vec<u8>>,
+    soft_prompts: Option<Vec<u8>>,
 }
 
 /// Reads a checkpoint directory's config and tensor files (adapter files only where the
@@ -216,6 +220,7 @@ fn read_checkpoint(dir: &FsPath) -> Result<(PromptConfig, CheckpointFiles)> {
         alignment: read("alignment.safetensors")?,
         prompting_lora: adapters(&cfg.lora, LORA_FILE)?,
         embedding_lora: adapters(&cfg.embedding_lora, M_LORA_FILE)?,
+        soft_prompts: if dir.join(PROMPTS_FILE).exists() { Some(read(PROMPTS_FILE)?) } else { None },
     };
     Ok((cfg, files))
 }
@@ -223,6 +228,58 @@ fn read_checkpoint(dir: &FsPath) -> Result<(PromptConfig, CheckpointFiles)> {
 struct Model {
     dec: Decoder,
     tok: TextTokenizer,
+}
+
+/// P and its adapters.
+struct Prompting {
+    model: Arc<Model>,
+    lora: Option<Lora>,
+}
+
+/// What loading P later takes: its adapters' file, and where it came from (for errors).
+struct DeferredPrompting {
+    lora: Option<Vec<u8>>,
+    origin: PathBuf,
+}
+
+/// P as an embedder is assembled: loaded, or deferred with what the fingerprint and the
+/// prompt cache need meanwhile.
+enum PromptingInput {
+    Loaded(Prompting),
+    Deferred { lora_tensors: Option<HashMap<String, Tensor>>, deferred: DeferredPrompting, prompts: HashMap<Kind, Tensor> },
+}
+
+/// A safetensors file's tensors as f32 (as adapters are held), for hashing.
+fn f32_tensors(bytes: &[u8], path: &FsPath) -> Result<HashMap<String, Tensor>> {
+    let t = candle_core::safetensors::load_buffer(bytes, &Device::Cpu).map_err(|e| Error::corrupt(path, e.to_string()))?;
+    t.into_iter().map(|(n, x)| Ok((n, x.to_dtype(DType::F32)?))).collect()
+}
+
+/// The fingerprint of a PromptEmbedder: its config, alignment and adapters, hashed.
+fn fingerprint(cfg: &PromptConfig, align_w: &Tensor, align_b: &Tensor, p_lora: Option<&HashMap<String, Tensor>>, m_lora: Option<&HashMap<String, Tensor>>) -> Result<String> {
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(cfg).expect("config serialises"));
+    let hash_tensor = |h: &mut Sha256, t: &Tensor| -> Result<()> {
+        for x in t.flatten_all()?.to_vec1::<f32>()? {
+            h.update(x.to_le_bytes());
+        }
+        Ok(())
+    };
+    hash_tensor(&mut h, align_w)?;
+    hash_tensor(&mut h, align_b)?;
+    // M's adapters are named with an `m.` prefix so that P-only checkpoints keep the
+    // fingerprints they had before M could have adapters.
+    for (prefix, l) in [("", p_lora), ("m.", m_lora)] {
+        let Some(l) = l else { continue };
+        let mut named: Vec<(&String, &Tensor)> = l.iter().collect();
+        named.sort_by(|a, b| a.0.cmp(b.0));
+        for (name, t) in named {
+            h.update(format!("{prefix}{name}").as_bytes());
+            hash_tensor(&mut h, t)?;
+        }
+    }
+    let de = align_b.dims().first().copied().unwrap_or(0);
+    Ok(format!("prompt-v1:{}:d{de}", &super::hex(&h.finalize())[..16]))
 }
 
 /// The PromptEmbedder; see the module docs.
@@ -236,13 +293,17 @@ struct Model {
 pub struct PromptEmbedder {
     cfg: PromptConfig,
     spec: Option<String>,
-    p: Arc<Model>,
+    /// P and its adapters. A checkpoint whose soft prompt reads only the instruction and
+    /// ships its prompts (`soft_prompts.safetensors`) embeds with M alone: P is then
+    /// loaded only when something needs it (training, a cleared prompt cache), which
+    /// saves its load time and memory on every open.
+    prompting: OnceLock<Prompting>,
+    /// How to load P on first use, when it was not loaded with the embedder.
+    deferred: Mutex<Option<DeferredPrompting>>,
     m: Arc<Model>,
     /// Alignment (d_p, d_e) and bias (d_e); variables, so that training can update them.
     align_w: Var,
     align_b: Var,
-    /// P's adapters, when the config has them.
-    lora: Option<Lora>,
     /// M's adapters, when the config has them (the LoRA baseline).
     m_lora: Option<Lora>,
     /// Soft prompts in M's space (K, d_e) per kind, when they do not read the text.
@@ -281,14 +342,21 @@ fn load_model(b: &Backbone, device: &Device) -> Result<Model> {
 }
 
 impl PromptEmbedder {
-    /// A built-in embedder by name: `default` (the trained PromptEmbedder shipped in
-    /// `checkpoints/default/`), `untrained` (PromptEmbedder on SmolLM2 before training,
-    /// soft prompt from the instruction only: the default of databases created before
-    /// training landed), `prompt-text` (untrained, P also reads the text), `m-mean` /
-    /// `m-last` (SmolLM2 alone, mean or last-token pooling).
+    /// A built-in embedder by name:
+    /// - `default`: the trained PromptEmbedder shipped in `checkpoints/default/`
+    ///   (SmolLM2-135M as the Prompting LLM, Gemma3-270M as the Embedding LLM);
+    /// - `smollm2` (also `prompt`): the trained PromptEmbedder with SmolLM2 as both,
+    ///   shipped in `checkpoints/smollm2/`, the default until the Gemma3 transfer;
+    /// - `untrained`: PromptEmbedder on SmolLM2 before training, soft prompt from the
+    ///   instruction only, the default of databases created before training landed;
+    /// - `prompt-text`: untrained, P also reads the text;
+    /// - `m-mean` / `m-last`: SmolLM2 alone, mean or last-token pooling.
     pub fn builtin(name: &str) -> Result<Self> {
-        if name == "default" || name == "prompt" {
-            return Self::trained_default();
+        match name {
+            "default" => return Self::shipped("default"),
+            // `prompt` named the SmolLM2 checkpoint (runs/prompt) when it was the default.
+            "smollm2" | "prompt" => return Self::shipped("smollm2"),
+            _ => {}
         }
         let mut cfg = PromptConfig::default();
         match name {
@@ -348,7 +416,7 @@ impl PromptEmbedder {
             Some(l) => Some(Lora::new(l.clone(), &m.dec, seed.wrapping_add(1))?),
             None => None,
         };
-        Self::assemble(cfg, None, p, m, align_w, align_b, [lora, m_lora], device)
+        Self::assemble(cfg, None, PromptingInput::Loaded(Prompting { model: p, lora }), m, align_w, align_b, m_lora, device)
     }
 
     /// The first state of a transfer: the checkpoint in `source` with its Prompting LLM
@@ -381,61 +449,83 @@ impl PromptEmbedder {
             _ => None,
         };
         cfg.embedding = embedding;
-        Self::assemble(cfg, None, p, m, w, b, [lora, None], &device)
+        Self::assemble(cfg, None, PromptingInput::Loaded(Prompting { model: p, lora }), m, w, b, None, &device)
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn assemble(cfg: PromptConfig, spec: Option<String>, p: Arc<Model>, m: Arc<Model>, align_w: Tensor, align_b: Tensor, adapters: [Option<Lora>; 2], device: &Device) -> Result<Self> {
-        let [lora, m_lora] = adapters;
-        let (dp, de) = (p.dec.config().hidden, m.dec.config().hidden);
+    fn assemble(cfg: PromptConfig, spec: Option<String>, p: PromptingInput, m: Arc<Model>, align_w: Tensor, align_b: Tensor, m_lora: Option<Lora>, device: &Device) -> Result<Self> {
+        let de = m.dec.config().hidden;
+        // A deferred P's width is checked against the alignment when P loads.
+        let dp = match &p {
+            PromptingInput::Loaded(pr) => pr.model.dec.config().hidden,
+            PromptingInput::Deferred { .. } => align_w.dims().first().copied().unwrap_or(0),
+        };
         if align_w.dims() != [dp, de] || align_b.dims() != [de] {
             return Err(Error::Model(format!("alignment has shape {:?} + {:?}, expected [{dp}, {de}] + [{de}]", align_w.dims(), align_b.dims())));
         }
         if cfg.soft_tokens > 0 && cfg.placement == Placement::Suffix && cfg.pooling == Pooling::MeanText {
             return Err(Error::invalid("soft tokens after the text with mean-over-text pooling: a causal M never lets the text see them; pool over the soft positions or the last token"));
         }
-        let mut h = Sha256::new();
-        h.update(serde_json::to_vec(&cfg).expect("config serialises"));
-        let hash_tensor = |h: &mut Sha256, t: &Tensor| -> Result<()> {
-            for x in t.flatten_all()?.to_vec1::<f32>()? {
-                h.update(x.to_le_bytes());
-            }
-            Ok(())
+        let p_lora = match &p {
+            PromptingInput::Loaded(pr) => pr.lora.as_ref().map(|l| l.tensors()),
+            PromptingInput::Deferred { lora_tensors, .. } => lora_tensors.clone(),
         };
-        hash_tensor(&mut h, &align_w)?;
-        hash_tensor(&mut h, &align_b)?;
-        // M's adapters are named with an `m.` prefix so that P-only checkpoints keep the
-        // fingerprints they had before M could have adapters.
-        for (prefix, l) in [("", &lora), ("m.", &m_lora)] {
-            let Some(l) = l else { continue };
-            let mut named: Vec<(String, Tensor)> = l.tensors().into_iter().collect();
-            named.sort_by(|a, b| a.0.cmp(&b.0));
-            for (name, t) in &named {
-                h.update(format!("{prefix}{name}").as_bytes());
-                hash_tensor(&mut h, t)?;
-            }
-        }
-        let fingerprint = format!("prompt-v1:{}:d{de}", &super::hex(&h.finalize())[..16]);
+        let fingerprint = fingerprint(&cfg, &align_w, &align_b, p_lora.as_ref(), m_lora.as_ref().map(|l| l.tensors()).as_ref())?;
         let (align_w, align_b) = (Var::from_tensor(&align_w)?, Var::from_tensor(&align_b)?);
+        let (prompting, deferred, prompts) = match p {
+            PromptingInput::Loaded(pr) => (OnceLock::from(pr), None, HashMap::new()),
+            PromptingInput::Deferred { deferred, prompts, .. } => (OnceLock::new(), Some(deferred), prompts),
+        };
         Ok(Self {
             cfg,
             spec,
-            p,
+            prompting,
+            deferred: Mutex::new(deferred),
             m,
             align_w,
             align_b,
-            lora,
             m_lora,
-            prompt_cache: Mutex::default(),
+            prompt_cache: Mutex::new(prompts),
             prefix_cache: Mutex::default(),
             fingerprint,
             device: device.clone(),
         })
     }
 
+    /// P and its adapters, loading them on first use when the embedder was opened without
+    /// them (see the `prompting` field).
+    fn prompting(&self) -> Result<&Prompting> {
+        if let Some(p) = self.prompting.get() {
+            return Ok(p);
+        }
+        let mut deferred = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = self.prompting.get() {
+            return Ok(p);
+        }
+        let d = deferred.as_ref().ok_or_else(|| Error::Model("the Prompting LLM failed to load before".into()))?;
+        let model = if self.cfg.prompting == self.cfg.embedding { self.m.clone() } else { Arc::new(load_model(&self.cfg.prompting, &self.device)?) };
+        let dp = model.dec.config().hidden;
+        if self.align_w.dims()[0] != dp {
+            return Err(Error::Model(format!("alignment has {} rows, but the Prompting LLM {} has width {dp}", self.align_w.dims()[0], self.cfg.prompting.file)));
+        }
+        let lora = match (&self.cfg.lora, &d.lora) {
+            (Some(l), Some(bytes)) => Some(Lora::from_bytes(l.clone(), &model.dec, bytes, &d.origin.join(LORA_FILE))?),
+            _ => None,
+        };
+        tracing::debug!(file = %self.cfg.prompting.file, "Prompting LLM loaded on first use");
+        *deferred = None;
+        Ok(self.prompting.get_or_init(|| Prompting { model, lora }))
+    }
+
     /// Loads a checkpoint directory (`config.json`, `alignment.safetensors`, and
     /// `prompting_lora.safetensors` / `embedding_lora.safetensors` when the config has
     /// adapters).
+    ///
+    /// When the soft prompt reads only the instruction, [`PromptEmbedder::save`] also
+    /// writes `soft_prompts.safetensors`: the two constant prompts in M's space, keyed by
+    /// the checkpoint's fingerprint. With it, embedding needs only M, and P is loaded
+    /// (its file is checked at once) only when training or a cleared cache needs it;
+    /// a stale file is ignored with a warning.
     pub fn load(dir: &FsPath) -> Result<Self> {
         let (cfg, files) = read_checkpoint(dir)?;
         let spec = std::fs::canonicalize(dir).ok().map(|d| d.display().to_string());
@@ -448,33 +538,106 @@ impl PromptEmbedder {
         let align_path = origin.join("alignment.safetensors");
         let tensors = candle_core::safetensors::load_buffer(&files.alignment, &device).map_err(|e| Error::corrupt(&align_path, e.to_string()))?;
         let get = |n: &str| tensors.get(n).cloned().ok_or_else(|| Error::corrupt(&align_path, format!("no tensor `{n}`")));
-        let p = Arc::new(load_model(&cfg.prompting, &device)?);
-        let m = if cfg.embedding == cfg.prompting { p.clone() } else { Arc::new(load_model(&cfg.embedding, &device)?) };
-        let adapters = |c: &Option<LoraConfig>, bytes: &Option<Vec<u8>>, model: &Model, file: &str| -> Result<Option<Lora>> {
-            match (c, bytes) {
-                (Some(l), Some(b)) => Ok(Some(Lora::from_bytes(l.clone(), &model.dec, b, &origin.join(file))?)),
-                (Some(_), None) => Err(Error::corrupt(origin.join(file), "missing: the checkpoint's config.json has LoRA adapters")),
-                (None, _) => Ok(None),
-            }
+        let (align_w, align_b) = (get("weight")?, get("bias")?);
+        let m = Arc::new(load_model(&cfg.embedding, &device)?);
+        let m_lora = match (&cfg.embedding_lora, &files.embedding_lora) {
+            (Some(l), Some(b)) => Some(Lora::from_bytes(l.clone(), &m.dec, b, &origin.join(M_LORA_FILE))?),
+            (Some(_), None) => return Err(Error::corrupt(origin.join(M_LORA_FILE), "missing: the checkpoint's config.json has LoRA adapters")),
+            (None, _) => None,
         };
-        let lora = adapters(&cfg.lora, &files.prompting_lora, &p, LORA_FILE)?;
-        let m_lora = adapters(&cfg.embedding_lora, &files.embedding_lora, &m, M_LORA_FILE)?;
-        Self::assemble(cfg, spec, p, m, get("weight")?, get("bias")?, [lora, m_lora], &device)
+        if cfg.lora.is_some() && files.prompting_lora.is_none() {
+            return Err(Error::corrupt(origin.join(LORA_FILE), "missing: the checkpoint's config.json has LoRA adapters"));
+        }
+        // With shipped constant prompts, P is needed only later, if at all; its file is
+        // still checked now, so a checkpoint naming a missing or wrong one fails at once.
+        if let Some(prompts) = Self::shipped_prompts(&cfg, files, origin, &align_w, &align_b, m.dec.config().hidden, &device)? {
+            verify_backbone(&cfg.prompting)?;
+            let lora_tensors = match &files.prompting_lora {
+                Some(b) if cfg.lora.is_some() => Some(f32_tensors(b, &origin.join(LORA_FILE))?),
+                _ => None,
+            };
+            let deferred = DeferredPrompting { lora: files.prompting_lora.clone(), origin: origin.to_path_buf() };
+            let input = PromptingInput::Deferred { lora_tensors, deferred, prompts };
+            return Self::assemble(cfg, spec, input, m, align_w, align_b, m_lora, &device);
+        }
+        let p = if cfg.embedding == cfg.prompting { m.clone() } else { Arc::new(load_model(&cfg.prompting, &device)?) };
+        let lora = match (&cfg.lora, &files.prompting_lora) {
+            (Some(l), Some(b)) => Some(Lora::from_bytes(l.clone(), &p.dec, b, &origin.join(LORA_FILE))?),
+            _ => None,
+        };
+        Self::assemble(cfg, spec, PromptingInput::Loaded(Prompting { model: p, lora }), m, align_w, align_b, m_lora, &device)
     }
 
-    /// The trained default embedder, built into the crate from `checkpoints/default/`
-    /// (see its README: trained on the Debian train split with `scripts/train.sh`).
-    fn trained_default() -> Result<Self> {
-        const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/checkpoints/default");
-        let origin = FsPath::new(DIR);
-        let cfg: PromptConfig = serde_json::from_slice(include_bytes!("../../checkpoints/default/config.json"))
-            .map_err(|e| Error::corrupt(origin.join("config.json"), e.to_string()))?;
-        let files = CheckpointFiles {
-            alignment: include_bytes!("../../checkpoints/default/alignment.safetensors").to_vec(),
-            prompting_lora: Some(include_bytes!("../../checkpoints/default/prompting_lora.safetensors").to_vec()),
-            embedding_lora: None,
+    /// The checkpoint's constant soft prompts (`soft_prompts.safetensors`), by kind, when
+    /// its soft prompt reads only the instruction and the file was written for exactly
+    /// these parameters (its recorded fingerprint matches). A stale or damaged file is
+    /// ignored with a warning: P then computes the prompts, as without the file.
+    #[allow(clippy::too_many_arguments)]
+    fn shipped_prompts(cfg: &PromptConfig, files: &CheckpointFiles, origin: &FsPath, align_w: &Tensor, align_b: &Tensor, de: usize, device: &Device) -> Result<Option<HashMap<Kind, Tensor>>> {
+        let Some(bytes) = &files.soft_prompts else { return Ok(None) };
+        if cfg.condition_on_text || cfg.soft_tokens == 0 {
+            return Ok(None);
+        }
+        let path = origin.join(PROMPTS_FILE);
+        let lora = match &files.prompting_lora {
+            Some(b) if cfg.lora.is_some() => Some(f32_tensors(b, &origin.join(LORA_FILE))?),
+            _ => None,
         };
-        Self::from_files(cfg, &files, origin, Some("default".into()))
+        let m_lora = match &files.embedding_lora {
+            Some(b) if cfg.embedding_lora.is_some() => Some(f32_tensors(b, &origin.join(M_LORA_FILE))?),
+            _ => None,
+        };
+        let want = fingerprint(cfg, align_w, align_b, lora.as_ref(), m_lora.as_ref())?;
+        let read = || -> std::result::Result<HashMap<Kind, Tensor>, String> {
+            let t = candle_core::safetensors::load_buffer(bytes, device).map_err(|e| e.to_string())?;
+            let fp = t.get("fingerprint").ok_or("no tensor `fingerprint`")?.to_vec1::<u8>().map_err(|e| e.to_string())?;
+            if fp != want.as_bytes() {
+                return Err(format!("written for {}, not for this checkpoint ({want})", String::from_utf8_lossy(&fp)));
+            }
+            let mut out = HashMap::new();
+            for (kind, name) in [(Kind::Query, "query"), (Kind::Passage, "passage")] {
+                let x = t.get(name).ok_or_else(|| format!("no tensor `{name}`"))?;
+                if x.dims() != [cfg.soft_tokens, de] {
+                    return Err(format!("`{name}` has shape {:?}, expected [{}, {de}]", x.dims(), cfg.soft_tokens));
+                }
+                out.insert(kind, x.to_dtype(DType::F32).map_err(|e| e.to_string())?);
+            }
+            Ok(out)
+        };
+        match read() {
+            Ok(p) => Ok(Some(p)),
+            Err(why) => {
+                tracing::warn!("{}: {why}; ignored, the Prompting LLM computes the soft prompts instead", path.display());
+                Ok(None)
+            }
+        }
+    }
+
+    /// A trained checkpoint built into the crate (`checkpoints/default/` or
+    /// `checkpoints/smollm2/`; each README says how it was trained), so a fresh clone
+    /// needs only the backbone files. Both ship their constant soft prompts, so they
+    /// embed without loading the Prompting LLM (`examples/write_soft_prompts.rs`).
+    fn shipped(name: &str) -> Result<Self> {
+        macro_rules! dir {
+            ($d:literal) => {
+                (
+                    concat!(env!("CARGO_MANIFEST_DIR"), "/checkpoints/", $d),
+                    include_bytes!(concat!("../../checkpoints/", $d, "/config.json")).as_slice(),
+                    include_bytes!(concat!("../../checkpoints/", $d, "/alignment.safetensors")).as_slice(),
+                    include_bytes!(concat!("../../checkpoints/", $d, "/prompting_lora.safetensors")).as_slice(),
+                    include_bytes!(concat!("../../checkpoints/", $d, "/soft_prompts.safetensors")).as_slice(),
+                )
+            };
+        }
+        let (dir, config, alignment, lora, prompts) = match name {
+            "default" => dir!("default"),
+            "smollm2" => dir!("smollm2"),
+            other => return Err(Error::UnknownEmbedder { spec: other.into(), detail: "not a shipped checkpoint".into() }),
+        };
+        let origin = FsPath::new(dir);
+        let cfg: PromptConfig = serde_json::from_slice(config).map_err(|e| Error::corrupt(origin.join("config.json"), e.to_string()))?;
+        let files = CheckpointFiles { alignment: alignment.to_vec(), prompting_lora: Some(lora.to_vec()), embedding_lora: None, soft_prompts: Some(prompts.to_vec()) };
+        Self::from_files(cfg, &files, origin, Some(name.into()))
     }
 
     /// Writes this embedder as a checkpoint directory.
@@ -493,14 +656,31 @@ impl PromptEmbedder {
         let t: HashMap<String, Tensor> =
             [("weight".to_string(), self.align_w.as_tensor().clone()), ("bias".to_string(), self.align_b.as_tensor().clone())].into();
         put("alignment.safetensors", &|f| Ok(candle_core::safetensors::save(&t, f)?))?;
-        for (lora, file) in [(&self.lora, LORA_FILE), (&self.m_lora, M_LORA_FILE)] {
+        let remove = |file: &str| match std::fs::remove_file(dir.join(file)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(dir.join(file), e)),
+            _ => Ok(()),
+        };
+        let p_lora = self.prompting()?.lora.as_ref();
+        for (lora, file) in [(p_lora, LORA_FILE), (self.m_lora.as_ref(), M_LORA_FILE)] {
             match lora {
                 Some(l) => put(file, &|f| l.save(f))?,
-                None => match std::fs::remove_file(dir.join(file)) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(dir.join(file), e)),
-                    _ => {}
-                },
+                None => remove(file)?,
             }
+        }
+        // The constant soft prompts, computed now (not from the cache, which training may
+        // have left stale), keyed by the fingerprint these parameters load with.
+        if !self.cfg.condition_on_text && self.cfg.soft_tokens > 0 {
+            let (w, b) = self.alignment();
+            let fp = fingerprint(&self.cfg, w, b, p_lora.map(|l| l.tensors()).as_ref(), self.m_lora.as_ref().map(|l| l.tensors()).as_ref())?;
+            let mut t: HashMap<String, Tensor> = HashMap::new();
+            for (kind, name) in [(Kind::Query, "query"), (Kind::Passage, "passage")] {
+                t.insert(name.into(), self.soft_prompts(&[self.instruction_prompt(kind)], Path::Fast)?.squeeze(0)?);
+            }
+            let n = fp.len();
+            t.insert("fingerprint".into(), Tensor::from_vec(fp.into_bytes(), n, &Device::Cpu)?);
+            put(PROMPTS_FILE, &|f| Ok(candle_core::safetensors::save(&t, f)?))?;
+        } else {
+            remove(PROMPTS_FILE)?;
         }
         let cfg = serde_json::to_vec_pretty(&self.cfg).expect("config serialises");
         put("config.json", &|f| std::fs::write(f, &cfg).map_err(|e| Error::io(f, e)))?;
@@ -508,13 +688,19 @@ impl PromptEmbedder {
     }
 
     /// P's low-rank adapters, when the config has them (their `vars` are what
-    /// training updates besides the alignment).
+    /// training updates besides the alignment). Loads P if it was not loaded yet.
     ///
     /// The fingerprint is computed when the embedder is built: after changing the
     /// adapters in place, [`PromptEmbedder::save`] and [`PromptEmbedder::load`] give the
     /// trained embedder its own fingerprint.
-    pub fn lora(&self) -> Option<&Lora> {
-        self.lora.as_ref()
+    pub fn lora(&self) -> Result<Option<&Lora>> {
+        Ok(self.prompting()?.lora.as_ref())
+    }
+
+    /// Whether P is loaded: false for a checkpoint opened with its constant soft prompts
+    /// until something needs P (see [`PromptEmbedder::load`]).
+    pub fn prompting_loaded(&self) -> bool {
+        self.prompting.get().is_some()
     }
 
     /// M's low-rank adapters, when the config has them (the LoRA baseline).
@@ -529,17 +715,18 @@ impl PromptEmbedder {
 
     /// Every parameter training may update, by name: `align.weight`, `align.bias`, P's
     /// adapters as `p.blk.{i}.{target}.lora_a|b` and M's as `m.blk...`. A trainer picks
-    /// the ones its mode trains; the backbones' own weights are never among them.
-    pub fn parameters(&self) -> Vec<(String, Var)> {
+    /// the ones its mode trains; the backbones' own weights are never among them. Loads
+    /// P if it was not loaded yet.
+    pub fn parameters(&self) -> Result<Vec<(String, Var)>> {
         let mut out = vec![("align.weight".to_string(), self.align_w.clone()), ("align.bias".to_string(), self.align_b.clone())];
-        for (prefix, lora) in [("p.", &self.lora), ("m.", &self.m_lora)] {
+        for (prefix, lora) in [("p.", self.lora()?), ("m.", self.m_lora.as_ref())] {
             if let Some(l) = lora {
                 let mut named = l.named_vars();
                 named.sort_by(|a, b| a.0.cmp(&b.0));
                 out.extend(named.into_iter().map(|(n, v)| (format!("{prefix}{n}"), v)));
             }
         }
-        out
+        Ok(out)
     }
 
     /// The frozen Embedding LLM M (for checks that training leaves it unchanged).
@@ -577,25 +764,28 @@ impl PromptEmbedder {
     /// Relaxed decoding: K soft tokens for each prompt, mapped into M's input space,
     /// (b, K, d_e). Differentiable on [`Path::Differentiable`].
     pub fn soft_prompts(&self, prompts: &[String], path: Path) -> Result<Tensor> {
-        let seqs: Vec<Vec<u32>> = prompts.iter().map(|s| self.p.tok.encode(s)).collect::<Result<_>>()?;
+        let tok = &self.prompting()?.model.tok;
+        let seqs: Vec<Vec<u32>> = prompts.iter().map(|s| tok.encode(s)).collect::<Result<_>>()?;
         self.soft_prompts_ids(&seqs, path)
     }
 
     /// P's prompt for a text: the instruction, then the text cut to `max_text_tokens`.
     fn conditioned_prompt(&self, kind: Kind, text: &str, max_tokens: usize) -> Result<Vec<u32>> {
         let head = format!("Instruct: {}\nQuery: ", self.instruction(kind));
-        let keep = self.p.tok.encode(&head)?.len() + max_tokens.min(self.cfg.max_text_tokens);
-        let mut ids = self.p.tok.encode(&format!("{head}{text}"))?;
+        let tok = &self.prompting()?.model.tok;
+        let keep = tok.encode(&head)?.len() + max_tokens.min(self.cfg.max_text_tokens);
+        let mut ids = tok.encode(&format!("{head}{text}"))?;
         ids.truncate(keep);
         Ok(ids)
     }
 
     /// [`PromptEmbedder::soft_prompts`] from token ids of P.
     pub fn soft_prompts_ids(&self, seqs: &[Vec<u32>], path: Path) -> Result<Tensor> {
-        let p = &self.p;
+        let pr = self.prompting()?;
+        let p = &pr.model;
         let (ids, pads) = p.dec.pad_left(seqs, p.tok.eos.unwrap_or(0))?;
         let mut cache = p.dec.new_cache(&pads);
-        let lora = self.lora.as_ref();
+        let lora = pr.lora.as_ref();
         let h = p.dec.forward_adapted(&p.dec.embed_ids(&ids)?, &pads, Some(&mut cache), path, lora)?;
         let mut last = Decoder::last(&h)?;
         let embed = p.dec.token_embeddings();

@@ -373,7 +373,7 @@ impl Trainer {
     }
 
     fn assemble(cfg: TrainConfig, out: &FsPath, embedder: PromptEmbedder, opt_state: Option<(PathBuf, u64)>) -> Result<Self> {
-        let params: Vec<_> = embedder.parameters().into_iter().filter(|(n, _)| cfg.mode.trains(n)).collect();
+        let params: Vec<_> = embedder.parameters()?.into_iter().filter(|(n, _)| cfg.mode.trains(n)).collect();
         let mut opt = AdamW::new(AdamWConfig { total: cfg.steps, ..cfg.optim.clone() }, params)?;
         if let Some((path, step)) = opt_state {
             opt.load(&path, step)?;
@@ -449,7 +449,7 @@ impl Trainer {
             "micro-batch"
         );
         let mut out = HashMap::new();
-        for (name, var) in e.parameters() {
+        for (name, var) in e.parameters()? {
             if self.cfg.mode.trains(&name) {
                 if let Some(g) = grads.get(var.as_tensor()) {
                     out.insert(name, g.clone());
