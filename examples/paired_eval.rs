@@ -1,5 +1,6 @@
 //! Compares two databases built by `duetdb eval --db` on the same pairs (documents with
-//! ids `0..n`, the relevant one for query `i` being `i`) query by query: MRR@10 of each,
+//! ids `0..n`, the relevant one for query `i` being `i`) query by query, ranked as
+//! `duetdb eval` ranks them (its default fusion and candidates): MRR@10 of each,
 //! their difference, and a paired bootstrap 95% interval of the difference (10,000
 //! resamples of the queries, fixed seed), so that "A beats B" comes with its spread.
 //!
@@ -31,7 +32,8 @@ fn main() {
             .iter()
             .enumerate()
             .map(|(i, q)| {
-                let hits = db.query(q).mode(mode).limit(10).run().expect("query");
+                // 100 candidates per ranking in hybrid mode, as `duetdb eval` asks for.
+                let hits = db.query(q).mode(mode).candidates(100).limit(10).run().expect("query");
                 hits.iter().position(|h| h.id == i.to_string()).map_or(0.0, |p| 1.0 / (p + 1) as f64)
             })
             .collect()
