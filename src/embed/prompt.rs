@@ -550,12 +550,16 @@ impl PromptEmbedder {
         }
         // With shipped constant prompts, P is needed only later, if at all; its file is
         // still checked now, so a checkpoint naming a missing or wrong one fails at once.
-        if let Some(prompts) = Self::shipped_prompts(&cfg, files, origin, &align_w, &align_b, m.dec.config().hidden, &device)? {
+        // P's adapters as tensors, read once: for the prompts file's fingerprint check and,
+        // when P is deferred, for the embedder's own fingerprint.
+        let shippable = files.soft_prompts.is_some() && !cfg.condition_on_text && cfg.soft_tokens > 0;
+        let lora_tensors = match &files.prompting_lora {
+            Some(b) if shippable && cfg.lora.is_some() => Some(f32_tensors(b, &origin.join(LORA_FILE))?),
+            _ => None,
+        };
+        let m_lora_tensors = m_lora.as_ref().map(|l| l.tensors());
+        if let Some(prompts) = Self::shipped_prompts(&cfg, files, origin, (&align_w, &align_b), [lora_tensors.as_ref(), m_lora_tensors.as_ref()], m.dec.config().hidden)? {
             verify_backbone(&cfg.prompting)?;
-            let lora_tensors = match &files.prompting_lora {
-                Some(b) if cfg.lora.is_some() => Some(f32_tensors(b, &origin.join(LORA_FILE))?),
-                _ => None,
-            };
             let deferred = DeferredPrompting { lora: files.prompting_lora.clone(), origin: origin.to_path_buf() };
             let input = PromptingInput::Deferred { lora_tensors, deferred, prompts };
             return Self::assemble(cfg, spec, input, m, align_w, align_b, m_lora, &device);
@@ -572,24 +576,16 @@ impl PromptEmbedder {
     /// its soft prompt reads only the instruction and the file was written for exactly
     /// these parameters (its recorded fingerprint matches). A stale or damaged file is
     /// ignored with a warning: P then computes the prompts, as without the file.
-    #[allow(clippy::too_many_arguments)]
-    fn shipped_prompts(cfg: &PromptConfig, files: &CheckpointFiles, origin: &FsPath, align_w: &Tensor, align_b: &Tensor, de: usize, device: &Device) -> Result<Option<HashMap<Kind, Tensor>>> {
+    /// `adapters`: P's and M's adapter tensors, as the fingerprint hashes them.
+    fn shipped_prompts(cfg: &PromptConfig, files: &CheckpointFiles, origin: &FsPath, (align_w, align_b): (&Tensor, &Tensor), adapters: [Option<&HashMap<String, Tensor>>; 2], de: usize) -> Result<Option<HashMap<Kind, Tensor>>> {
         let Some(bytes) = &files.soft_prompts else { return Ok(None) };
         if cfg.condition_on_text || cfg.soft_tokens == 0 {
             return Ok(None);
         }
         let path = origin.join(PROMPTS_FILE);
-        let lora = match &files.prompting_lora {
-            Some(b) if cfg.lora.is_some() => Some(f32_tensors(b, &origin.join(LORA_FILE))?),
-            _ => None,
-        };
-        let m_lora = match &files.embedding_lora {
-            Some(b) if cfg.embedding_lora.is_some() => Some(f32_tensors(b, &origin.join(M_LORA_FILE))?),
-            _ => None,
-        };
-        let want = fingerprint(cfg, align_w, align_b, lora.as_ref(), m_lora.as_ref())?;
+        let want = fingerprint(cfg, align_w, align_b, adapters[0], adapters[1])?;
         let read = || -> std::result::Result<HashMap<Kind, Tensor>, String> {
-            let t = candle_core::safetensors::load_buffer(bytes, device).map_err(|e| e.to_string())?;
+            let t = candle_core::safetensors::load_buffer(bytes, &Device::Cpu).map_err(|e| e.to_string())?;
             let fp = t.get("fingerprint").ok_or("no tensor `fingerprint`")?.to_vec1::<u8>().map_err(|e| e.to_string())?;
             if fp != want.as_bytes() {
                 return Err(format!("written for {}, not for this checkpoint ({want})", String::from_utf8_lossy(&fp)));
