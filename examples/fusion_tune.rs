@@ -4,7 +4,9 @@
 //!
 //! Usage: `fusion_tune PAIRS.jsonl QUERY_FIELD DB [N]`. Prints MRR@10 of each ranking
 //! alone and of the best settings of RRF (k, text weight, candidates) and of weighted
-//! fusion, one JSON object per line.
+//! fusion, one JSON object per line. With `FUSION_DUMP=FILE` it also writes each query's
+//! two rankings (`LIMIT`, default 100, of each, as `[id, score]` pairs) as JSON Lines, for
+//! trying other fusions offline.
 
 use duetdb::db::{fuse, Fusion};
 use duetdb::{Db, Mode};
@@ -23,12 +25,18 @@ fn main() {
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()[&a[2]].as_str().unwrap().trim().to_string())
         .collect();
     let db = Db::options().create_if_missing(false).open(&a[3]).unwrap();
+    let limit: usize = std::env::var("LIMIT").map_or(100, |s| s.parse().unwrap());
     let ranking = |q: &str, mode| -> Vec<(usize, f32)> {
-        db.query(q).mode(mode).limit(100).run().unwrap().into_iter().map(|h| (h.id.parse::<usize>().unwrap(), h.score)).collect()
+        db.query(q).mode(mode).limit(limit).run().unwrap().into_iter().map(|h| (h.id.parse::<usize>().unwrap(), h.score)).collect()
     };
     let t = std::time::Instant::now();
     let lists: Vec<(Vec<(usize, f32)>, Vec<(usize, f32)>)> = queries.iter().map(|q| (ranking(q, Mode::Vector), ranking(q, Mode::Text))).collect();
     eprintln!("{} queries ranked in {:.0} s", lists.len(), t.elapsed().as_secs_f64());
+    if let Ok(path) = std::env::var("FUSION_DUMP") {
+        let lines: Vec<String> = lists.iter().map(|(v, t)| serde_json::json!({"v": v, "t": t}).to_string()).collect();
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    }
+    let lists: Vec<(Vec<(usize, f32)>, Vec<(usize, f32)>)> = lists.into_iter().map(|(v, t)| (v.into_iter().take(100).collect(), t.into_iter().take(100).collect())).collect();
     let ids = |l: &[(usize, f32)]| l.iter().map(|x| x.0).collect::<Vec<_>>();
     println!("{}", serde_json::json!({"vector": mrr(&lists.iter().map(|l| ids(&l.0)).collect::<Vec<_>>()), "text": mrr(&lists.iter().map(|l| ids(&l.1)).collect::<Vec<_>>())}));
     let score = |f: Fusion, c: usize| mrr(&lists.iter().map(|(v, t)| fuse(&v[..c.min(v.len())], &t[..c.min(t.len())], f).iter().map(|x| x.row).collect()).collect::<Vec<_>>());
