@@ -143,3 +143,41 @@ fn bad_training_input_is_an_error_that_names_it() {
     let err = PromptEmbedder::new(cfg, &Device::Cpu).unwrap_err().to_string();
     assert!(err.contains("never lets the text see them"), "{err}");
 }
+
+#[test]
+fn evaluate_only_measures_the_saved_state_without_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let fixture = common::train_fixture();
+    // The tiny run without evaluations, made to evaluate at its last step.
+    let mut args = common::tiny_run_args("train", 2);
+    let at = args.iter().position(|a| a == "--eval-every").unwrap();
+    args[at + 1] = "2".into();
+    let st = duetdb()
+        .args(args)
+        .arg("--dev")
+        .arg(&fixture)
+        .args(["--eval-size", "8", "--out"])
+        .arg(&out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let log = std::fs::read_to_string(out.join("train/log.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    let in_run = last["dev_mrr10"].as_f64().expect("step 2 is an evaluation point");
+
+    let o = duetdb().args(["train", "--resume", "--evaluate-only", "--json", "--out"]).arg(&out).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["step"], 2);
+    let again = v["dev_mrr10"].as_f64().unwrap();
+    assert!((again - in_run).abs() < 1e-9, "the saved state measures {again}, the run measured {in_run}");
+    assert_eq!(steps_logged(&out), 2, "evaluating trained a step");
+
+    // Without --resume there is no saved state to measure: clap refuses it.
+    let o = duetdb().args(["train", "--evaluate-only", "--out"]).arg(&out).output().unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--resume"));
+}

@@ -312,6 +312,10 @@ struct TrainArgs {
     /// Stop (after saving) once this many steps are done; a later --resume continues.
     #[arg(long)]
     stop_at: Option<u64>,
+    /// With --resume: measure the saved state's dev MRR@10 (the run's own exact-search
+    /// evaluation) and exit without training; for a state saved between evaluation points.
+    #[arg(long, requires = "resume")]
+    evaluate_only: bool,
     /// Transfer: the trained checkpoint directory whose Prompting LLM and adapters are kept.
     #[arg(long)]
     from: Option<PathBuf>,
@@ -580,6 +584,14 @@ fn train_cmd(args: TrainArgs) -> Result<(), String> {
         }
         Trainer::create(c, &args.out).map_err(s)?
     };
+    if args.evaluate_only {
+        let m = t.evaluate().map_err(s)?.ok_or("the run has no dev pairs to evaluate")?;
+        match args.json {
+            true => out(json!({"step": t.step(), "dev_mrr10": m}).to_string()),
+            false => out(format!("step {}: dev MRR@10 {m:.4}", t.step())),
+        }
+        return Ok(());
+    }
     t.stop_at = args.stop_at;
     let total = t.config().steps;
     let bar = ProgressBar::new(total).with_style(
