@@ -30,13 +30,17 @@ fn main() {
         db.query(q).mode(mode).limit(limit).run().unwrap().into_iter().map(|h| (h.id.parse::<usize>().unwrap(), h.score)).collect()
     };
     let t = std::time::Instant::now();
-    let lists: Vec<(Vec<(usize, f32)>, Vec<(usize, f32)>)> = queries.iter().map(|q| (ranking(q, Mode::Vector), ranking(q, Mode::Text))).collect();
+    let mut lists: Vec<(Vec<(usize, f32)>, Vec<(usize, f32)>)> = queries.iter().map(|q| (ranking(q, Mode::Vector), ranking(q, Mode::Text))).collect();
     eprintln!("{} queries ranked in {:.0} s", lists.len(), t.elapsed().as_secs_f64());
     if let Ok(path) = std::env::var("FUSION_DUMP") {
         let lines: Vec<String> = lists.iter().map(|(v, t)| serde_json::json!({"v": v, "t": t}).to_string()).collect();
         std::fs::write(&path, lines.join("\n") + "\n").unwrap();
     }
-    let lists: Vec<(Vec<(usize, f32)>, Vec<(usize, f32)>)> = lists.into_iter().map(|(v, t)| (v.into_iter().take(100).collect(), t.into_iter().take(100).collect())).collect();
+    // The grid below (and the engine's default) fuses at most 100 candidates a ranking.
+    for (v, t) in &mut lists {
+        v.truncate(100);
+        t.truncate(100);
+    }
     let ids = |l: &[(usize, f32)]| l.iter().map(|x| x.0).collect::<Vec<_>>();
     println!("{}", serde_json::json!({"vector": mrr(&lists.iter().map(|l| ids(&l.0)).collect::<Vec<_>>()), "text": mrr(&lists.iter().map(|l| ids(&l.1)).collect::<Vec<_>>())}));
     let score = |f: Fusion, c: usize| mrr(&lists.iter().map(|(v, t)| fuse(&v[..c.min(v.len())], &t[..c.min(t.len())], f).iter().map(|x| x.row).collect()).collect::<Vec<_>>());

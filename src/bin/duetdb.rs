@@ -550,6 +550,15 @@ fn eval_cmd(file: PathBuf, qf: String, df: String, spec: Option<String>, keep: O
 fn train_cmd(args: TrainArgs) -> Result<(), String> {
     use duetdb::train::{Mode, TrainConfig, Trainer};
     let s = |e: Error| e.to_string();
+    if args.evaluate_only {
+        let (step, m) = Trainer::evaluate_saved(&args.out).map_err(s)?;
+        let m = m.ok_or("the run has no dev pairs to evaluate")?;
+        match args.json {
+            true => out(json!({"step": step, "dev_mrr10": m}).to_string()),
+            false => out(format!("step {step}: dev MRR@10 {m:.4}")),
+        }
+        return Ok(());
+    }
     let mut t = if args.resume {
         Trainer::resume(&args.out).map_err(s)?
     } else {
@@ -584,14 +593,6 @@ fn train_cmd(args: TrainArgs) -> Result<(), String> {
         }
         Trainer::create(c, &args.out).map_err(s)?
     };
-    if args.evaluate_only {
-        let m = t.evaluate().map_err(s)?.ok_or("the run has no dev pairs to evaluate")?;
-        match args.json {
-            true => out(json!({"step": t.step(), "dev_mrr10": m}).to_string()),
-            false => out(format!("step {}: dev MRR@10 {m:.4}", t.step())),
-        }
-        return Ok(());
-    }
     t.stop_at = args.stop_at;
     let total = t.config().steps;
     let bar = ProgressBar::new(total).with_style(

@@ -548,21 +548,25 @@ impl PromptEmbedder {
         if cfg.lora.is_some() && files.prompting_lora.is_none() {
             return Err(Error::corrupt(origin.join(LORA_FILE), "missing: the checkpoint's config.json has LoRA adapters"));
         }
-        // With shipped constant prompts, P is needed only later, if at all; its file is
-        // still checked now, so a checkpoint naming a missing or wrong one fails at once.
-        // P's adapters as tensors, read once: for the prompts file's fingerprint check and,
-        // when P is deferred, for the embedder's own fingerprint.
-        let shippable = files.soft_prompts.is_some() && !cfg.condition_on_text && cfg.soft_tokens > 0;
-        let lora_tensors = match &files.prompting_lora {
-            Some(b) if shippable && cfg.lora.is_some() => Some(f32_tensors(b, &origin.join(LORA_FILE))?),
-            _ => None,
-        };
-        let m_lora_tensors = m_lora.as_ref().map(|l| l.tensors());
-        if let Some(prompts) = Self::shipped_prompts(&cfg, files, origin, (&align_w, &align_b), [lora_tensors.as_ref(), m_lora_tensors.as_ref()], m.dec.config().hidden)? {
-            verify_backbone(&cfg.prompting)?;
-            let deferred = DeferredPrompting { lora: files.prompting_lora.clone(), origin: origin.to_path_buf() };
-            let input = PromptingInput::Deferred { lora_tensors, deferred, prompts };
-            return Self::assemble(cfg, spec, input, m, align_w, align_b, m_lora, &device);
+        // With shipped constant prompts (only possible when P's soft prompt reads only the
+        // instruction), P is needed only later, if at all; its file is still checked now,
+        // so a checkpoint naming a missing or wrong one fails at once. P's adapters are
+        // read once: for the prompts file's fingerprint check and, when P is deferred, for
+        // the embedder's own fingerprint.
+        let shipped = files.soft_prompts.as_ref().filter(|_| !cfg.condition_on_text && cfg.soft_tokens > 0);
+        if let Some(bytes) = shipped {
+            let lora_tensors = match &files.prompting_lora {
+                Some(b) if cfg.lora.is_some() => Some(f32_tensors(b, &origin.join(LORA_FILE))?),
+                _ => None,
+            };
+            let m_lora_tensors = m_lora.as_ref().map(|l| l.tensors());
+            let adapters = [lora_tensors.as_ref(), m_lora_tensors.as_ref()];
+            if let Some(prompts) = Self::shipped_prompts(&cfg, bytes, origin, (&align_w, &align_b), adapters, m.dec.config().hidden)? {
+                verify_backbone(&cfg.prompting)?;
+                let deferred = DeferredPrompting { lora: files.prompting_lora.clone(), origin: origin.to_path_buf() };
+                let input = PromptingInput::Deferred { lora_tensors, deferred, prompts };
+                return Self::assemble(cfg, spec, input, m, align_w, align_b, m_lora, &device);
+            }
         }
         let p = if cfg.embedding == cfg.prompting { m.clone() } else { Arc::new(load_model(&cfg.prompting, &device)?) };
         let lora = match (&cfg.lora, &files.prompting_lora) {
@@ -572,16 +576,12 @@ impl PromptEmbedder {
         Self::assemble(cfg, spec, PromptingInput::Loaded(Prompting { model: p, lora }), m, align_w, align_b, m_lora, &device)
     }
 
-    /// The checkpoint's constant soft prompts (`soft_prompts.safetensors`), by kind, when
-    /// its soft prompt reads only the instruction and the file was written for exactly
-    /// these parameters (its recorded fingerprint matches). A stale or damaged file is
-    /// ignored with a warning: P then computes the prompts, as without the file.
-    /// `adapters`: P's and M's adapter tensors, as the fingerprint hashes them.
-    fn shipped_prompts(cfg: &PromptConfig, files: &CheckpointFiles, origin: &FsPath, (align_w, align_b): (&Tensor, &Tensor), adapters: [Option<&HashMap<String, Tensor>>; 2], de: usize) -> Result<Option<HashMap<Kind, Tensor>>> {
-        let Some(bytes) = &files.soft_prompts else { return Ok(None) };
-        if cfg.condition_on_text || cfg.soft_tokens == 0 {
-            return Ok(None);
-        }
+    /// The checkpoint's constant soft prompts (`soft_prompts.safetensors`, its `bytes`), by
+    /// kind, when the file was written for exactly these parameters (its recorded
+    /// fingerprint matches). A stale or damaged file is ignored with a warning: P then
+    /// computes the prompts, as without the file. `adapters`: P's and M's adapter tensors,
+    /// as the fingerprint hashes them.
+    fn shipped_prompts(cfg: &PromptConfig, bytes: &[u8], origin: &FsPath, (align_w, align_b): (&Tensor, &Tensor), adapters: [Option<&HashMap<String, Tensor>>; 2], de: usize) -> Result<Option<HashMap<Kind, Tensor>>> {
         let path = origin.join(PROMPTS_FILE);
         let want = fingerprint(cfg, align_w, align_b, adapters[0], adapters[1])?;
         let read = || -> std::result::Result<HashMap<Kind, Tensor>, String> {

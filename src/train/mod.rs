@@ -280,6 +280,47 @@ pub struct Summary {
 }
 
 /// Where a run's numbered state lives, by step.
+/// The run's settings, its newest complete state's directory (named by `train/latest`)
+/// and that state's step.
+fn latest_state(out: &FsPath) -> Result<(TrainConfig, PathBuf, u64)> {
+    let path = out.join("train").join("config.json");
+    let raw = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    let cfg: TrainConfig = serde_json::from_slice(&raw).map_err(|e| Error::corrupt(&path, e.to_string()))?;
+    let latest = out.join("train").join("latest");
+    let name = std::fs::read_to_string(&latest).map_err(|e| Error::io(&latest, e))?;
+    let dir = out.join("train").join(name.trim());
+    let sp = dir.join("state.json");
+    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(&sp).map_err(|e| Error::io(&sp, e))?).map_err(|e| Error::corrupt(&sp, e.to_string()))?;
+    let step = state["step"].as_u64().ok_or_else(|| Error::corrupt(&sp, "no `step`"))?;
+    Ok((cfg, dir, step))
+}
+
+/// The run's dev pairs: the first `eval_size` of its `dev` file (none without one).
+fn read_dev(cfg: &TrainConfig) -> Result<Vec<data::Pair>> {
+    match &cfg.dev {
+        Some(p) => {
+            let mut d = data::read_pairs(p, &cfg.fields())?.0;
+            d.truncate(cfg.eval_size);
+            Ok(d)
+        }
+        None => Ok(Vec::new()),
+    }
+}
+
+/// MRR@10 of `e` on the dev pairs (their documents are the corpus), exact search; `None`
+/// without dev pairs.
+fn dev_mrr10(e: &PromptEmbedder, dev: &[data::Pair]) -> Result<Option<f64>> {
+    if dev.is_empty() {
+        return Ok(None);
+    }
+    let q: Vec<&str> = dev.iter().map(|p| p.query.as_str()).collect();
+    let d: Vec<&str> = dev.iter().map(|p| p.doc.as_str()).collect();
+    let qv = e.embed_tensor(&q, Kind::Query, Path::Fast)?;
+    let dv = e.embed_tensor(&d, Kind::Passage, Path::Fast)?;
+    let scores: Vec<Vec<f32>> = qv.matmul(&dv.t()?)?.to_vec2()?;
+    Ok(Some(mrr_at_10(&scores)))
+}
+
 fn state_dir(out: &FsPath, step: u64) -> PathBuf {
     out.join("train").join(format!("step-{step:07}"))
 }
@@ -359,17 +400,18 @@ impl Trainer {
 
     /// Reopens the run in `out` at its newest complete state.
     pub fn resume(out: &FsPath) -> Result<Self> {
-        let path = out.join("train").join("config.json");
-        let raw = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        let cfg: TrainConfig = serde_json::from_slice(&raw).map_err(|e| Error::corrupt(&path, e.to_string()))?;
-        let latest = out.join("train").join("latest");
-        let name = std::fs::read_to_string(&latest).map_err(|e| Error::io(&latest, e))?;
-        let dir = out.join("train").join(name.trim());
-        let sp = dir.join("state.json");
-        let state: serde_json::Value = serde_json::from_slice(&std::fs::read(&sp).map_err(|e| Error::io(&sp, e))?).map_err(|e| Error::corrupt(&sp, e.to_string()))?;
-        let step = state["step"].as_u64().ok_or_else(|| Error::corrupt(&sp, "no `step`"))?;
+        let (cfg, dir, step) = latest_state(out)?;
         let embedder = PromptEmbedder::load(&dir)?;
         Self::assemble(cfg, out, embedder, Some((dir.join("optimizer.safetensors"), step)))
+    }
+
+    /// The step of the run in `out`'s newest complete state and that state's dev MRR@10
+    /// ([`Trainer::evaluate`]), without reading the training data or the optimiser state:
+    /// a reading between evaluation points.
+    pub fn evaluate_saved(out: &FsPath) -> Result<(u64, Option<f64>)> {
+        let (cfg, dir, step) = latest_state(out)?;
+        let dev = read_dev(&cfg)?;
+        Ok((step, dev_mrr10(&PromptEmbedder::load(&dir)?, &dev)?))
     }
 
     fn assemble(cfg: TrainConfig, out: &FsPath, embedder: PromptEmbedder, opt_state: Option<(PathBuf, u64)>) -> Result<Self> {
@@ -381,14 +423,7 @@ impl Trainer {
         let (pairs, skipped) = data::read_pairs(&cfg.data, &cfg.fields())?;
         tracing::info!(pairs = pairs.len(), skipped, "training data read");
         let miner = if cfg.hard_negatives > 0 { Some(NegativeMiner::new(&pairs, cfg.hard_negatives)?) } else { None };
-        let dev = match &cfg.dev {
-            Some(p) => {
-                let mut d = data::read_pairs(p, &cfg.fields())?.0;
-                d.truncate(cfg.eval_size);
-                d
-            }
-            None => Vec::new(),
-        };
+        let dev = read_dev(&cfg)?;
         let schedule = Schedule::new(pairs.len(), cfg.batch, cfg.seed);
         Ok(Self { cfg, out: out.to_path_buf(), embedder, opt, pairs, miner, dev, schedule, stop_at: None, base_rss_mib: proc_status_mib("VmRSS:") })
     }
@@ -485,16 +520,7 @@ impl Trainer {
 
     /// MRR@10 on the dev pairs (their documents are the corpus), exact search.
     pub fn evaluate(&self) -> Result<Option<f64>> {
-        if self.dev.is_empty() {
-            return Ok(None);
-        }
-        let e = &self.embedder;
-        let q: Vec<&str> = self.dev.iter().map(|p| p.query.as_str()).collect();
-        let d: Vec<&str> = self.dev.iter().map(|p| p.doc.as_str()).collect();
-        let qv = e.embed_tensor(&q, Kind::Query, Path::Fast)?;
-        let dv = e.embed_tensor(&d, Kind::Passage, Path::Fast)?;
-        let scores: Vec<Vec<f32>> = qv.matmul(&dv.t()?)?.to_vec2()?;
-        Ok(Some(mrr_at_10(&scores)))
+        dev_mrr10(&self.embedder, &self.dev)
     }
 
     /// Writes the current state as `train/step-NNNNNNN/`, points `train/latest` at it,
