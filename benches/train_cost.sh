@@ -7,6 +7,10 @@
 # MODE:BACKBONE runs a mode on another Embedding LLM: `transfer:gemma3` (`smollm2`
 # transferred, only A' trained) against `lora-m:gemma3` (LoRA on Gemma3 from scratch):
 #   MODES="transfer:gemma3 lora-m:gemma3" BASE=lora-m:gemma3 benches/train_cost.sh
+# A /N suffix trains with gradient caching, N texts per differentiated pass (the same
+# gradients; `--grad-cache N`): its cost against the plain run, and the LoRA run that
+# does not fit otherwise:
+#   MODES="lora-m:gemma3 lora-m:gemma3/8 lora-m:qwen2.5/8" BASE=lora-m:gemma3 benches/train_cost.sh
 # A training run in the background is paused (SIGSTOP) meanwhile and resumed after.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,24 +28,27 @@ fi
 [ -n "$paused" ] && kill -STOP $paused
 trap '[ -n "$paused" ] && kill -CONT $paused' EXIT
 for spec in ${MODES:-prompt lora-m}; do
-  mode=${spec%%:*}; extra=()
-  if [ "$spec" != "$mode" ]; then
-    ./scripts/fetch-models.sh "${spec#*:}" >/dev/null
-    extra=(--backbone "${spec#*:}")
+  plain=${spec%%/*}; mode=${plain%%:*}; extra=()
+  [ "$spec" != "$plain" ] && extra+=(--grad-cache "${spec#*/}")
+  if [ "$plain" != "$mode" ]; then
+    ./scripts/fetch-models.sh "${plain#*:}" >/dev/null
+    extra+=(--backbone "${plain#*:}")
     [ "$mode" = transfer ] && extra+=(--from checkpoints/smollm2)
   fi
-  rm -rf "${out:?}/$spec"
-  ./target/release/duetdb train --data "$data/train.jsonl" --group-field source --out "$out/$spec" --mode "$mode" "${extra[@]}" \
+  dir=$out/${spec//\//-gc}
+  rm -rf "${dir:?}"
+  ./target/release/duetdb train --data "$data/train.jsonl" --group-field source --out "$dir" --mode "$mode" "${extra[@]}" \
     --steps "${STEPS:-8}" --batch 16 --max-doc-tokens 64 --max-query-tokens 32 --eval-every 0 --save-every 1000 --json \
-    | tail -1 > "$out/$spec.json"
+    | tail -1 > "$dir.json"
 done
 BASE=${BASE:-lora-m} python3 - "$out" ${MODES:-prompt lora-m} <<'PY'
 import json, os, sys, statistics
 out, modes, base_mode = sys.argv[1], sys.argv[2:], os.environ["BASE"]
 rows = {}
 for m in modes:
-    s = json.load(open(f"{out}/{m}.json"))["summary"]
-    log = [json.loads(l) for l in open(f"{out}/{m}/train/log.jsonl")]
+    d = f"{out}/{m.replace('/', '-gc')}"
+    s = json.load(open(f"{d}.json"))["summary"]
+    log = [json.loads(l) for l in open(f"{d}/train/log.jsonl")]
     times = [l["step_s"] for l in log[1:]]  # the first step pays one-off allocations
     rows[m] = (statistics.median(times), min(times), max(times), s["peak_rss_mib"], s["peak_rss_mib"] - s["base_rss_mib"], s["parameters"])
 base = rows.get(base_mode)

@@ -5,6 +5,9 @@
 #   scripts/train.sh prompt|prompt-prefix|prompt-text|lora-m [extra duetdb train flags]
 #   BACKBONE=gemma3 scripts/train.sh lora-m   (LoRA on another backbone from scratch, in
 #   runs/lora-m-gemma3: the baseline of a transfer; EVAL_EVERY sets the evaluation interval)
+#   GRAD_CACHE=16 BACKBONE=qwen2.5 EVAL_EVERY=25 scripts/train.sh lora-m   (gradient caching,
+#   16 texts per differentiated pass: the same gradients in less memory; LoRA on Qwen2.5
+#   does not fit in 24 GB without it. A new run's setting: a resume keeps the saved one)
 # Needs ../shared/data (the Debian descriptions) and scripts/fetch-models.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,9 +17,10 @@ data=bench-out/data; mkdir -p "$data"
 [ -s "$data/dev.jsonl" ] || zcat ../shared/data/debian-descriptions.jsonl.gz | grep '"split": "dev"' > "$data/dev.jsonl"
 ./scripts/fetch-models.sh
 extra=(); out=runs/$mode
+[ -n "${GRAD_CACHE:-}" ] && extra+=(--grad-cache "$GRAD_CACHE")
 if [ -n "${BACKBONE:-}" ]; then
   ./scripts/fetch-models.sh "$BACKBONE"
-  extra=(--backbone "$BACKBONE"); out=runs/$mode-$BACKBONE
+  extra+=(--backbone "$BACKBONE"); out=runs/$mode-$BACKBONE
 fi
 cargo build --release --quiet
 if [ -f "$out/train/latest" ]; then

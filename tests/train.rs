@@ -181,3 +181,34 @@ fn evaluate_only_measures_the_saved_state_without_training() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--resume"));
 }
+
+#[test]
+fn gradient_caching_gives_the_whole_batch_gradients() {
+    // Slices of 3 texts: neither side (4 queries, 8 documents) divides evenly, so the
+    // last slice is short. LoRA on M (M's whole pass differentiated) and the prompt mode
+    // (the constant soft prompt's graph shared by every slice).
+    for mode in [Mode::LoraM, Mode::Prompt] {
+        let tmp = tempfile::tempdir().unwrap();
+        let whole = Trainer::create(common::tiny_run(mode, 1), &tmp.path().join("whole")).unwrap();
+        let mut cfg = common::tiny_run(mode, 1);
+        cfg.grad_cache = Some(3);
+        let cached = Trainer::create(cfg, &tmp.path().join("cached")).unwrap();
+        for i in 0..2 {
+            let (lw, gw) = whole.gradients(i).unwrap();
+            let (lc, gc) = cached.gradients(i).unwrap();
+            assert!((lw - lc).abs() < 1e-5, "{mode:?}: losses {lw} and {lc}");
+            assert!(!gw.is_empty() && gw.len() == gc.len(), "{mode:?}: {} and {} gradients", gw.len(), gc.len());
+            for (name, a) in &gw {
+                let b = &gc[name];
+                let scale = a.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                let d = max_abs_diff(a, b).unwrap();
+                assert!(scale > 0.0 || name.ends_with("lora_a"), "{mode:?}: {name} has a zero gradient");
+                assert!(d <= 1e-3 * scale.max(1e-6), "{mode:?}: {name}'s gradients differ by {d} (largest {scale})");
+            }
+        }
+    }
+    let mut cfg = common::tiny_run(Mode::LoraM, 1);
+    cfg.grad_cache = Some(0);
+    let err = Trainer::create(cfg, &tempfile::tempdir().unwrap().path().join("run")).err().unwrap().to_string();
+    assert!(err.contains("grad-cache"), "{err}");
+}

@@ -303,6 +303,11 @@ struct TrainArgs {
     /// Steps between saved states.
     #[arg(long, default_value_t = 25)]
     save_every: u64,
+    /// Gradient caching: texts per differentiated forward pass. The same gradients as the
+    /// whole batch for a fraction of the memory and one more forward pass; for a model
+    /// too large to train at this batch otherwise.
+    #[arg(long)]
+    grad_cache: Option<usize>,
     /// Seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -585,6 +590,7 @@ fn train_cmd(args: TrainArgs) -> Result<(), String> {
         c.eval_every = args.eval_every;
         c.eval_size = args.eval_size;
         c.save_every = args.save_every;
+        c.grad_cache = args.grad_cache;
         c.seed = args.seed;
         c.backbone = args.backbone.as_deref().map(duetdb::embed::prompt::backbone).transpose().map_err(s)?;
         if c.mode == Mode::Transfer {

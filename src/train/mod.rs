@@ -33,7 +33,8 @@ use crate::embed::decoder::Path;
 use crate::embed::prompt::{AlignInit, AlignSource, Backbone, Placement, Pooling, PromptConfig, PromptEmbedder};
 use crate::embed::Kind;
 use crate::error::{Error, Result};
-use candle_core::{Device, Tensor};
+use candle_core::backprop::GradStore;
+use candle_core::{Device, Tensor, Var};
 use data::{Fields, NegativeMiner, Pair, Schedule};
 use optim::{AdamW, AdamWConfig};
 use serde::{Deserialize, Serialize};
@@ -183,6 +184,16 @@ pub struct TrainConfig {
     pub eval_size: usize,
     /// Steps between saved states.
     pub save_every: u64,
+    /// Gradient caching: texts per differentiated forward pass (`None`: the whole
+    /// micro-batch at once). The micro-batch's embeddings are computed first without their
+    /// graphs, the loss's gradient with respect to them taken, then each slice is embedded
+    /// again with its graph and back-propagated alone (Gao et al., 2021, "Scaling Deep
+    /// Contrastive Learning Batch Size under Memory Limited Setup"). The gradients are
+    /// those of the whole micro-batch, so the in-batch negatives are unchanged, for a
+    /// fraction of the memory and one more forward pass. What lets a model too large for
+    /// the machine at this batch (LoRA on Qwen2.5) train with the same batch as the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grad_cache: Option<usize>,
 }
 
 impl TrainConfig {
@@ -213,6 +224,7 @@ impl TrainConfig {
             eval_every: 200,
             eval_size: 300,
             save_every: 25,
+            grad_cache: None,
         }
     }
 
@@ -221,8 +233,8 @@ impl TrainConfig {
     }
 
     fn check(&self) -> Result<()> {
-        if self.steps == 0 || self.batch < 2 || self.accum == 0 || self.save_every == 0 {
-            return Err(Error::invalid("training needs steps >= 1, batch >= 2 (in-batch negatives), accum >= 1, save-every >= 1"));
+        if self.steps == 0 || self.batch < 2 || self.accum == 0 || self.save_every == 0 || self.grad_cache == Some(0) {
+            return Err(Error::invalid("training needs steps >= 1, batch >= 2 (in-batch negatives), accum >= 1, save-every >= 1, grad-cache >= 1"));
         }
         if self.mode == Mode::Transfer && (self.from.is_none() || self.backbone.is_none()) {
             return Err(Error::invalid("a transfer needs the source checkpoint (--from) and the new backbone (--backbone)"));
@@ -448,8 +460,9 @@ impl Trainer {
         self.opt.parameter_count()
     }
 
-    /// The loss of micro-batch `i` and its gradients by parameter name.
-    fn micro_step(&self, i: u64) -> Result<(f64, HashMap<String, Tensor>)> {
+    /// The loss of micro-batch `i` and its gradients by parameter name (of the trained
+    /// parameters), without changing anything: what [`Trainer::train_step`] accumulates.
+    pub fn gradients(&self, i: u64) -> Result<(f64, HashMap<String, Tensor>)> {
         let start = Instant::now();
         let negatives = |p: usize| self.miner.as_ref().map_or_else(Vec::new, |m| m.candidates(&self.pairs, p));
         let b = self.schedule.batch(i, &negatives);
@@ -460,7 +473,6 @@ impl Trainer {
         let excluded: Vec<Vec<bool>> =
             b.pairs.iter().map(|&q| doc_pairs.iter().map(|&d| self.pairs[d].group == self.pairs[q].group).collect()).collect();
         let e = &self.embedder;
-        let t0 = Instant::now();
         // Both kinds' constant soft prompts from one pass of P (not one per kind).
         let (qp, dp) = match e.config().soft_tokens > 0 && !e.config().condition_on_text {
             true => {
@@ -469,29 +481,61 @@ impl Trainer {
             }
             false => (None, None),
         };
-        let q = e.embed_texts_with(&queries, Kind::Query, Path::Differentiable, self.cfg.max_query_tokens, qp)?;
-        let t1 = Instant::now();
-        let d = e.embed_texts_with(&docs, Kind::Passage, Path::Differentiable, self.cfg.max_doc_tokens, dp)?;
-        let t2 = Instant::now();
-        let loss = loss::info_nce(&q, &d, &excluded, self.cfg.temperature)?;
-        let value = loss.to_scalar::<f32>()? as f64;
-        let grads = loss.backward()?;
-        tracing::debug!(
-            mine_s = (t0 - start).as_secs_f64(),
-            queries_s = (t1 - t0).as_secs_f64(),
-            docs_s = (t2 - t1).as_secs_f64(),
-            backward_s = t2.elapsed().as_secs_f64(),
-            "micro-batch"
-        );
+        let sides = [
+            Side { texts: &queries, kind: Kind::Query, max_tokens: self.cfg.max_query_tokens, prompt: qp },
+            Side { texts: &docs, kind: Kind::Passage, max_tokens: self.cfg.max_doc_tokens, prompt: dp },
+        ];
+        let t0 = Instant::now();
         let mut out = HashMap::new();
-        for (name, var) in e.parameters()? {
+        let value = match self.cfg.grad_cache {
+            Some(n) if n < docs.len() => {
+                // Pass 1: every embedding, each slice's graph dropped once it is embedded.
+                let whole: Vec<Var> = sides
+                    .iter()
+                    .map(|s| {
+                        let parts: Vec<Tensor> = s.texts.chunks(n).map(|c| Ok(s.embed(e, c)?.detach())).collect::<Result<_>>()?;
+                        Ok(Var::from_tensor(&Tensor::cat(&parts, 0)?)?)
+                    })
+                    .collect::<Result<_>>()?;
+                let loss = loss::info_nce(whole[0].as_tensor(), whole[1].as_tensor(), &excluded, self.cfg.temperature)?;
+                let upstream = loss.backward()?;
+                // Pass 2: each slice again, with its graph, its embeddings weighted by the
+                // loss's gradient: the sum over slices is the whole batch's gradient.
+                for (s, v) in sides.iter().zip(&whole) {
+                    let g = upstream.get(v.as_tensor()).ok_or_else(|| Error::Model("no gradient reached the cached embeddings".into()))?;
+                    for (j, c) in s.texts.chunks(n).enumerate() {
+                        let part = (s.embed(e, c)? * g.narrow(0, j * n, c.len())?)?.sum_all()?;
+                        self.add_trained(&part.backward()?, &mut out)?;
+                    }
+                }
+                loss.to_scalar::<f32>()? as f64
+            }
+            _ => {
+                let q = sides[0].embed(e, &queries)?;
+                let d = sides[1].embed(e, &docs)?;
+                let loss = loss::info_nce(&q, &d, &excluded, self.cfg.temperature)?;
+                self.add_trained(&loss.backward()?, &mut out)?;
+                loss.to_scalar::<f32>()? as f64
+            }
+        };
+        tracing::debug!(mine_s = (t0 - start).as_secs_f64(), forward_backward_s = t0.elapsed().as_secs_f64(), "micro-batch");
+        Ok((value, out))
+    }
+
+    /// Adds the trained parameters' gradients in `grads` to `into`, by name.
+    fn add_trained(&self, grads: &GradStore, into: &mut HashMap<String, Tensor>) -> Result<()> {
+        for (name, var) in self.embedder.parameters()? {
             if self.cfg.mode.trains(&name) {
                 if let Some(g) = grads.get(var.as_tensor()) {
-                    out.insert(name, g.clone());
+                    let sum = match into.remove(&name) {
+                        Some(prev) => (prev + g)?,
+                        None => g.clone(),
+                    };
+                    into.insert(name, sum);
                 }
             }
         }
-        Ok((value, out))
+        Ok(())
     }
 
     /// One optimiser step (accumulating micro-batches); returns its log line.
@@ -502,7 +546,7 @@ impl Trainer {
         let mut total: HashMap<String, Tensor> = HashMap::new();
         let mut loss = 0.0;
         for m in 0..accum {
-            let (l, grads) = self.micro_step(step * accum + m)?;
+            let (l, grads) = self.gradients(step * accum + m)?;
             loss += l / accum as f64;
             for (name, g) in grads {
                 let g = (g / accum as f64)?;
@@ -600,6 +644,22 @@ impl Trainer {
             last_dev_mrr10: last_mrr,
             checkpoint: self.out.clone(),
         })
+    }
+}
+
+/// One side of a micro-batch (its queries or its documents) and how it is embedded.
+struct Side<'a> {
+    texts: &'a [&'a str],
+    kind: Kind,
+    max_tokens: usize,
+    /// The kind's constant soft prompt, with its graph (modes that read the instruction only).
+    prompt: Option<Tensor>,
+}
+
+impl Side<'_> {
+    /// Embeds `texts` (these or a slice of them) on the differentiable path.
+    fn embed(&self, e: &PromptEmbedder, texts: &[&str]) -> Result<Tensor> {
+        e.embed_texts_with(texts, self.kind, Path::Differentiable, self.max_tokens, self.prompt.clone())
     }
 }
 
