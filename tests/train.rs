@@ -212,3 +212,30 @@ fn gradient_caching_gives_the_whole_batch_gradients() {
     let err = Trainer::create(cfg, &tempfile::tempdir().unwrap().path().join("run")).err().unwrap().to_string();
     assert!(err.contains("grad-cache"), "{err}");
 }
+
+#[test]
+fn a_resume_may_evaluate_more_often_without_changing_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let fixture = common::train_fixture();
+    let run = |extra: &[&str]| {
+        let st = duetdb().args(extra).arg("--out").arg(&out).stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap();
+        assert!(st.success(), "{extra:?}");
+    };
+    let mut first: Vec<String> = common::tiny_run_args("train", 3);
+    first.extend(["--dev".into(), fixture.display().to_string(), "--eval-size".into(), "8".into(), "--stop-at".into(), "1".into()]);
+    run(&first.iter().map(String::as_str).collect::<Vec<_>>());
+    let config = std::fs::read(out.join("train/config.json")).unwrap();
+    run(&["train", "--resume", "--eval-every", "1", "--stop-at", "2"]);
+    run(&["train", "--resume"]);
+    let evaluated: Vec<(u64, bool)> = std::fs::read_to_string(out.join("train/log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|v| (v["step"].as_u64().unwrap(), v.get("dev_mrr10").is_some()))
+        .collect();
+    // Step 1 ran with the saved setting (none before the end), step 2 with the override,
+    // step 3 is the end.
+    assert_eq!(evaluated, vec![(1, false), (2, true), (3, true)]);
+    assert_eq!(std::fs::read(out.join("train/config.json")).unwrap(), config, "the override was saved into the run's settings");
+}

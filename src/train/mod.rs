@@ -376,6 +376,10 @@ pub struct Trainer {
     schedule: Schedule,
     /// Stop (after saving) once this many steps are done; `None`: run to the end.
     pub stop_at: Option<u64>,
+    /// Steps between evaluations in this process (`None`: the run's saved `eval_every`).
+    /// Evaluating reads the embedder only, so a resumed run may look at its curve more or
+    /// less often without changing what it trains.
+    pub eval_every: Option<u64>,
     base_rss_mib: f64,
 }
 
@@ -437,7 +441,7 @@ impl Trainer {
         let miner = if cfg.hard_negatives > 0 { Some(NegativeMiner::new(&pairs, cfg.hard_negatives)?) } else { None };
         let dev = read_dev(&cfg)?;
         let schedule = Schedule::new(pairs.len(), cfg.batch, cfg.seed);
-        Ok(Self { cfg, out: out.to_path_buf(), embedder, opt, pairs, miner, dev, schedule, stop_at: None, base_rss_mib: proc_status_mib("VmRSS:") })
+        Ok(Self { cfg, out: out.to_path_buf(), embedder, opt, pairs, miner, dev, schedule, stop_at: None, eval_every: None, base_rss_mib: proc_status_mib("VmRSS:") })
     }
 
     /// The run's settings.
@@ -497,24 +501,33 @@ impl Trainer {
                         Ok(Var::from_tensor(&Tensor::cat(&parts, 0)?)?)
                     })
                     .collect::<Result<_>>()?;
+                let t_cached = t0.elapsed().as_secs_f64();
                 let loss = loss::info_nce(whole[0].as_tensor(), whole[1].as_tensor(), &excluded, self.cfg.temperature)?;
                 let upstream = loss.backward()?;
+                let (mut fwd_s, mut bwd_s) = (0.0, 0.0);
                 // Pass 2: each slice again, with its graph, its embeddings weighted by the
                 // loss's gradient: the sum over slices is the whole batch's gradient.
                 for (s, v) in sides.iter().zip(&whole) {
                     let g = upstream.get(v.as_tensor()).ok_or_else(|| Error::Model("no gradient reached the cached embeddings".into()))?;
                     for (j, c) in s.texts.chunks(n).enumerate() {
+                        let tf = Instant::now();
                         let part = (s.embed(e, c)? * g.narrow(0, j * n, c.len())?)?.sum_all()?;
+                        let tb = Instant::now();
                         self.add_trained(&part.backward()?, &mut out)?;
+                        fwd_s += (tb - tf).as_secs_f64();
+                        bwd_s += tb.elapsed().as_secs_f64();
                     }
                 }
+                tracing::debug!(cached_s = t_cached, forward_s = fwd_s, backward_s = bwd_s, "gradient caching");
                 loss.to_scalar::<f32>()? as f64
             }
             _ => {
                 let q = sides[0].embed(e, &queries)?;
                 let d = sides[1].embed(e, &docs)?;
                 let loss = loss::info_nce(&q, &d, &excluded, self.cfg.temperature)?;
+                let tb = Instant::now();
                 self.add_trained(&loss.backward()?, &mut out)?;
+                tracing::debug!(forward_s = (tb - t0).as_secs_f64(), backward_s = tb.elapsed().as_secs_f64(), "whole batch");
                 loss.to_scalar::<f32>()? as f64
             }
         };
@@ -614,6 +627,7 @@ impl Trainer {
     pub fn run(&mut self, each: &mut dyn FnMut(&LogLine)) -> Result<Summary> {
         self.trim_log()?;
         let end = self.stop_at.map_or(self.cfg.steps, |s| s.min(self.cfg.steps));
+        let every = self.eval_every.unwrap_or(self.cfg.eval_every);
         let mut times = Vec::new();
         let mut losses = Vec::new();
         let mut last_mrr = None;
@@ -622,7 +636,7 @@ impl Trainer {
             times.push(line.step_s);
             losses.push(line.loss);
             let s = line.step;
-            if (self.cfg.eval_every > 0 && s % self.cfg.eval_every == 0) || s == self.cfg.steps {
+            if (every > 0 && s % every == 0) || s == self.cfg.steps {
                 line.dev_mrr10 = self.evaluate()?;
                 last_mrr = line.dev_mrr10.or(last_mrr);
             }
