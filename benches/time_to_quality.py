@@ -33,8 +33,8 @@ def first_at_or_above(points, q):
     prev = None
     for s, m in points:
         if m >= q:
-            if prev is None:
-                return s, s
+            if prev is None:  # above it at its first evaluation: no interval to interpolate in
+                return s, None
             ps, pm = prev
             return s, ps + (s - ps) * (q - pm) / (m - pm)
         prev = (s, m)
@@ -69,7 +69,7 @@ def main():
         l_lo = lo * l_step
         bound = f"{t_up / l_lo:.3f}" if l_lo > 0 else "-"
         reached = "" if lc else " (not reached)"
-        if lc:
+        if lc and lc[1] is not None and tc[1] is not None:
             est = f"{tc[1] * t_step / 60:.1f} / {lc[1] * l_step / 60:.1f} min | {tc[1] * t_step / (lc[1] * l_step):.3f}"
         else:
             est = "- | -"
