@@ -250,8 +250,13 @@ fn shipped_soft_prompts_embed_without_p_and_give_the_same_vectors() {
     assert!(slow.prompting_loaded());
     assert_eq!(fast.fingerprint(), slow.fingerprint());
     let texts = ["fortran compiler modules", "MPC is a command line client for the Music Player Daemon."];
+    // Equal up to float rounding, not bit for bit: the shipped prompts were computed on
+    // another CPU, and the kernels' SIMD paths (AVX2, AVX-512) round differently. On an
+    // AMD EPYC with AVX-512 the two differ by about 1e-7.
     for kind in [Kind::Query, Kind::Passage] {
-        assert_eq!(fast.embed(&texts, kind).unwrap(), slow.embed(&texts, kind).unwrap(), "{kind:?}");
+        let (a, b) = (fast.embed(&texts, kind).unwrap(), slow.embed(&texts, kind).unwrap());
+        let d = a.iter().flatten().zip(b.iter().flatten()).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(a.len() == b.len() && d < 1e-5, "{kind:?}: the vectors differ by {d}");
     }
     assert!(!fast.prompting_loaded(), "embedding loaded P");
     assert!(fast.lora().unwrap().is_some() && fast.prompting_loaded(), "P loads when asked for");
