@@ -557,9 +557,9 @@ fn eval_cmd(file: PathBuf, qf: String, df: String, spec: Option<String>, keep: O
 /// handing it back to the kernel. A step allocates and frees the same large activations
 /// every time; by default glibc trims them off the heap or unmaps them, and the next step
 /// pays a page fault for every page again. Measured on the 2-core machine (LoRA on Gemma3,
-/// batch 16, steps 2-3): 12.8 s a step against 14.5 s, and 19.2 s against 37 s with
-/// `--grad-cache 16`, whose slices allocate and free three times a step. The peak
-/// resident memory is that of the largest step either way.
+/// batch 16, `benches/train_cost.sh`, median of steps 2-4): 11.70 s a step against
+/// 14.71 s, and 16.39 s against 36.94 s with `--grad-cache 16`, whose slices allocate and
+/// free three times a step. The peak resident memory is that of the largest step either way.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn keep_freed_memory() {
     // Trimming off (-1), and no block served by its own mapping (an mmap threshold can be

@@ -291,7 +291,6 @@ pub struct Summary {
     pub checkpoint: PathBuf,
 }
 
-/// Where a run's numbered state lives, by step.
 /// The run's settings, its newest complete state's directory (named by `train/latest`)
 /// and that state's step.
 fn latest_state(out: &FsPath) -> Result<(TrainConfig, PathBuf, u64)> {
@@ -333,6 +332,7 @@ fn dev_mrr10(e: &PromptEmbedder, dev: &[data::Pair]) -> Result<Option<f64>> {
     Ok(Some(mrr_at_10(&scores)))
 }
 
+/// Where a run's numbered state lives, by step.
 fn state_dir(out: &FsPath, step: u64) -> PathBuf {
     out.join("train").join(format!("step-{step:07}"))
 }
