@@ -1,7 +1,8 @@
 //! Backbone transfer on real weights: only the new alignment changes (P, its adapters and
 //! the new Embedding LLM bit for bit unchanged), a killed transfer resumes exactly, and a
 //! checkpoint naming a missing or wrong backbone file fails with an error naming it before
-//! any work. Source: the shipped SmolLM2 checkpoint (`checkpoints/smollm2`).
+//! any work; the `compose` start carries the source's alignment into the new backbone.
+//! Source: the shipped SmolLM2 checkpoint (`checkpoints/smollm2`).
 
 mod common;
 
@@ -123,4 +124,33 @@ fn a_missing_or_wrong_backbone_is_named_before_any_work() {
     std::fs::write(out.join("train").join(latest.trim()).join("config.json"), cfg.to_string()).unwrap();
     let err = Trainer::resume(&out).err().expect("resume checks the backbone").to_string();
     assert!(err.contains("Missing-Model.gguf"), "{err}");
+}
+
+#[test]
+fn a_composed_alignment_carries_the_source_into_the_new_backbone() {
+    let texts = ["regex search in files", "a library for reading PNG images"];
+    // Onto the source's own Embedding LLM, composing gives back the source's alignment:
+    // the source's vectors before any training (to float rounding: the source embeds with
+    // its shipped prompts, the transfer runs P).
+    let src = PromptEmbedder::load(&source()).unwrap();
+    let same = PromptEmbedder::transfer(&source(), smollm2(), AlignInit::Composed).unwrap();
+    for kind in [Kind::Query, Kind::Passage] {
+        let (a, b) = (src.embed(&texts, kind).unwrap(), same.embed(&texts, kind).unwrap());
+        for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {
+            assert!((x - y).abs() < 1e-5, "{kind:?}: {x} against {y}");
+        }
+    }
+    // Onto Gemma3: the source's trained alignment followed by the least-squares map from
+    // SmolLM2 into Gemma3 (which is the `lstsq` start, since the source's P and M are one
+    // model); not the `lstsq` start itself, which drops what the source's alignment learnt.
+    let lstsq = PromptEmbedder::transfer(&source(), gemma3(), AlignInit::LeastSquares).unwrap();
+    let comp = PromptEmbedder::transfer(&source(), gemma3(), AlignInit::Composed).unwrap();
+    let ((ws, bs), (lw, lb), (cw, cb)) = (src.alignment(), lstsq.alignment(), comp.alignment());
+    let want_w = ws.matmul(lw).unwrap().to_vec2::<f32>().unwrap();
+    let want_b = (bs.unsqueeze(0).unwrap().matmul(lw).unwrap().squeeze(0).unwrap() + lb).unwrap().to_vec1::<f32>().unwrap();
+    let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-4 * (1.0 + y.abs()));
+    assert_eq!(cw.dims(), [576, 640]);
+    assert!(close(&cw.to_vec2::<f32>().unwrap().concat(), &want_w.concat()), "A' is not A then the least-squares map");
+    assert!(close(&cb.to_vec1::<f32>().unwrap(), &want_b), "the bias is not carried through");
+    assert!(!close(&cw.to_vec2::<f32>().unwrap().concat(), &lw.to_vec2::<f32>().unwrap().concat()), "composing changed nothing: is the source's alignment the identity?");
 }

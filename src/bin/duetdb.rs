@@ -329,7 +329,8 @@ struct TrainArgs {
     /// transfer, or the model a `--mode lora-m` run adapts (LoRA on M' from scratch).
     #[arg(long)]
     backbone: Option<String>,
-    /// Transfer: how the new alignment starts: lstsq (least squares over shared token strings), identity or zero.
+    /// Transfer: how the new alignment starts: lstsq (least squares over shared token strings), identity, zero, or
+    /// compose (the source's alignment followed by the least-squares map from its Embedding LLM into the new one).
     #[arg(long, default_value = "lstsq")]
     align_init: String,
     /// Print one JSON line per evaluation point and a final summary.

@@ -144,16 +144,24 @@ pub enum AlignInit {
     Identity,
     /// All zeros: M first sees zero soft tokens, and only training gives them content.
     Zero,
+    /// The source's own trained alignment followed by the least-squares map from the
+    /// source's Embedding LLM into the new one: the soft tokens start as what the source
+    /// sent into its M, carried into M''s input space. Unlike [`AlignInit::LeastSquares`],
+    /// which fits P's token embeddings and drops what the source's alignment learnt, it
+    /// also applies when P's output is a hidden state ([`AlignSource::Hidden`]), which a
+    /// fit over token embeddings does not describe.
+    Composed,
 }
 
 impl AlignInit {
-    /// Parses `lstsq`, `identity` or `zero`.
+    /// Parses `lstsq`, `identity`, `zero` or `compose`.
     pub fn parse(s: &str) -> Result<Self> {
         match s {
             "lstsq" | "least_squares" => Ok(AlignInit::LeastSquares),
             "identity" | "eye" => Ok(AlignInit::Identity),
             "zero" => Ok(AlignInit::Zero),
-            other => Err(Error::invalid(format!("unknown alignment initialisation `{other}`: expected lstsq, identity or zero"))),
+            "compose" | "composed" => Ok(AlignInit::Composed),
+            other => Err(Error::invalid(format!("unknown alignment initialisation `{other}`: expected lstsq, identity, zero or compose"))),
         }
     }
 }
@@ -443,6 +451,25 @@ impl PromptEmbedder {
                 (Tensor::from_vec(eye, (dp, de), &device)?, Tensor::zeros(de, DType::F32, &device)?)
             }
             AlignInit::Zero => (Tensor::zeros((dp, de), DType::F32, &device)?, Tensor::zeros(de, DType::F32, &device)?),
+            AlignInit::Composed => {
+                let path = source.join("alignment.safetensors");
+                let t = candle_core::safetensors::load_buffer(&files.alignment, &device).map_err(|e| Error::corrupt(&path, e.to_string()))?;
+                let get = |n: &str| t.get(n).cloned().ok_or_else(|| Error::corrupt(&path, format!("no tensor `{n}`")));
+                let (ws, bs) = (get("weight")?, get("bias")?);
+                // The map from the source's M into M' (the identity when they are one model).
+                let (lw, lb) = if embedding == cfg.embedding {
+                    let d = m.dec.config().hidden;
+                    (Tensor::eye(d, DType::F32, &device)?, Tensor::zeros(d, DType::F32, &device)?)
+                } else if cfg.embedding == cfg.prompting {
+                    least_squares_alignment(&p, &m)?
+                } else {
+                    least_squares_alignment(&load_model(&cfg.embedding, &device)?, &m)?
+                };
+                if ws.dims() != [dp, lw.dim(0)?] {
+                    return Err(Error::corrupt(&path, format!("alignment has shape {:?}, expected [{dp}, {}]", ws.dims(), lw.dim(0)?)));
+                }
+                (ws.matmul(&lw)?, (bs.unsqueeze(0)?.matmul(&lw)?.squeeze(0)? + lb)?)
+            }
         };
         let lora = match (&cfg.lora, &files.prompting_lora) {
             (Some(l), Some(bytes)) => Some(Lora::from_bytes(l.clone(), &p.dec, bytes, &source.join(LORA_FILE))?),
