@@ -9,7 +9,7 @@ use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, D
 /// `x @ w^T` for a frozen `w` of shape (out, in); `x` is (..., in).
 ///
 /// On the differentiable path the product is computed outside the autograd graph and
-/// attached to `x` by [`GradToInput`], whose backward returns `grad @ w` for `x` and
+/// attached to `x` by a custom op (`GradToInput`), whose backward returns `grad @ w` for `x` and
 /// nothing for `w`: candle's own matmul backward would also compute the (unused)
 /// weight gradient, which costs as much as the forward again.
 pub fn linear(x: &Tensor, w: &Tensor, path: Path) -> Result<Tensor> {
