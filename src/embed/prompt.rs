@@ -212,6 +212,22 @@ struct CheckpointFiles {
     soft_prompts: Option<Vec<u8>>,
 }
 
+impl CheckpointFiles {
+    /// The alignment's weight and bias; `origin` (the checkpoint directory) names the file
+    /// in errors.
+    fn alignment(&self, origin: &FsPath, device: &Device) -> Result<(Tensor, Tensor)> {
+        let path = origin.join("alignment.safetensors");
+        let tensors = candle_core::safetensors::load_buffer(&self.alignment, device).map_err(|e| Error::corrupt(&path, e.to_string()))?;
+        let get = |n: &str| tensors.get(n).cloned().ok_or_else(|| Error::corrupt(&path, format!("no tensor `{n}`")));
+        Ok((get("weight")?, get("bias")?))
+    }
+}
+
+/// The alignment of a P and M that are one model: the identity, no bias.
+fn identity_alignment(d: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+    Ok((Tensor::eye(d, DType::F32, device)?, Tensor::zeros(d, DType::F32, device)?))
+}
+
 /// Reads a checkpoint directory's config and tensor files (adapter files only where the
 /// config has adapters; a missing one is an error naming it).
 fn read_checkpoint(dir: &FsPath) -> Result<(PromptConfig, CheckpointFiles)> {
@@ -410,8 +426,7 @@ impl PromptEmbedder {
         let p = Arc::new(load_model(&cfg.prompting, device)?);
         let m = if cfg.embedding == cfg.prompting { p.clone() } else { Arc::new(load_model(&cfg.embedding, device)?) };
         let (align_w, align_b) = if cfg.embedding == cfg.prompting {
-            let d = p.dec.config().hidden;
-            (Tensor::eye(d, DType::F32, device)?, Tensor::zeros(d, DType::F32, device)?)
+            identity_alignment(p.dec.config().hidden, device)?
         } else {
             least_squares_alignment(&p, &m)?
         };
@@ -444,7 +459,7 @@ impl PromptEmbedder {
         let m = if embedding == cfg.prompting { p.clone() } else { Arc::new(load_model(&embedding, &device)?) };
         let (dp, de) = (p.dec.config().hidden, m.dec.config().hidden);
         let (w, b) = match init {
-            AlignInit::LeastSquares if embedding == cfg.prompting => (Tensor::eye(dp, DType::F32, &device)?, Tensor::zeros(de, DType::F32, &device)?),
+            AlignInit::LeastSquares if embedding == cfg.prompting => identity_alignment(dp, &device)?,
             AlignInit::LeastSquares => least_squares_alignment(&p, &m)?,
             AlignInit::Identity => {
                 let eye: Vec<f32> = (0..dp * de).map(|i| if i / de == i % de { 1.0 } else { 0.0 }).collect();
@@ -452,21 +467,17 @@ impl PromptEmbedder {
             }
             AlignInit::Zero => (Tensor::zeros((dp, de), DType::F32, &device)?, Tensor::zeros(de, DType::F32, &device)?),
             AlignInit::Composed => {
-                let path = source.join("alignment.safetensors");
-                let t = candle_core::safetensors::load_buffer(&files.alignment, &device).map_err(|e| Error::corrupt(&path, e.to_string()))?;
-                let get = |n: &str| t.get(n).cloned().ok_or_else(|| Error::corrupt(&path, format!("no tensor `{n}`")));
-                let (ws, bs) = (get("weight")?, get("bias")?);
+                let (ws, bs) = files.alignment(source, &device)?;
                 // The map from the source's M into M' (the identity when they are one model).
                 let (lw, lb) = if embedding == cfg.embedding {
-                    let d = m.dec.config().hidden;
-                    (Tensor::eye(d, DType::F32, &device)?, Tensor::zeros(d, DType::F32, &device)?)
+                    identity_alignment(m.dec.config().hidden, &device)?
                 } else if cfg.embedding == cfg.prompting {
                     least_squares_alignment(&p, &m)?
                 } else {
                     least_squares_alignment(&load_model(&cfg.embedding, &device)?, &m)?
                 };
                 if ws.dims() != [dp, lw.dim(0)?] {
-                    return Err(Error::corrupt(&path, format!("alignment has shape {:?}, expected [{dp}, {}]", ws.dims(), lw.dim(0)?)));
+                    return Err(Error::corrupt(source.join("alignment.safetensors"), format!("alignment has shape {:?}, expected [{dp}, {}]", ws.dims(), lw.dim(0)?)));
                 }
                 (ws.matmul(&lw)?, (bs.unsqueeze(0)?.matmul(&lw)?.squeeze(0)? + lb)?)
             }
@@ -562,10 +573,7 @@ impl PromptEmbedder {
     /// A checkpoint from its files' contents; `origin` names them in errors.
     fn from_files(cfg: PromptConfig, files: &CheckpointFiles, origin: &FsPath, spec: Option<String>) -> Result<Self> {
         let device = Device::Cpu;
-        let align_path = origin.join("alignment.safetensors");
-        let tensors = candle_core::safetensors::load_buffer(&files.alignment, &device).map_err(|e| Error::corrupt(&align_path, e.to_string()))?;
-        let get = |n: &str| tensors.get(n).cloned().ok_or_else(|| Error::corrupt(&align_path, format!("no tensor `{n}`")));
-        let (align_w, align_b) = (get("weight")?, get("bias")?);
+        let (align_w, align_b) = files.alignment(origin, &device)?;
         let m = Arc::new(load_model(&cfg.embedding, &device)?);
         let m_lora = match (&cfg.embedding_lora, &files.embedding_lora) {
             (Some(l), Some(b)) => Some(Lora::from_bytes(l.clone(), &m.dec, b, &origin.join(M_LORA_FILE))?),
