@@ -1,7 +1,8 @@
 //! Backbone transfer on real weights: only the new alignment changes (P, its adapters and
 //! the new Embedding LLM bit for bit unchanged), a killed transfer resumes exactly, and a
 //! checkpoint naming a missing or wrong backbone file fails with an error naming it before
-//! any work; the `compose` start carries the source's alignment into the new backbone.
+//! any work; the `compose` start carries the source's alignment into the new backbone;
+//! a text-conditioned source transfers with P run as at inference.
 //! Source: the shipped SmolLM2 checkpoint (`checkpoints/smollm2`).
 
 mod common;
@@ -153,4 +154,45 @@ fn a_composed_alignment_carries_the_source_into_the_new_backbone() {
     assert!(close(&cw.to_vec2::<f32>().unwrap().concat(), &want_w.concat()), "A' is not A then the least-squares map");
     assert!(close(&cb.to_vec1::<f32>().unwrap(), &want_b), "the bias is not carried through");
     assert!(!close(&cw.to_vec2::<f32>().unwrap().concat(), &lw.to_vec2::<f32>().unwrap().concat()), "composing changed nothing: is the source's alignment the identity?");
+}
+
+#[test]
+fn a_text_conditioned_source_transfers_with_p_run_as_at_inference() {
+    // A source whose P reads each text (a one-step `prompt-text` run). Its transfer keeps
+    // P and its adapters frozen, so training runs P without an autograd graph: the
+    // vectors on the differentiable path must be those of inference, and only A' moves.
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("source");
+    Trainer::create(common::tiny_run(Mode::PromptText, 1), &src).unwrap().run(&mut |_| {}).unwrap();
+    let mut c = common::tiny_run(Mode::Transfer, 2);
+    c.from = Some(src.clone());
+    c.backbone = Some(smollm2());
+    c.align_init = Some(AlignInit::Zero);
+    let out = tmp.path().join("transfer");
+    let mut t = Trainer::create(c, &out).unwrap();
+    let p_before = t.embedder().lora().unwrap().unwrap().tensors();
+    let a_before = t.embedder().alignment().0.to_vec2::<f32>().unwrap();
+    t.run(&mut |_| {}).unwrap();
+    let p_after = t.embedder().lora().unwrap().unwrap().tensors();
+    for (name, x) in &p_before {
+        assert_eq!(x.flatten_all().unwrap().to_vec1::<f32>().unwrap(), p_after[name].flatten_all().unwrap().to_vec1::<f32>().unwrap(), "P's adapter {name} changed");
+    }
+    assert_ne!(t.embedder().alignment().0.to_vec2::<f32>().unwrap(), a_before, "A' did not move");
+    let texts = ["regex search in files", "a library for reading PNG images"];
+    let e = t.embedder();
+    assert!(e.config().condition_on_text, "the source reads the text");
+    let fast = e.embed_texts(&texts, Kind::Passage, duetdb::embed::decoder::Path::Fast, 16).unwrap();
+    let diff = e.embed_texts(&texts, Kind::Passage, duetdb::embed::decoder::Path::Differentiable, 16).unwrap();
+    let gap = duetdb::embed::decoder::max_abs_diff(&fast, &diff).unwrap();
+    assert!(gap < 1e-4, "training's vectors differ from inference's by {gap}");
+    // And their graph starts at the alignment: nothing of P is differentiated.
+    let grads = diff.sum_all().unwrap().backward().unwrap();
+    assert!(grads.get(e.alignment().0).is_some(), "no gradient reaches A'");
+    for (name, var) in e.parameters().unwrap().iter().filter(|(n, _)| n.starts_with("p.")) {
+        assert!(grads.get(var.as_tensor()).is_none(), "P's {name} is in the graph");
+    }
+    // Texts reach the vector through P: two texts get different soft prompts, so a
+    // constant-prompt shortcut would be wrong here.
+    let v = fast.to_vec2::<f32>().unwrap();
+    assert_ne!(v[0], v[1]);
 }

@@ -337,6 +337,10 @@ pub struct PromptEmbedder {
     prefix_cache: Mutex<HashMap<Kind, KvCache>>,
     fingerprint: String,
     device: Device,
+    /// Set by training when nothing of P is trained (a transfer): the differentiable path
+    /// then runs P as inference does, without an autograd graph, and differentiates only
+    /// from the alignment on. P reading each text no longer costs a backward pass.
+    prompting_frozen: bool,
 }
 
 impl std::fmt::Debug for PromptEmbedder {
@@ -527,7 +531,15 @@ impl PromptEmbedder {
             prefix_cache: Mutex::default(),
             fingerprint,
             device: device.clone(),
+            prompting_frozen: false,
         })
+    }
+
+    /// Tells the embedder that P and its adapters will not be trained, so that the
+    /// differentiable path ([`Path::Differentiable`]) runs P without an autograd graph:
+    /// the soft tokens are the same values, and gradients start at the alignment.
+    pub fn freeze_prompting(&mut self) {
+        self.prompting_frozen = true;
     }
 
     /// P and its adapters, loading them on first use when the embedder was opened without
@@ -812,6 +824,8 @@ impl PromptEmbedder {
 
     /// [`PromptEmbedder::soft_prompts`] from token ids of P.
     pub fn soft_prompts_ids(&self, seqs: &[Vec<u32>], path: Path) -> Result<Tensor> {
+        let align_path = path;
+        let path = if self.prompting_frozen { Path::Fast } else { path };
         let pr = self.prompting()?;
         let p = &pr.model;
         let (ids, pads) = p.dec.pad_left(seqs, p.tok.eos.unwrap_or(0))?;
@@ -843,7 +857,9 @@ impl PromptEmbedder {
             }
         }
         let s = Tensor::stack(&feats, 1)?; // (b, K, d_p)
-        let (w, b) = match path {
+        // A frozen P's adapters are variables still: cut them out of the graph.
+        let s = if self.prompting_frozen { s.detach() } else { s };
+        let (w, b) = match align_path {
             Path::Fast => (self.align_w.as_tensor().detach(), self.align_b.as_tensor().detach()),
             Path::Differentiable => (self.align_w.as_tensor().clone(), self.align_b.as_tensor().clone()),
         };

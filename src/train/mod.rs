@@ -430,8 +430,12 @@ impl Trainer {
         Ok((step, dev_mrr10(&PromptEmbedder::load(&dir)?, &dev)?))
     }
 
-    fn assemble(cfg: TrainConfig, out: &FsPath, embedder: PromptEmbedder, opt_state: Option<(PathBuf, u64)>) -> Result<Self> {
-        let params: Vec<_> = embedder.parameters()?.into_iter().filter(|(n, _)| cfg.mode.trains(n)).collect();
+    fn assemble(cfg: TrainConfig, out: &FsPath, mut embedder: PromptEmbedder, opt_state: Option<(PathBuf, u64)>) -> Result<Self> {
+        let all = embedder.parameters()?;
+        if !all.iter().any(|(n, _)| n.starts_with("p.") && cfg.mode.trains(n)) {
+            embedder.freeze_prompting();
+        }
+        let params: Vec<_> = all.into_iter().filter(|(n, _)| cfg.mode.trains(n)).collect();
         let mut opt = AdamW::new(AdamWConfig { total: cfg.steps, ..cfg.optim.clone() }, params)?;
         if let Some((path, step)) = opt_state {
             opt.load(&path, step)?;
