@@ -822,6 +822,19 @@ impl PromptEmbedder {
         Ok(ids)
     }
 
+    /// The soft prompt of each text (b, K, d_e), in M's input space: what P writes for
+    /// it when the checkpoint reads the text (the text cut to `max_tokens`), the
+    /// instruction's one prompt otherwise, repeated. For looking at what P contributes
+    /// (`examples/prompt_control.rs` embeds texts with other texts' prompts).
+    pub fn text_soft_prompts(&self, texts: &[&str], kind: Kind, max_tokens: usize, path: Path) -> Result<Tensor> {
+        if !self.cfg.condition_on_text {
+            let one = self.soft_prompts(&[self.instruction_prompt(kind)], path)?;
+            return Ok(one.repeat((texts.len(), 1, 1))?);
+        }
+        let seqs: Vec<Vec<u32>> = texts.iter().map(|t| self.conditioned_prompt(kind, t, max_tokens)).collect::<Result<_>>()?;
+        self.soft_prompts_ids(&seqs, path)
+    }
+
     /// [`PromptEmbedder::soft_prompts`] from token ids of P.
     pub fn soft_prompts_ids(&self, seqs: &[Vec<u32>], path: Path) -> Result<Tensor> {
         let align_path = path;

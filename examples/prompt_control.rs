@@ -1,0 +1,70 @@
+//! What a text-conditioned soft prompt carries: dev MRR@10 (exact search, queries against
+//! their descriptions) of a checkpoint embedding each text with its own soft prompt, with
+//! the mean soft prompt of its kind (a constant prompt, what an instruction-only
+//! checkpoint has), and with another text's prompt (a fixed shuffle). If the text's own
+//! prompt is no better than the mean, P's reading of the text adds nothing that M needs.
+//!
+//! Usage: `prompt_control CHECKPOINT PAIRS.jsonl QUERY_FIELD DOC_FIELD [N] [MAX_TOKENS]`
+//! (N pairs from the top, default 300; texts cut to MAX_TOKENS, default 64, as in training).
+
+use candle_core::Tensor;
+use duetdb::embed::decoder::Path;
+use duetdb::embed::prompt::PromptEmbedder;
+use duetdb::Kind;
+
+fn main() -> duetdb::Result<()> {
+    let a: Vec<String> = std::env::args().collect();
+    let e = PromptEmbedder::load(std::path::Path::new(&a[1]))?;
+    let n: usize = a.get(5).map_or(300, |s| s.parse().unwrap());
+    let max_tokens: usize = a.get(6).map_or(64, |s| s.parse().unwrap());
+    let pairs: Vec<(String, String)> = std::fs::read_to_string(&a[2])
+        .unwrap()
+        .lines()
+        .take(n)
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v[&a[3]].as_str().unwrap().to_string(), v[&a[4]].as_str().unwrap().to_string())
+        })
+        .collect();
+    let t = std::time::Instant::now();
+    // Per kind: each text's ids and its own soft prompt, in batches of 16.
+    let prepare = |texts: Vec<&str>, kind: Kind| -> duetdb::Result<(Vec<Vec<u32>>, Tensor)> {
+        let ids = texts.iter().map(|x| e.tokenize(x, max_tokens)).collect::<duetdb::Result<Vec<_>>>()?;
+        let mut soft = Vec::new();
+        for chunk in texts.chunks(16) {
+            soft.push(e.text_soft_prompts(chunk, kind, max_tokens, Path::Fast)?);
+        }
+        Ok((ids, Tensor::cat(&soft, 0)?))
+    };
+    let q = prepare(pairs.iter().map(|p| p.0.as_str()).collect(), Kind::Query)?;
+    let d = prepare(pairs.iter().map(|p| p.1.as_str()).collect(), Kind::Passage)?;
+    eprintln!("soft prompts of {} pairs in {:.0} s", pairs.len(), t.elapsed().as_secs_f64());
+    let embed = |(ids, soft): &(Vec<Vec<u32>>, Tensor), how: &str| -> duetdb::Result<Vec<Vec<f32>>> {
+        let n = ids.len();
+        let soft = match how {
+            "own" => soft.clone(),
+            "mean" => soft.mean_keepdim(0)?.repeat((n, 1, 1))?,
+            // A fixed derangement: text i gets text (i + n/2) mod n's prompt.
+            _ => Tensor::cat(&[soft.narrow(0, n / 2, n - n / 2)?, soft.narrow(0, 0, n / 2)?], 0)?,
+        };
+        let mut out = Vec::with_capacity(n);
+        for start in (0..n).step_by(16) {
+            let len = 16.min(n - start);
+            out.extend(e.embed_batch(&ids[start..start + len], Some(&soft.narrow(0, start, len)?), Path::Fast)?.to_vec2::<f32>()?);
+        }
+        Ok(out)
+    };
+    for how in ["own", "mean", "shuffled"] {
+        let (qv, dv) = (embed(&q, how)?, embed(&d, how)?);
+        let mut mrr = 0.0;
+        for (i, qi) in qv.iter().enumerate() {
+            let s: Vec<f32> = dv.iter().map(|x| x.iter().zip(qi).map(|(a, b)| a * b).sum()).collect();
+            let rank = s.iter().filter(|&&x| x > s[i]).count();
+            if rank < 10 {
+                mrr += 1.0 / (rank + 1) as f64;
+            }
+        }
+        println!("{}", serde_json::json!({"checkpoint": a[1], "prompts": how, "pairs": qv.len(), "mrr10": mrr / qv.len() as f64}));
+    }
+    Ok(())
+}
