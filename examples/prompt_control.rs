@@ -5,7 +5,10 @@
 //! prompt is no better than the mean, P's reading of the text adds nothing that M needs.
 //!
 //! Usage: `prompt_control CHECKPOINT PAIRS.jsonl QUERY_FIELD DOC_FIELD [N] [MAX_TOKENS]`
-//! (N pairs from the top, default 300; texts cut to MAX_TOKENS, default 64, as in training).
+//! (N pairs from the top, default 300; texts cut to MAX_TOKENS, default 64, as in training;
+//! `duetdb eval` and the trainer's evaluations cut them at the checkpoint's `max_text_tokens`).
+//! `ONLY_OWN=1` measures the texts' own prompts only; `CHECK_PADDING=1` compares 16 texts'
+//! prompts alone and in a padded batch.
 
 use candle_core::Tensor;
 use duetdb::embed::decoder::Path;
@@ -26,6 +29,17 @@ fn main() -> duetdb::Result<()> {
             (v[&a[3]].as_str().unwrap().to_string(), v[&a[4]].as_str().unwrap().to_string())
         })
         .collect();
+    if std::env::var("CHECK_PADDING").is_ok() {
+        // Each text's prompt alone against the same text in a padded batch of 16.
+        let texts: Vec<&str> = pairs.iter().take(16).map(|p| p.1.as_str()).collect();
+        let batch = e.text_soft_prompts(&texts, Kind::Passage, max_tokens, Path::Fast)?;
+        for (i, text) in texts.iter().enumerate() {
+            let alone = e.text_soft_prompts(&[text], Kind::Passage, max_tokens, Path::Fast)?;
+            let diff = duetdb::embed::decoder::max_abs_diff(&alone.squeeze(0)?, &batch.get(i)?)?;
+            println!("{}", serde_json::json!({"text": i, "tokens": e.tokenize(text, max_tokens)?.len(), "max_abs_diff": diff}));
+        }
+        return Ok(());
+    }
     let t = std::time::Instant::now();
     // Per kind: each text's ids and its own soft prompt, in batches of 16.
     let prepare = |texts: Vec<&str>, kind: Kind| -> duetdb::Result<(Vec<Vec<u32>>, Tensor)> {
@@ -54,7 +68,9 @@ fn main() -> duetdb::Result<()> {
         }
         Ok(out)
     };
-    for how in ["own", "mean", "shuffled"] {
+    // ONLY_OWN: just the texts' own prompts (an instruction-only checkpoint's three are one).
+    let ways: &[&str] = if std::env::var("ONLY_OWN").is_ok() { &["own"] } else { &["own", "mean", "shuffled"] };
+    for &how in ways {
         let (qv, dv) = (embed(&q, how)?, embed(&d, how)?);
         let mut mrr = 0.0;
         for (i, qi) in qv.iter().enumerate() {
@@ -64,7 +80,7 @@ fn main() -> duetdb::Result<()> {
                 mrr += 1.0 / (rank + 1) as f64;
             }
         }
-        println!("{}", serde_json::json!({"checkpoint": a[1], "prompts": how, "pairs": qv.len(), "mrr10": mrr / qv.len() as f64}));
+        println!("{}", serde_json::json!({"checkpoint": a[1], "prompts": how, "pairs": qv.len(), "max_tokens": max_tokens, "mrr10": mrr / qv.len() as f64}));
     }
     Ok(())
 }
