@@ -66,10 +66,6 @@ fn main() {
             out
         }
     };
-    let norm = |v: &mut Vec<f32>| {
-        let s = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-        v.iter_mut().for_each(|x| *x /= s);
-    };
     let exact = |q: &[f32]| -> Vec<(usize, f32)> {
         let mut s: Vec<(usize, f32)> = docs.iter().enumerate().map(|(i, d)| (i, d.iter().zip(q).map(|(a, b)| a * b).sum())).collect();
         s.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -172,7 +168,7 @@ fn main() {
                             for &d in f.iter().take(m) {
                                 v.iter_mut().zip(&docs[d]).for_each(|(x, y)| *x += gamma / m as f32 * y);
                             }
-                            norm(&mut v);
+                            duetdb::embed::normalize(&mut v);
                             exact(&v)
                         })
                         .collect();

@@ -828,7 +828,11 @@ impl PromptEmbedder {
     /// (`examples/prompt_control.rs` embeds texts with other texts' prompts).
     pub fn text_soft_prompts(&self, texts: &[&str], kind: Kind, max_tokens: usize, path: Path) -> Result<Tensor> {
         if !self.cfg.condition_on_text {
-            let one = self.soft_prompts(&[self.instruction_prompt(kind)], path)?;
+            // One prompt for every text: inference's cached one on the fast path.
+            let one = match path {
+                Path::Fast => self.constant_prompt(kind)?.unsqueeze(0)?,
+                Path::Differentiable => self.soft_prompts(&[self.instruction_prompt(kind)], path)?,
+            };
             return Ok(one.repeat((texts.len(), 1, 1))?);
         }
         let seqs: Vec<Vec<u32>> = texts.iter().map(|t| self.conditioned_prompt(kind, t, max_tokens)).collect::<Result<_>>()?;
