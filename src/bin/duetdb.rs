@@ -218,6 +218,10 @@ struct RankArgs {
     /// Candidates each ranking contributes in hybrid mode.
     #[arg(long, default_value_t = duetdb::db::DEFAULT_CANDIDATES)]
     candidates: usize,
+    /// HNSW search beam width (default: max(64, results wanted)); higher finds more of
+    /// the true nearest vectors, at more cost per query.
+    #[arg(long)]
+    ef: Option<usize>,
 }
 
 impl RankArgs {
@@ -227,7 +231,11 @@ impl RankArgs {
             "weighted" => Fusion::Weighted { vector_weight: self.vector_weight },
             _ => Fusion::Rrf { k: self.rrf_k, text_weight: self.text_weight },
         };
-        q.mode(duetdb::db::Mode::parse(&self.mode).expect("clap checked the mode")).fusion(fusion).candidates(self.candidates)
+        let q = q.mode(duetdb::db::Mode::parse(&self.mode).expect("clap checked the mode")).fusion(fusion).candidates(self.candidates);
+        match self.ef {
+            Some(ef) => q.ef(ef),
+            None => q,
+        }
     }
 }
 
