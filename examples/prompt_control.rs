@@ -72,15 +72,22 @@ fn main() -> duetdb::Result<()> {
     let ways: &[&str] = if std::env::var("ONLY_OWN").is_ok() { &["own"] } else { &["own", "mean", "shuffled"] };
     for &how in ways {
         let (qv, dv) = (embed(&q, how)?, embed(&d, how)?);
-        let mut mrr = 0.0;
+        // `mrr10` counts a document tied with the relevant one (within 1e-6: identical
+        // texts after the cut) as below it; `mrr10_ties_random` is the expectation when
+        // ties are broken at random, as a graph search does.
+        let (mut mrr, mut mrr_random, mut tied) = (0.0, 0.0, 0);
         for (i, qi) in qv.iter().enumerate() {
             let s: Vec<f32> = dv.iter().map(|x| x.iter().zip(qi).map(|(a, b)| a * b).sum()).collect();
-            let rank = s.iter().filter(|&&x| x > s[i]).count();
-            if rank < 10 {
-                mrr += 1.0 / (rank + 1) as f64;
+            let above = s.iter().filter(|&&x| x > s[i] + 1e-6).count();
+            let ties = s.iter().filter(|&&x| (x - s[i]).abs() <= 1e-6).count();
+            tied += usize::from(ties > 1);
+            if above < 10 {
+                mrr += 1.0 / (above + 1) as f64;
             }
+            mrr_random += (above..above + ties).filter(|&r| r < 10).map(|r| 1.0 / (r + 1) as f64).sum::<f64>() / ties as f64;
         }
-        println!("{}", serde_json::json!({"checkpoint": a[1], "prompts": how, "pairs": qv.len(), "max_tokens": max_tokens, "mrr10": mrr / qv.len() as f64}));
+        let n = qv.len() as f64;
+        println!("{}", serde_json::json!({"checkpoint": a[1], "prompts": how, "pairs": qv.len(), "max_tokens": max_tokens, "mrr10": mrr / n, "mrr10_ties_random": mrr_random / n, "queries_with_ties": tied}));
     }
     Ok(())
 }
