@@ -51,6 +51,14 @@ fn ingest_query_get_delete_stats() {
     let o = duetdb(&["query", db, "music player", "-k", "5", "--filter", "source=mpc", "--json"], None);
     let hits = json_lines(&o)[0]["hits"].as_array().unwrap().clone();
     assert!(!hits.is_empty() && hits.iter().all(|h| h["metadata"]["source"] == "mpc"));
+    // --ef sets the graph's beam: one as wide as the corpus is an exact search, and a beam
+    // narrower than -k is widened to it.
+    for ef in ["1000", "1"] {
+        let o = duetdb(&["query", db, "music player daemon command line client", "-k", "3", "--mode", "vector", "--ef", ef, "--json"], None);
+        assert!(o.status.success(), "--ef {ef}: {}", stderr(&o));
+        let hits = &json_lines(&o)[0]["hits"];
+        assert_eq!(hits.as_array().unwrap().len(), 3, "--ef {ef}");
+    }
 
     let o = duetdb(&["get", db, "mpc", "--json"], None);
     assert_eq!(json_lines(&o)[0]["id"], "mpc");
