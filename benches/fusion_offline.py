@@ -13,15 +13,18 @@ def load(p):
         out.append(({int(i): s for i, s in d["v"]}, [int(i) for i, _ in d["v"]], {int(i): s for i, s in d["t"]}, [int(i) for i, _ in d["t"]]))
     return out
 
+def rr(ranked):
+    """Reciprocal rank at 10 of each query's relevant document (query i's is document i)."""
+    return [next((1 / (p + 1) for p, d in enumerate(r[:10]) if d == i), 0.0) for i, r in enumerate(ranked)]
+
 def mrr(ranked):
-    tot = 0.0
-    for i, r in enumerate(ranked):
-        for p, d in enumerate(r[:10]):
-            if d == i:
-                tot += 1 / (p + 1); break
-    return tot / len(ranked)
+    return sum(rr(ranked)) / len(ranked)
 
 def fuse(data, f, c=100, fill=False):
+    return mrr(fused(data, f, c, fill))
+
+def fused(data, f, c=100, fill=False):
+    """Each query's ranking under fusion `f` of the two rankings' top `c`."""
     ranked = []
     for i, (vs, vl, ts, tl) in enumerate(data):
         vl_c, tl_c = vl[:c], tl[:c]
@@ -34,7 +37,7 @@ def fuse(data, f, c=100, fill=False):
                 if d not in tsc and d in ts: tsc[d] = ts[d]
         sc = f(vsc, tsc, cand, vl_c, tl_c)
         ranked.append(sorted(cand, key=lambda d: (-sc[d], d)))
-    return mrr(ranked)
+    return ranked
 
 def minmax(s, keys_for_range):
     vals = [s[k] for k in keys_for_range] or [0]

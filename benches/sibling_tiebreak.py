@@ -7,9 +7,10 @@ query lacks, gains beta times the difference. Prints each grid point that beats 
 Not adopted (+0.008 at best on a train sample that keeps whole sources; see README).
 
 Usage: python3 benches/sibling_tiebreak.py PAIRS.jsonl DUMP.jsonl [t|v]
-(needs `snowballstemmer`, the stemmer family of the engine's analyzer)."""
+(needs `snowballstemmer`, the stemmer family of the engine's analyzer, and numpy)."""
 import json,sys,math,re,collections,itertools
 import snowballstemmer
+from fusion_offline import mrr
 st=snowballstemmer.stemmer('english')
 STOP=set("a an and are as at be but by for if in into is it no not of on or such that the their then there these they this to was will with".split())
 def words(t):
@@ -21,8 +22,6 @@ D=[set(words(p['description'])) for p in pairs]
 Q=[set(words(p['summary'])) for p in pairs]
 N=len(pairs); df=collections.Counter(w for d in D for w in d)
 idf={w:math.log(1+(N-c+.5)/(c+.5)) for w,c in df.items()}
-def mrr(rank_lists):
-    return sum(next((1/(k+1) for k,x in enumerate(r[:10]) if x==i),0) for i,r in enumerate(rank_lists))/len(rank_lists)
 base=[[x[0] for x in d[key]] for d in dump]
 print('base',round(mrr(base),4))
 def rerank(i,lst,top,tau,beta,gamma):
