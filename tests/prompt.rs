@@ -113,6 +113,45 @@ fn gradients_flow_through_m_to_the_soft_prompt() {
     assert!(gs.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() > 0.0);
 }
 
+/// P reads a batch's common opening (the instruction) once and continues every text
+/// from its keys and values: the soft prompts and the adapters' gradients must be those
+/// of each text read alone, from its first token.
+#[test]
+fn a_shared_instruction_gives_the_soft_prompts_and_gradients_of_each_text_alone() {
+    let e = embedder(PromptConfig { condition_on_text: true, soft_tokens: 2, lora: Some(LoraConfig::default()), ..Default::default() });
+    let lora = e.lora().unwrap().unwrap();
+    // Adapters away from their neutral start, so that every factor gets a gradient.
+    for v in lora.vars() {
+        v.set(&Tensor::randn(0f32, 0.02, v.dims(), &Device::Cpu).unwrap()).unwrap();
+    }
+    let texts = ["ripgrep recursively searches directories for a regex pattern", "vim", "A music player daemon with a command line client"];
+    let prompts: Vec<String> = texts.iter().map(|t| format!("Instruct: Represent this search query\nQuery: {t}")).collect();
+    let weights = Tensor::randn(0f32, 1.0, (texts.len(), 2, 576), &Device::Cpu).unwrap();
+    let batch = e.soft_prompts(&prompts, Path::Differentiable).unwrap();
+    let grads = (&batch * &weights).unwrap().sum_all().unwrap().backward().unwrap();
+    let mut alone_grads = Vec::new();
+    for (i, p) in prompts.iter().enumerate() {
+        let one = e.soft_prompts(std::slice::from_ref(p), Path::Differentiable).unwrap();
+        let diff = max_abs_diff(&one, &batch.narrow(0, i, 1).unwrap()).unwrap();
+        let scale = one.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-3 * scale.max(1.0), "text {i}: soft prompt differs by {diff} (largest value {scale})");
+        alone_grads.push((&one * weights.narrow(0, i, 1).unwrap()).unwrap().sum_all().unwrap().backward().unwrap());
+    }
+    let (mut compared, mut worst) = (0, 0f32);
+    for v in lora.vars() {
+        let g = grads.get(v.as_tensor()).expect("the batch's loss reaches every adapter factor");
+        let sum = alone_grads.iter().map(|a| a.get(v.as_tensor()).unwrap().clone()).reduce(|a, b| (a + b).unwrap()).unwrap();
+        let diff = max_abs_diff(g, &sum).unwrap();
+        let scale = sum.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(scale > 0.0);
+        worst = worst.max(diff / scale);
+        assert!(diff <= 5e-3 * scale, "gradient differs by {diff} (largest value {scale})");
+        compared += 1;
+    }
+    println!("largest gradient difference, relative to the gradient's largest value: {worst}");
+    assert_eq!(compared, 30 * 2 * 2, "A and B of the q and v adapters in 30 blocks");
+}
+
 #[test]
 fn lora_adapters_start_neutral_pass_gradients_and_roundtrip() {
     let plain = embedder(PromptConfig { soft_tokens: 2, ..Default::default() });

@@ -845,9 +845,23 @@ impl PromptEmbedder {
         let path = if self.prompting_frozen { Path::Fast } else { path };
         let pr = self.prompting()?;
         let p = &pr.model;
-        let (ids, pads) = p.dec.pad_left(seqs, p.tok.eos.unwrap_or(0))?;
-        let mut cache = p.dec.new_cache(&pads);
         let lora = pr.lora.as_ref();
+        // Every text's prompt opens with the same instruction: P reads the batch's common
+        // opening once, as one row whose keys and values every row then continues from
+        // (a third to a half of P's tokens in training). Each row keeps at least its last
+        // token, whose state starts the decoding. (The instruction-only mode's two prompts
+        // share little, and keep their numbers as they were.)
+        let shared = if self.cfg.condition_on_text { shared_opening(seqs) } else { 0 };
+        let rest: Vec<Vec<u32>> = seqs.iter().map(|s| s[shared..].to_vec()).collect();
+        let (ids, pads) = p.dec.pad_left(&rest, p.tok.eos.unwrap_or(0))?;
+        let mut cache = if shared > 0 {
+            let opening = Tensor::new(&seqs[0][..shared], &self.device)?.unsqueeze(0)?;
+            let mut one = p.dec.new_cache(&[0]);
+            p.dec.forward_adapted(&p.dec.embed_ids(&opening)?, &[0], Some(&mut one), path, lora)?;
+            one.for_batch(&pads)?
+        } else {
+            p.dec.new_cache(&pads)
+        };
         let h = p.dec.forward_adapted(&p.dec.embed_ids(&ids)?, &pads, Some(&mut cache), path, lora)?;
         let mut last = Decoder::last(&h)?;
         let embed = p.dec.token_embeddings();
@@ -1097,6 +1111,19 @@ impl PromptEmbedder {
     }
 }
 
+/// Length of the opening that all of a batch's token sequences share and that P can read
+/// once for all of them: 0 for a single sequence (nothing to share), otherwise the common
+/// prefix, short of each sequence's last token.
+fn shared_opening(seqs: &[Vec<u32>]) -> usize {
+    let Some((first, others)) = seqs.split_first() else { return 0 };
+    if others.is_empty() {
+        return 0;
+    }
+    let shortest = seqs.iter().map(Vec::len).min().unwrap_or(0);
+    let common = others.iter().map(|s| first.iter().zip(s).take_while(|(a, b)| a == b).count()).min().unwrap_or(0);
+    common.min(shortest.saturating_sub(1))
+}
+
 /// Least-squares fit `E_m[t] ~ E_p[t] A + b` over the token strings both vocabularies
 /// share (ridge-regularised normal equations, solved by Cholesky in f64).
 fn least_squares_alignment(p: &Model, m: &Model) -> Result<(Tensor, Tensor)> {
@@ -1177,6 +1204,16 @@ impl Embedder for PromptEmbedder {
 mod tests {
     use super::*;
     use crate::embed::decoder::max_abs_diff;
+
+    #[test]
+    fn shared_opening_keeps_each_rows_last_token() {
+        assert_eq!(shared_opening(&[]), 0);
+        assert_eq!(shared_opening(&[vec![1, 2, 3]]), 0, "one row has nothing to share");
+        assert_eq!(shared_opening(&[vec![1, 2, 3, 4], vec![1, 2, 5]]), 2);
+        assert_eq!(shared_opening(&[vec![1, 2, 3], vec![1, 2, 3]]), 2, "identical rows keep their last token");
+        assert_eq!(shared_opening(&[vec![1, 2, 3], vec![1, 2, 3, 4], vec![1, 2]]), 1);
+        assert_eq!(shared_opening(&[vec![7, 2], vec![1, 2]]), 0);
+    }
 
     /// Needs SmolLM2 (`scripts/fetch-models.sh`, as for the test command).
     #[test]
