@@ -847,8 +847,8 @@ impl PromptEmbedder {
         let p = &pr.model;
         let lora = pr.lora.as_ref();
         // Every text's prompt opens with the same instruction: P reads the batch's common
-        // opening once, as one row whose keys and values every row then continues from
-        // (a third to a half of P's tokens in training). Each row keeps at least its last
+        // opening once, as one row whose keys and values every row then continues from.
+        // Each row keeps at least its last
         // token, whose state starts the decoding. (The instruction-only mode's two prompts
         // share little, and keep their numbers as they were.)
         let shared = if self.cfg.condition_on_text { shared_opening(seqs) } else { 0 };
