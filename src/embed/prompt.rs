@@ -848,9 +848,9 @@ impl PromptEmbedder {
         let lora = pr.lora.as_ref();
         // Every text's prompt opens with the same instruction: P reads the batch's common
         // opening once, as one row whose keys and values every row then continues from.
-        // Each row keeps at least its last
-        // token, whose state starts the decoding. (The instruction-only mode's two prompts
-        // share little, and keep their numbers as they were.)
+        // Each row keeps at least its last token, whose state starts the decoding. (The
+        // instruction-only mode's two prompts share little, and keep their numbers as
+        // they were.)
         let shared = if self.cfg.condition_on_text { shared_opening(seqs) } else { 0 };
         let rest: Vec<Vec<u32>> = seqs.iter().map(|s| s[shared..].to_vec()).collect();
         let (ids, pads) = p.dec.pad_left(&rest, p.tok.eos.unwrap_or(0))?;
