@@ -6,7 +6,8 @@
 # seed, batch 16, queries cut to 32 tokens, documents to 64) except its learning rate and
 # warm-up, stops after STOP steps and measures dev MRR@10 on the first 300 dev pairs every
 # EVAL steps. Runs land in runs/early-sweep-MODE-BACKBONE-lrLR-wWARMUP (their settings and
-# log are committed; a rerun resumes or skips a finished one).
+# log are committed; a rerun resumes or skips a finished one). PREFIX=NAME puts them in
+# runs/NAME-MODE-... instead (a second grid with other STOP or EVAL beside the first).
 #   SPECS="transfer:gemma3:3e-3:0 lora-m:gemma3:1e-3:0" STOP=10 EVAL=2 benches/early_sweep.sh
 # Then the summary alone, with the step times of a same-run benches/train_cost.sh:
 #   T_TRANSFER=5.53 T_LORA=11.70 Q=0.6804 benches/early_sweep.sh summary [RUN_DIR ...]
@@ -66,7 +67,7 @@ dirs=()
 for spec in ${SPECS:?SPECS=\"MODE:BACKBONE:LR:WARMUP ...\"}; do
   IFS=: read -r mode backbone lr warmup <<<"$spec"
   ./scripts/fetch-models.sh "$backbone" >/dev/null
-  out=runs/early-sweep-$mode-$backbone-lr$lr-w$warmup
+  out=runs/${PREFIX:-early-sweep}-$mode-$backbone-lr$lr-w$warmup
   dirs+=("$out")
   if [ -f "$out/train/latest" ]; then
     ./target/release/duetdb train --resume --out "$out" --stop-at "$stop" --eval-every "$every" --json
