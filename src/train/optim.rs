@@ -71,7 +71,8 @@ pub struct AdamW {
 /// What one optimiser step did.
 #[derive(Debug, Clone, Copy)]
 pub struct StepReport {
-    /// The adapters' learning rate used.
+    /// The learning rate used: the adapters' one, or the alignment's where the
+    /// alignment is all that trains (a transfer), so a transfer's log shows its own rate.
     pub lr: f64,
     /// Global gradient norm before clipping.
     pub grad_norm: f64,
@@ -131,7 +132,8 @@ impl AdamW {
             s.var.set(&next)?;
         }
         self.step += 1;
-        Ok(StepReport { lr: rate * c.lr, grad_norm })
+        let only_align = self.slots.iter().all(|s| s.align);
+        Ok(StepReport { lr: rate * if only_align { c.lr_align } else { c.lr }, grad_norm })
     }
 
     /// Writes the moments (the parameters themselves live in the embedder's checkpoint).
@@ -192,6 +194,20 @@ mod tests {
         let got: Vec<f32> = w.as_tensor().to_vec1()?;
         // Adam's first update is lr * sign(g) (bias-corrected m / sqrt(v) = g / |g|).
         assert!((got[0] - 0.9).abs() < 1e-5 && (got[1] + 0.9).abs() < 1e-5, "{got:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn the_reported_rate_is_the_trained_parameters_own() -> Result<()> {
+        let dev = Device::Cpu;
+        let cfg = AdamWConfig { lr: 1e-3, lr_align: 0.1, warmup: 1, ..Default::default() };
+        let var = || Var::from_tensor(&Tensor::new(&[1f32], &dev)?);
+        let g = |n: &str| HashMap::from([(n.to_string(), Tensor::new(&[1f32], &dev).unwrap())]);
+        // A transfer trains the alignment alone: its log must show A''s rate, not the adapters'.
+        let mut align_only = AdamW::new(cfg.clone(), vec![("align.weight".into(), var()?)])?;
+        assert!((align_only.step(&g("align.weight"))?.lr - 0.1).abs() < 1e-12);
+        let mut both = AdamW::new(cfg, vec![("align.weight".into(), var()?), ("p.w".into(), var()?)])?;
+        assert!((both.step(&g("p.w"))?.lr - 1e-3).abs() < 1e-12);
         Ok(())
     }
 
