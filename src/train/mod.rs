@@ -256,8 +256,8 @@ pub struct LogLine {
     pub step: u64,
     /// Mean InfoNCE loss of the step.
     pub loss: f64,
-    /// Learning rate used: the adapters', or A''s in a transfer (logs written before
-    /// 2026-12-04 show the adapters' rate there too).
+    /// Learning rate used: the adapters', or A''s in a transfer (older transfer logs,
+    /// including the early grids of 2026-12-04, show the adapters' rate there too).
     pub lr: f64,
     /// Gradient norm before clipping.
     pub grad_norm: f64,
