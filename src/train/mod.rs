@@ -439,7 +439,14 @@ impl Trainer {
         let params: Vec<_> = all.into_iter().filter(|(n, _)| cfg.mode.trains(n)).collect();
         let mut opt = AdamW::new(AdamWConfig { total: cfg.steps, ..cfg.optim.clone() }, params)?;
         if let Some((path, step)) = opt_state {
-            opt.load(&path, step)?;
+            if path.exists() {
+                opt.load(&path, step)?;
+            } else {
+                // Finished runs keep only their parameters in git (runs/README.md): the
+                // schedule continues, Adam's moments start again from zero.
+                tracing::warn!("{} is absent: resuming at step {step} with fresh optimizer moments", path.display());
+                opt.restart_at(step);
+            }
         }
         let (pairs, skipped) = data::read_pairs(&cfg.data, &cfg.fields())?;
         tracing::info!(pairs = pairs.len(), skipped, "training data read");

@@ -66,6 +66,9 @@ pub struct AdamW {
     cfg: AdamWConfig,
     slots: Vec<Slot>,
     step: u64,
+    /// The step at which the moments were last zero: bias correction counts from here,
+    /// so moments that restart mid-run are corrected as in a first step.
+    moments_from: u64,
 }
 
 /// What one optimiser step did.
@@ -88,7 +91,7 @@ impl AdamW {
                 Ok(Slot { align: name.starts_with("align."), name, var, m: z.clone(), v: z })
             })
             .collect::<Result<_>>()?;
-        Ok(Self { cfg, slots, step: 0 })
+        Ok(Self { cfg, slots, step: 0, moments_from: 0 })
     }
 
     /// Steps taken.
@@ -115,7 +118,7 @@ impl AdamW {
         let clip = if grad_norm > self.cfg.clip { self.cfg.clip / grad_norm } else { 1.0 };
         let c = &self.cfg;
         let rate = c.schedule(self.step);
-        let t = (self.step + 1) as i32;
+        let t = (self.step + 1 - self.moments_from).min(i32::MAX as u64) as i32;
         let (bc1, bc2) = (1.0 - c.beta1.powi(t), 1.0 - c.beta2.powi(t));
         for s in &mut self.slots {
             let Some(g) = grads.get(&s.name) else { continue };
@@ -143,8 +146,16 @@ impl AdamW {
             t.insert(format!("{}.m", s.name), s.m.clone());
             t.insert(format!("{}.v", s.name), s.v.clone());
         }
+        t.insert(MOMENTS_FROM.to_string(), Tensor::new(&[self.moments_from as f64], &candle_core::Device::Cpu)?);
         candle_core::safetensors::save(&t, path)?;
         Ok(())
+    }
+
+    /// Continues after `step` steps with zero moments: a run whose optimizer state was
+    /// not kept (only its parameters were committed) resumes its schedule where it was.
+    pub fn restart_at(&mut self, step: u64) {
+        self.step = step;
+        self.moments_from = step;
     }
 
     /// Restores moments written by [`AdamW::save`] after `step` steps.
@@ -162,10 +173,18 @@ impl AdamW {
             s.m = take("m")?;
             s.v = take("v")?;
         }
+        // Absent in states written before moments could restart: they never did.
+        self.moments_from = match t.remove(MOMENTS_FROM) {
+            Some(x) => x.to_vec1::<f64>().map_err(|e| Error::corrupt(path, e.to_string()))?.first().map_or(0, |&v| v as u64),
+            None => 0,
+        };
         self.step = step;
         Ok(())
     }
 }
+
+/// The name under which [`AdamW::save`] records where the moments started.
+const MOMENTS_FROM: &str = "__moments_from";
 
 #[cfg(test)]
 mod tests {
@@ -220,6 +239,28 @@ mod tests {
         assert!((r.grad_norm - 5.0).abs() < 1e-9);
         let nan = HashMap::from([("p.w".to_string(), Tensor::new(&[f32::NAN, 0.0], &dev)?)]);
         assert!(opt.step(&nan).is_err(), "a NaN gradient stops training with an error");
+        Ok(())
+    }
+
+    #[test]
+    fn restarted_moments_move_like_a_first_step_and_survive_a_save() -> Result<()> {
+        let dev = Device::Cpu;
+        let w = Var::from_tensor(&Tensor::new(&[1f32], &dev)?)?;
+        let cfg = AdamWConfig { lr: 0.1, lr_align: 0.1, warmup: 1, total: 10_000, min_ratio: 1.0, weight_decay: 0.0, clip: 100.0, ..Default::default() };
+        let mut opt = AdamW::new(cfg.clone(), vec![("p.w".into(), w.clone())])?;
+        opt.restart_at(550);
+        let g = HashMap::from([("p.w".to_string(), Tensor::new(&[2f32], &dev)?)]);
+        opt.step(&g)?;
+        // Without restarting the bias correction, zero moments at step 551 would move w by
+        // about 3.2 times the rate.
+        let got = w.as_tensor().to_vec1::<f32>()?[0];
+        assert!((got - 0.9).abs() < 1e-5, "{got}");
+        assert_eq!(opt.step_count(), 551);
+        let dir = tempfile::tempdir().unwrap();
+        opt.save(&dir.path().join("o.safetensors"))?;
+        let mut back = AdamW::new(cfg, vec![("p.w".into(), w.clone())])?;
+        back.load(&dir.path().join("o.safetensors"), 551)?;
+        assert_eq!(back.moments_from, 550);
         Ok(())
     }
 }
