@@ -20,8 +20,8 @@ with open(f"{out}/base.jsonl", "w") as f:
 with open(f"{out}/queries.jsonl", "w") as f:
     for r in dev[:1000]: f.write(json.dumps({"id": r["package"], "text": r["summary"]}) + "\n")
 PY
-cargo build --release --quiet --example ann_bench
-./target/release/examples/ann_bench "$out/base.jsonl" "$out/queries.jsonl" "$out" "$M" "$EFC" > "$out/ann-duetdb.json"
+ann_bench=$(benches/driver.sh ann_bench)
+"$ann_bench" "$out/base.jsonl" "$out/queries.jsonl" "$out" "$M" "$EFC" > "$out/ann-duetdb.json"
 python3 benches/ann_hnswlib.py "$out" 384 "$M" "$EFC" > "$out/ann-hnswlib.json"
 python3 - "$out" <<'PY'
 import json, sys

@@ -18,8 +18,8 @@ with open(f"{out}/texts.jsonl", "w") as f:
     for d in [d for d in dev if d["description"].strip()][:n]:
         f.write(json.dumps({"text": d["description"]}) + "\n")
 PY
-cargo build --release --quiet --example decoder_bench
-./target/release/examples/decoder_bench "models/$MODEL" "$out/texts.jsonl" "$out/plan.json" "$BUDGET" "$MAX_TOKENS" > "$out/duetdb.json"
+decoder_bench=$(benches/driver.sh decoder_bench)
+"$decoder_bench" "models/$MODEL" "$out/texts.jsonl" "$out/plan.json" "$BUDGET" "$MAX_TOKENS" > "$out/duetdb.json"
 PYTHONPATH=/opt/anchors python3 benches/decoder_torch.py models "$MODEL" "$out/plan.json" "$THREADS" > "$out/torch.json"
 if PYTHONPATH=/opt/llamacpp python3 -c "import llama_cpp" 2>/dev/null; then
   PYTHONPATH=/opt/llamacpp python3 benches/decoder_llamacpp.py "models/$MODEL" "$out/plan.json" "$THREADS" "$BUDGET" > "$out/llamacpp.json"

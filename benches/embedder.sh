@@ -18,9 +18,9 @@ for name, xs in (("docs", docs), ("queries", queries)):
         for t in xs: f.write(json.dumps({"text": t}) + "\n")
 PY
 ./scripts/fetch-models.sh >/dev/null
-cargo build --release --quiet --example embed_bench
+embed_bench=$(benches/driver.sh embed_bench)
 for spec in ${SPECS:-hash default prompt-text}; do
-  ./target/release/examples/embed_bench "$out/docs.jsonl" "$out/queries.jsonl" "$N" "$spec" "$out" > "$out/$spec.json"
+  "$embed_bench" "$out/docs.jsonl" "$out/queries.jsonl" "$N" "$spec" "$out" > "$out/$spec.json"
 done
 python3 - "$out" ${SPECS:-hash default prompt-text} <<'PY'
 import json, sys

@@ -5,8 +5,7 @@ document holds, the same share in its first sentence, ranks, lengths), scored by
 with 5-fold cross-validation over queries, against the engine's weighted fusion (vector
 weight 0.55). Also counts the fused ranking's top-1 misses and how many of them are a
 package of the same Debian source.
-Input: the pairs file and the candidates that `FEATURE_DUMP=F cargo run --release
---example feedback_tune -- PAIRS.jsonl summary description DB` writes.
+Input: the pairs file and the candidates that `FEATURE_DUMP=F $(benches/driver.sh feedback_tune) PAIRS.jsonl summary description DB` writes.
 Usage: python3 benches/fusion_learned.py PAIRS.jsonl F (needs numpy and scikit-learn)."""
 import json, re, sys
 import numpy as np

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Other hybrid fusions, tried offline on the rankings `examples/fusion_tune.rs` dumps
+"""Other hybrid fusions, tried offline on the rankings `benches/fusion_tune.rs` dumps
 (FUSION_DUMP=F LIMIT=300): min-max, z-score and max-normalised weighted sums, with and
 without filling a missing score from the deeper list, and gap-following weights.
 Usage: python3 benches/fusion_offline.py DUMP.jsonl (needs numpy)."""

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Query p50/p99 in each mode on 10k and 100k documents, ingest documents/s with and
-# without the full-text index, and the index's size on disk (examples/hybrid_bench.rs),
+# without the full-text index, and the index's size on disk (benches/hybrid_bench.rs),
 # against rank_bm25 on the same documents and queries for the text side
 # (benches/hybrid_bm25.py). Documents: Debian descriptions, then summaries (121k texts);
 # queries: dev summaries. The `hash` embedder keeps the vector side cheap, so that the
@@ -22,9 +22,9 @@ for name, xs in (("docs", texts), ("queries", queries)):
         for t in xs: f.write(json.dumps({"text": t}) + "\n")
 PY
 python3 -c "import rank_bm25" 2>/dev/null || pip install -q rank_bm25
-cargo build --release --quiet --example hybrid_bench
+hybrid_bench=$(benches/driver.sh hybrid_bench)
 for n in ${SIZES:-10000 100000}; do
-  ./target/release/examples/hybrid_bench "$out/docs.jsonl" "$out/queries.jsonl" "$n" "$SPEC" "$out" > "$out/duetdb-$n.json"
+  "$hybrid_bench" "$out/docs.jsonl" "$out/queries.jsonl" "$n" "$SPEC" "$out" > "$out/duetdb-$n.json"
   python3 benches/hybrid_bm25.py "$out/docs.jsonl" "$out/queries.jsonl" "$n" > "$out/bm25-$n.json"
 done
 python3 - "$out" ${SIZES:-10000 100000} <<'PY'

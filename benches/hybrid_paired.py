@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Hybrid search against its parts on the rankings `examples/fusion_tune.rs` dumps
+"""Hybrid search against its parts on the rankings `benches/fusion_tune.rs` dumps
 (`FUSION_DUMP=DUMP LIMIT=100`): MRR@10 of the vector ranking, of BM25 and of the engine's
 weighted fusion (min-max-normalised scores, `fuse` in src/db/query.rs; `weighted` in
 fusion_offline.py) at the given vector weights over 100 candidates; each ranking's top-1

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One-query embedding latency (examples/query_profile: Debian-style summaries, one at a
+# One-query embedding latency (benches/query_profile: Debian-style summaries, one at a
 # time) with the packed byte-per-weight fast path against the f32 path it replaces
 # (DUETDB_PACKED=0 DUETDB_AVX512=0 DUETDB_FAST_ACTIVATION=0: the code before packing, the
 # anchor), AVX-512 against AVX2 for the few-row kernel, then the SIMD gate activation,
@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/fetch-models.sh >/dev/null
-cargo build --release --quiet --example query_profile
+query_profile=$(benches/driver.sh query_profile)
 ROUNDS=${ROUNDS:-3}; N=${N:-60}
 for spec in ${SPECS:-default}; do
   declare -A p50=()
@@ -17,7 +17,7 @@ for spec in ${SPECS:-default}; do
     # name, DUETDB_PACKED, DUETDB_AVX512, DUETDB_FAST_ACTIVATION
     for v in "f32 0 0 0" "packed-avx2 1 0 0" "packed-avx512 1 1 0" "all 1 1 1"; do
       set -- $v
-      ms=$(DUETDB_PACKED=$2 DUETDB_AVX512=$3 DUETDB_FAST_ACTIVATION=$4 ./target/release/examples/query_profile "$spec" "$N" | sed -E 's/.*p50 ([0-9.]+) ms.*/\1/')
+      ms=$(DUETDB_PACKED=$2 DUETDB_AVX512=$3 DUETDB_FAST_ACTIVATION=$4 "$query_profile" "$spec" "$N" | sed -E 's/.*p50 ([0-9.]+) ms.*/\1/')
       p50[$1]="${p50[$1]:-} $ms"
     done
   done

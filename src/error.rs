@@ -8,6 +8,15 @@ use std::path::PathBuf;
 /// Result alias used throughout duetdb.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// An error of a dependency (candle, tokenizers, tantivy, hnsw_rs) kept as the source of
+/// ours, so that callers can walk the chain with [`std::error::Error::source`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `": {source}"` when there is a source: our message, then the dependency's.
+fn cause(source: &Option<BoxError>) -> String {
+    source.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+}
+
 /// Everything that can go wrong in duetdb.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -44,13 +53,16 @@ pub enum Error {
         detail: String,
     },
 
-    /// A file of the database is damaged.
-    #[error("database file {path} is corrupt: {detail}")]
+    /// A file of the database (or of a checkpoint) is damaged.
+    #[error("file {path} is corrupt: {detail}{}", cause(.source))]
     Corrupt {
         /// The damaged file.
         path: PathBuf,
         /// What was expected and what was found.
         detail: String,
+        /// The parser's error (serde_json, safetensors, tantivy), if one found the damage.
+        #[source]
+        source: Option<BoxError>,
     },
 
     /// The database was written by a newer or older, incompatible format.
@@ -96,12 +108,21 @@ pub enum Error {
     },
 
     /// The embedder failed while computing vectors.
-    #[error("embedder error: {0}")]
-    Embed(String),
+    #[error("embedder error: {detail}")]
+    Embed {
+        /// What the embedder returned and what was expected.
+        detail: String,
+    },
 
     /// A model file could not be loaded or run.
-    #[error("model error: {0}")]
-    Model(String),
+    #[error("model error: {detail}{}", cause(.source))]
+    Model {
+        /// What failed, naming the file or tensor involved.
+        detail: String,
+        /// The dependency's error (candle, tokenizers), if one caused it.
+        #[source]
+        source: Option<BoxError>,
+    },
 
     /// The sled catalog reported an error.
     #[error("catalog error in {path}: {source}")]
@@ -113,9 +134,26 @@ pub enum Error {
         source: sled::Error,
     },
 
-    /// The ANN graph could not be built, dumped or loaded.
-    #[error("graph error: {0}")]
-    Graph(String),
+    /// A derived index (the ANN graph or the full-text index) could not be built,
+    /// written, loaded or searched.
+    #[error("index error: {detail}{}", cause(.source))]
+    Index {
+        /// What failed, naming the file involved.
+        detail: String,
+        /// The dependency's error (hnsw_rs, tantivy), if one caused it.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// An operation failed; `context` says which (a line of an input file, a command).
+    #[error("{context}: {source}")]
+    Context {
+        /// Where it happened.
+        context: String,
+        /// What went wrong there.
+        #[source]
+        source: Box<Error>,
+    },
 
     /// The database was closed and can no longer be used.
     #[error("database is closed")]
@@ -130,17 +168,52 @@ impl Error {
 
     /// A corruption error for `path`.
     pub fn corrupt(path: impl Into<PathBuf>, detail: impl Into<String>) -> Self {
-        Error::Corrupt { path: path.into(), detail: detail.into() }
+        Error::Corrupt { path: path.into(), detail: detail.into(), source: None }
+    }
+
+    /// A corruption error for `path` found by a parser, whose error is kept as the source.
+    pub fn corrupt_from(path: impl Into<PathBuf>, detail: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Error::Corrupt { path: path.into(), detail: detail.into(), source: Some(source.into()) }
     }
 
     /// An invalid-input error.
     pub fn invalid(detail: impl Into<String>) -> Self {
         Error::InvalidInput(detail.into())
     }
+
+    /// A model error of our own (no dependency's error behind it).
+    pub fn model(detail: impl Into<String>) -> Self {
+        Error::Model { detail: detail.into(), source: None }
+    }
+
+    /// A model error caused by a dependency's error, which is kept as the source.
+    pub fn model_from(detail: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Error::Model { detail: detail.into(), source: Some(source.into()) }
+    }
+
+    /// An embedder that returned something unusable.
+    pub fn embed(detail: impl Into<String>) -> Self {
+        Error::Embed { detail: detail.into() }
+    }
+
+    /// An index error of our own.
+    pub fn index(detail: impl Into<String>) -> Self {
+        Error::Index { detail: detail.into(), source: None }
+    }
+
+    /// An index error caused by a dependency's error, which is kept as the source.
+    pub fn index_from(detail: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Error::Index { detail: detail.into(), source: Some(source.into()) }
+    }
+
+    /// This error, with where it happened in front (`line 7: ...`).
+    pub fn context(self, context: impl Into<String>) -> Self {
+        Error::Context { context: context.into(), source: Box::new(self) }
+    }
 }
 
 impl From<candle_core::Error> for Error {
     fn from(e: candle_core::Error) -> Self {
-        Error::Model(e.to_string())
+        Error::model_from("tensor operation failed", e)
     }
 }

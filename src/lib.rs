@@ -17,15 +17,19 @@
 //! Layers (each uses only those below it): [`db`] (the engine: commits, queries in vector,
 //! text and hybrid modes, generations) over [`index`] (the HNSW graph, the BM25 index),
 //! [`store`] (sled catalog and memory-mapped vector files) and [`embed`]
-//! (embedders); [`error`] is shared by all.
+//! (embedders); [`error`] is shared by all, and [`eval`] holds the retrieval metrics.
+//! The trainer (`train`) is compiled with the `train` feature. ARCHITECTURE.md in the
+//! repository describes the layers, the files on disk and the commit protocol.
 
 #![warn(missing_docs)]
 
 pub mod db;
 pub mod embed;
 pub mod error;
+pub mod eval;
 pub mod index;
 pub mod store;
+#[cfg(feature = "train")]
 pub mod train;
 
 pub use db::{Db, DbOptions, Document, Fusion, Hit, IngestReport, Mode, Query, ReindexJob, Stats};

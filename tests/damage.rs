@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-
 fn files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
     for e in fs::read_dir(dir).unwrap().flatten() {
         if e.file_type().unwrap().is_dir() {
@@ -112,7 +111,10 @@ fn random_damage_to_every_file_ends_in_an_error_or_the_exact_database() {
         }
         for _ in 0..k / 2 {
             let to = rng.usize(..len.max(1));
-            damages.push((format!("truncated to {to}"), Box::new(move |p: &Path| fs::OpenOptions::new().write(true).open(p).unwrap().set_len(to as u64).unwrap())));
+            damages.push((
+                format!("truncated to {to}"),
+                Box::new(move |p: &Path| fs::OpenOptions::new().write(true).open(p).unwrap().set_len(to as u64).unwrap()),
+            ));
         }
         damages.push(("deleted".into(), Box::new(|p: &Path| fs::remove_file(p).unwrap())));
         let out = by_file.entry(rel.display().to_string()).or_default();
@@ -134,7 +136,14 @@ fn random_damage_to_every_file_ends_in_an_error_or_the_exact_database() {
     std::panic::set_hook(hook);
     let (mut errors, mut exact, mut panics, mut losses) = (0, 0, Vec::new(), Vec::new());
     for (f, o) in &by_file {
-        println!("{f:<60} trials {:>3}: {:>3} clear errors, {:>3} exact, {} panics, {} silent losses", o.errors + o.exact + o.panics.len() + o.losses.len(), o.errors, o.exact, o.panics.len(), o.losses.len());
+        println!(
+            "{f:<60} trials {:>3}: {:>3} clear errors, {:>3} exact, {} panics, {} silent losses",
+            o.errors + o.exact + o.panics.len() + o.losses.len(),
+            o.errors,
+            o.exact,
+            o.panics.len(),
+            o.losses.len()
+        );
         errors += o.errors;
         exact += o.exact;
         panics.extend(o.panics.iter().cloned());

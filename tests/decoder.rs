@@ -5,29 +5,25 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor, Var};
-use duetdb::embed::decoder::{max_abs_diff, Decoder, Path};
+use duetdb::embed::decoder::{max_abs_diff, Decoder, Kernels};
 use duetdb::embed::gguf::Gguf;
 use duetdb::embed::tokenizer::TextTokenizer;
-use std::path::PathBuf;
 use std::sync::OnceLock;
 
-fn smollm2_path() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(p.exists(), "{} is missing: run scripts/fetch-models.sh", p.display());
-    p
-}
+const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
+/// SmolLM2 and its tokenizer, loaded once; the tests call [`need_model!`] first.
 fn model() -> &'static (Decoder, TextTokenizer) {
     static M: OnceLock<(Decoder, TextTokenizer)> = OnceLock::new();
     M.get_or_init(|| {
-        let p = smollm2_path();
+        let p = common::model(SMOLLM2, "").expect("checked by need_model! in the test");
         let dec = Decoder::load(&p, &Device::Cpu, DType::F32).unwrap();
         let tok = TextTokenizer::from_gguf(&Gguf::open(&p).unwrap()).unwrap();
         (dec, tok)
     })
 }
 
-fn hidden(texts: &[&str], path: Path) -> (Tensor, Vec<usize>) {
+fn hidden(texts: &[&str], path: Kernels) -> (Tensor, Vec<usize>) {
     let (dec, tok) = model();
     let seqs: Vec<Vec<u32>> = texts.iter().map(|t| tok.encode(t).unwrap()).collect();
     let (ids, pads) = dec.pad_left(&seqs, 0).unwrap();
@@ -37,28 +33,30 @@ fn hidden(texts: &[&str], path: Path) -> (Tensor, Vec<usize>) {
 
 #[test]
 fn logits_match_candle_stock_model_and_predict_paris() {
+    need_model!(SMOLLM2);
     let (dec, tok) = model();
     let ids = tok.encode("The capital of France is").unwrap();
     // The stock model with every weight dequantised to f32, as ours are.
     std::env::set_var("CANDLE_DEQUANTIZE_ALL", "1");
-    let p = smollm2_path();
+    let p = need_model!(SMOLLM2);
     let mut f = std::fs::File::open(&p).unwrap();
     let content = candle_core::quantized::gguf_file::Content::read(&mut f).unwrap();
     let mut stock = candle_transformers::models::quantized_llama::ModelWeights::from_gguf(content, &mut f, &Device::Cpu).unwrap();
     let input = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
     let reference = stock.forward(&input, 0).unwrap().squeeze(0).unwrap();
 
-    let (h, _) = hidden(&["The capital of France is"], Path::Fast);
-    let ours = dec.logits(&Decoder::last(&h).unwrap(), Path::Fast).unwrap().squeeze(0).unwrap();
+    let (h, _) = hidden(&["The capital of France is"], Kernels::Fast);
+    let ours = dec.logits(&Decoder::last(&h).unwrap(), Kernels::Fast).unwrap().squeeze(0).unwrap();
     common::assert_logits(&ours, &reference, tok, " Paris");
 }
 
 #[test]
 fn padded_batch_equals_one_text_at_a_time() {
+    need_model!(SMOLLM2);
     let texts = ["ripgrep recursively searches directories for a regex pattern", "a music player", "The quick brown fox jumps over the lazy dog."];
-    let (batch, pads) = hidden(&texts, Path::Fast);
+    let (batch, pads) = hidden(&texts, Kernels::Fast);
     for (i, t) in texts.iter().enumerate() {
-        let (alone, _) = hidden(&[t], Path::Fast);
+        let (alone, _) = hidden(&[t], Kernels::Fast);
         let n = alone.dim(1).unwrap();
         let row = batch.get(i).unwrap().narrow(0, pads[i], n).unwrap();
         let alone = alone.squeeze(0).unwrap();
@@ -77,9 +75,10 @@ fn padded_batch_equals_one_text_at_a_time() {
 
 #[test]
 fn fast_and_differentiable_paths_agree() {
+    need_model!(SMOLLM2);
     let texts = ["Instruct: represent this package description\nQuery: a terminal file manager", "short"];
-    let (a, _) = hidden(&texts, Path::Fast);
-    let (b, _) = hidden(&texts, Path::Differentiable);
+    let (a, _) = hidden(&texts, Kernels::Fast);
+    let (b, _) = hidden(&texts, Kernels::Differentiable);
     let diff = max_abs_diff(&a, &b).unwrap();
     println!("fast vs differentiable: {diff}");
     assert!(diff < 1e-3, "paths differ by {diff}");
@@ -87,16 +86,17 @@ fn fast_and_differentiable_paths_agree() {
 
 #[test]
 fn kv_cache_steps_match_the_full_forward() {
+    need_model!(SMOLLM2);
     let (dec, tok) = model();
     let seqs = vec![tok.encode("Debian packages for Rust developers").unwrap(), tok.encode("vim").unwrap()];
     let (ids, pads) = dec.pad_left(&seqs, 0).unwrap();
     let emb = dec.embed_ids(&ids).unwrap();
     let t = emb.dim(1).unwrap();
-    let full = dec.forward(&emb, &pads, None, Path::Fast).unwrap();
+    let full = dec.forward(&emb, &pads, None, Kernels::Fast).unwrap();
     let mut cache = dec.new_cache(&pads);
-    let mut steps = vec![dec.forward(&emb.narrow(1, 0, t - 2).unwrap(), &pads, Some(&mut cache), Path::Fast).unwrap()];
+    let mut steps = vec![dec.forward(&emb.narrow(1, 0, t - 2).unwrap(), &pads, Some(&mut cache), Kernels::Fast).unwrap()];
     for j in t - 2..t {
-        steps.push(dec.forward(&emb.narrow(1, j, 1).unwrap(), &pads, Some(&mut cache), Path::Fast).unwrap());
+        steps.push(dec.forward(&emb.narrow(1, j, 1).unwrap(), &pads, Some(&mut cache), Kernels::Fast).unwrap());
     }
     let stepped = Tensor::cat(&steps, 1).unwrap();
     // Only real positions are comparable (a pad query attends to itself alone).
@@ -110,6 +110,7 @@ fn kv_cache_steps_match_the_full_forward() {
 
 #[test]
 fn gradients_reach_soft_inputs_and_match_finite_differences() {
+    need_model!(SMOLLM2);
     let (dec, tok) = model();
     let d = dec.config().hidden;
     let ids = tok.encode("regex search").unwrap();
@@ -118,12 +119,12 @@ fn gradients_reach_soft_inputs_and_match_finite_differences() {
     let soft0 = dec.embed_ids(&Tensor::new(&[[504u32, 1001]], &Device::Cpu).unwrap()).unwrap();
     let soft = Var::from_tensor(&soft0).unwrap();
     let dir = Tensor::randn(0f32, 1., d, &Device::Cpu).unwrap();
-    let loss = |s: &Tensor, path: Path| -> Tensor {
+    let loss = |s: &Tensor, path: Kernels| -> Tensor {
         let x = Tensor::cat(&[s, &text], 1).unwrap();
         let h = dec.forward(&x, &[0], None, path).unwrap();
         Decoder::last(&h).unwrap().squeeze(0).unwrap().mul(&dir).unwrap().sum_all().unwrap()
     };
-    let grads = loss(soft.as_tensor(), Path::Differentiable).backward().unwrap();
+    let grads = loss(soft.as_tensor(), Kernels::Differentiable).backward().unwrap();
     let g = grads.get(soft.as_tensor()).expect("a gradient for the soft tokens");
     let g: Vec<Vec<Vec<f32>>> = g.to_vec3().unwrap();
     let base: Vec<f32> = soft0.flatten_all().unwrap().to_vec1().unwrap();
@@ -136,7 +137,7 @@ fn gradients_reach_soft_inputs_and_match_finite_differences() {
             let mut v = base.clone();
             v[k * d + j] += delta;
             let s = Tensor::from_vec(v, (1, 2, d), &Device::Cpu).unwrap();
-            loss(&s, Path::Fast).to_scalar::<f32>().unwrap()
+            loss(&s, Kernels::Fast).to_scalar::<f32>().unwrap()
         };
         let fd = (at(eps) - at(-eps)) / (2.0 * eps);
         let an = g[0][k][j];

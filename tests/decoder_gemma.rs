@@ -1,28 +1,27 @@
 //! Gemma3-270M, the default embedder's Embedding LLM (fetched by `scripts/fetch-models.sh`
 //! with no argument, as for the test command).
 
+mod common;
+
 use candle_core::{DType, Device, Tensor, D};
-use duetdb::embed::decoder::{max_abs_diff, Activation, Decoder, Path};
+use duetdb::embed::decoder::{max_abs_diff, Activation, Decoder, Kernels};
 use duetdb::embed::gguf::Gguf;
 use duetdb::embed::tokenizer::TextTokenizer;
 use std::path::PathBuf;
 
-fn models() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models")
-}
-
-fn gemma() -> (PathBuf, TextTokenizer) {
-    let p = models().join("gemma-3-270m-q4_k_m.gguf");
-    assert!(p.exists(), "{} is missing: run scripts/fetch-models.sh", p.display());
+/// Gemma3 and its tokenizer, or `None` after saying they are missing.
+fn gemma() -> Option<(PathBuf, TextTokenizer)> {
+    let p = common::model("gemma-3-270m-q4_k_m.gguf", "gemma3")?;
+    let t = common::model("gemma3-tokenizer.json", "gemma3")?;
     let g = Gguf::open(&p).unwrap();
     let bos = g.meta_u32("tokenizer.ggml.bos_token_id").ok();
-    let tok = TextTokenizer::from_file(&models().join("gemma3-tokenizer.json"), bos, None).unwrap();
-    (p, tok)
+    let tok = TextTokenizer::from_file(&t, bos, None).unwrap();
+    Some((p, tok))
 }
 
 #[test]
 fn tokenizer_json_agrees_with_the_gguf_vocabulary() {
-    let (p, tok) = gemma();
+    let Some((p, tok)) = gemma() else { return };
     let g = Gguf::open(&p).unwrap();
     let vocab: Vec<String> = g.meta("tokenizer.ggml.tokens").unwrap().to_vec().unwrap().iter().map(|v| v.to_string().unwrap().clone()).collect();
     let by_id: std::collections::HashMap<u32, String> = tok.vocab().into_iter().map(|(s, i)| (i, s)).collect();
@@ -37,21 +36,22 @@ fn tokenizer_json_agrees_with_the_gguf_vocabulary() {
 
 #[test]
 fn matches_candle_stock_gemma3_and_predicts_paris() {
-    let (p, tok) = gemma();
+    let Some((p, tok)) = gemma() else { return };
     let mut dec = Decoder::load(&p, &Device::Cpu, DType::F32).unwrap();
     // The 270M base model continues the bare "The capital of France is" with " the"
     // (" Paris" ranks third); one example sentence makes the answer unambiguous.
     let ids = tok.encode("The capital of Germany is Berlin. The capital of France is").unwrap();
     let input = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
     let emb = dec.embed_ids(&input).unwrap();
-    let logits = |dec: &Decoder| dec.logits(&Decoder::last(&dec.forward(&emb, &[0], None, Path::Fast).unwrap()).unwrap(), Path::Fast).unwrap().squeeze(0).unwrap();
+    let logits =
+        |dec: &Decoder| dec.logits(&Decoder::last(&dec.forward(&emb, &[0], None, Kernels::Fast).unwrap()).unwrap(), Kernels::Fast).unwrap().squeeze(0).unwrap();
 
     // With Gemma3's own activation (GELU, tanh) the model completes the sentence, and
     // the runners-up are French cities; with SiLU they are " the", " in", " ".
     let ours = logits(&dec);
     let best = ours.argmax(D::Minus1).unwrap().to_scalar::<u32>().unwrap();
     assert_eq!(tok.decode(&[best]).unwrap(), " Paris");
-    let (a, b) = (dec.forward(&emb, &[0], None, Path::Fast).unwrap(), dec.forward(&emb, &[0], None, Path::Differentiable).unwrap());
+    let (a, b) = (dec.forward(&emb, &[0], None, Kernels::Fast).unwrap(), dec.forward(&emb, &[0], None, Kernels::Differentiable).unwrap());
     assert!(max_abs_diff(&a, &b).unwrap() < 1e-2 * a.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap());
     // That short text took the packed fast path for every projection of the 18 blocks
     // (Q5_0, Q8_0, Q4_K in blocks of 32; Q6_K in blocks of 16).

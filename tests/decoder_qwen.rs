@@ -6,20 +6,11 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use duetdb::embed::decoder::{max_abs_diff, Decoder, Path};
+use duetdb::embed::decoder::{max_abs_diff, Decoder, Kernels};
 use duetdb::embed::gguf::Gguf;
 use duetdb::embed::tokenizer::TextTokenizer;
-use std::path::PathBuf;
 
-fn models() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models")
-}
-
-fn qwen_path() -> PathBuf {
-    let p = models().join("Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf");
-    assert!(p.exists(), "{} is missing: run scripts/fetch-models.sh qwen2.5", p.display());
-    p
-}
+const QWEN: &str = "Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf";
 
 /// Strings that exercise the pre-tokenizer: contractions, digits, CJK, emoji,
 /// whitespace runs, newlines, code and special tokens.
@@ -35,8 +26,8 @@ const TRICKY: &[&str] = &[
 #[test]
 #[ignore = "needs the 491 MB Qwen2.5 GGUF and the reference tokenizer: scripts/fetch-models.sh qwen2.5"]
 fn tokenizer_from_gguf_matches_reference_tokenizer_json() {
-    let ours = TextTokenizer::from_gguf(&Gguf::open(&qwen_path()).unwrap()).unwrap();
-    let reference = TextTokenizer::from_file(&models().join("qwen-reference-tokenizer.json"), None, None).unwrap();
+    let ours = TextTokenizer::from_gguf(&Gguf::open(&need_model!(QWEN, "qwen2.5")).unwrap()).unwrap();
+    let reference = TextTokenizer::from_file(&need_model!("qwen-reference-tokenizer.json", "qwen2.5"), None, None).unwrap();
     for s in TRICKY {
         assert_eq!(ours.encode(s).unwrap(), reference.encode(s).unwrap(), "ids differ for {s:?}");
         assert_eq!(ours.decode(&ours.encode(s).unwrap()).unwrap(), *s);
@@ -46,7 +37,7 @@ fn tokenizer_from_gguf_matches_reference_tokenizer_json() {
 #[test]
 #[ignore = "needs the 491 MB Qwen2.5 GGUF: scripts/fetch-models.sh qwen2.5"]
 fn logits_match_candle_stock_qwen2_and_predict_paris() {
-    let p = qwen_path();
+    let p = need_model!(QWEN, "qwen2.5");
     let tok = TextTokenizer::from_gguf(&Gguf::open(&p).unwrap()).unwrap();
     let dec = Decoder::load(&p, &Device::Cpu, DType::F32).unwrap();
     let ids = tok.encode("The capital of France is").unwrap();
@@ -59,9 +50,9 @@ fn logits_match_candle_stock_qwen2_and_predict_paris() {
     let reference = if reference.rank() == 2 { reference.get(reference.dim(0).unwrap() - 1).unwrap() } else { reference };
 
     let emb = dec.embed_ids(&input).unwrap();
-    let h = dec.forward(&emb, &[0], None, Path::Fast).unwrap();
-    let ours = dec.logits(&Decoder::last(&h).unwrap(), Path::Fast).unwrap().squeeze(0).unwrap();
+    let h = dec.forward(&emb, &[0], None, Kernels::Fast).unwrap();
+    let ours = dec.logits(&Decoder::last(&h).unwrap(), Kernels::Fast).unwrap().squeeze(0).unwrap();
     common::assert_logits(&ours, &reference, &tok, " Paris");
-    let (a, b) = (dec.forward(&emb, &[0], None, Path::Fast).unwrap(), dec.forward(&emb, &[0], None, Path::Differentiable).unwrap());
+    let (a, b) = (dec.forward(&emb, &[0], None, Kernels::Fast).unwrap(), dec.forward(&emb, &[0], None, Kernels::Differentiable).unwrap());
     assert!(max_abs_diff(&a, &b).unwrap() < 1e-3);
 }

@@ -1,11 +1,12 @@
 //! Our tokenizer and forward against Hugging Face `transformers` (PyTorch) on the same
 //! GGUF files, recorded by `scripts/record-hf-fixtures.py` into fixtures/hf-*.json.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
-use duetdb::embed::decoder::{Decoder, Path};
+use duetdb::embed::decoder::{Decoder, Kernels};
 use duetdb::embed::gguf::Gguf;
 use duetdb::embed::tokenizer::TextTokenizer;
-use std::path::PathBuf;
 
 #[derive(serde::Deserialize)]
 struct Case {
@@ -21,16 +22,15 @@ struct Fixture {
 }
 
 fn check(fixture: &str) {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let fx: Fixture = serde_json::from_str(&std::fs::read_to_string(root.join("fixtures").join(fixture)).unwrap()).unwrap();
-    let path = root.join("models").join(&fx.model);
-    assert!(path.exists(), "{} is missing: run scripts/fetch-models.sh", path.display());
+    let fx: Fixture = serde_json::from_str(&std::fs::read_to_string(common::repo_root().join("fixtures").join(fixture)).unwrap()).unwrap();
+    let fetch = if fx.model.starts_with("Qwen") { "qwen2.5" } else { "" };
+    let path = need_model!(&fx.model, fetch);
     let tok = TextTokenizer::from_gguf(&Gguf::open(&path).unwrap()).unwrap();
     let dec = Decoder::load(&path, &Device::Cpu, DType::F32).unwrap();
     for case in &fx.cases {
         assert_eq!(tok.encode(&case.text).unwrap(), case.ids, "token ids for {:?}", case.text);
         let ids = Tensor::new(case.ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
-        let h = dec.forward(&dec.embed_ids(&ids).unwrap(), &[0], None, Path::Fast).unwrap().squeeze(0).unwrap();
+        let h = dec.forward(&dec.embed_ids(&ids).unwrap(), &[0], None, Kernels::Fast).unwrap().squeeze(0).unwrap();
         let ours: Vec<Vec<f32>> = h.to_vec2().unwrap();
         let (mut worst, mut scale) = (0f32, 0f32);
         for (a, b) in ours.iter().zip(&case.hidden) {

@@ -2,7 +2,7 @@
 
 use candle_core::{DType, Device, Tensor, D};
 use duetdb::embed::decoder::lora::LoraConfig;
-use duetdb::embed::decoder::{max_abs_diff, Decoder, Path};
+use duetdb::embed::decoder::{max_abs_diff, Decoder, Kernels};
 use duetdb::embed::prompt::{PromptConfig, PromptEmbedder};
 use duetdb::embed::{model_path, Embedder, Kind};
 
@@ -20,21 +20,23 @@ fn relaxed_decoding_approaches_greedy_as_temperature_falls() {
     // Greedy decoding with real tokens, as the reference.
     let dec = Decoder::load(&model_path("SmolLM2-135M-Instruct.Q4_1.gguf").unwrap(), &Device::Cpu, DType::F32).unwrap();
     let e = embedder(PromptConfig { soft_tokens: 3, temperature: 1e-4, ..Default::default() });
-    let tok = duetdb::embed::tokenizer::TextTokenizer::from_gguf(&duetdb::embed::gguf::Gguf::open(&model_path("SmolLM2-135M-Instruct.Q4_1.gguf").unwrap()).unwrap()).unwrap();
+    let tok =
+        duetdb::embed::tokenizer::TextTokenizer::from_gguf(&duetdb::embed::gguf::Gguf::open(&model_path("SmolLM2-135M-Instruct.Q4_1.gguf").unwrap()).unwrap())
+            .unwrap();
     let mut ids = tok.encode(&prompt).unwrap();
     let mut greedy = Vec::new();
     for _ in 0..3 {
         let x = dec.embed_ids(&Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap()).unwrap();
-        let h = dec.forward(&x, &[0], None, Path::Fast).unwrap();
-        let next = dec.logits(&Decoder::last(&h).unwrap(), Path::Fast).unwrap().argmax(D::Minus1).unwrap().squeeze(0).unwrap().to_scalar::<u32>().unwrap();
+        let h = dec.forward(&x, &[0], None, Kernels::Fast).unwrap();
+        let next = dec.logits(&Decoder::last(&h).unwrap(), Kernels::Fast).unwrap().argmax(D::Minus1).unwrap().squeeze(0).unwrap().to_scalar::<u32>().unwrap();
         greedy.push(next);
         ids.push(next);
     }
     let greedy_emb = dec.embed_ids(&Tensor::new(greedy.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap()).unwrap();
     // Identity alignment (P and M are the same model), so soft tokens are in P's space.
-    let cold = e.soft_prompts(std::slice::from_ref(&prompt), Path::Fast).unwrap();
+    let cold = e.soft_prompts(std::slice::from_ref(&prompt), Kernels::Fast).unwrap();
     let diff_cold = max_abs_diff(&cold, &greedy_emb).unwrap();
-    let warm = embedder(PromptConfig { soft_tokens: 3, temperature: 1.0, ..Default::default() }).soft_prompts(&[prompt], Path::Fast).unwrap();
+    let warm = embedder(PromptConfig { soft_tokens: 3, temperature: 1.0, ..Default::default() }).soft_prompts(&[prompt], Kernels::Fast).unwrap();
     let diff_warm = max_abs_diff(&warm, &greedy_emb).unwrap();
     println!("greedy tokens {:?}; |relaxed - greedy| at tau=1e-4: {diff_cold}, at tau=1: {diff_warm}", tok.decode(&greedy).unwrap());
     assert!(diff_cold < 1e-3, "tau -> 0 must give the greedy tokens' embeddings, differs by {diff_cold}");
@@ -68,7 +70,14 @@ fn queries_and_passages_use_different_prompts_and_retrieval_works() {
     let p = e.embed(&["play music from the command line"], Kind::Passage).unwrap();
     assert!(dot(&q[0], &p[0]) < 0.9999, "asymmetric instructions give different vectors");
     let docs = e
-        .embed(&["MPC is a command line client for the Music Player Daemon.", "GNU Fortran compiler for modules and coarrays.", "A library for parsing JSON in C."], Kind::Passage)
+        .embed(
+            &[
+                "MPC is a command line client for the Music Player Daemon.",
+                "GNU Fortran compiler for modules and coarrays.",
+                "A library for parsing JSON in C.",
+            ],
+            Kind::Passage,
+        )
         .unwrap();
     let scores: Vec<f32> = docs.iter().map(|d| dot(&q[0], d)).collect();
     assert!(scores[0] > scores[1] && scores[0] > scores[2], "scores {scores:?}");
@@ -100,14 +109,14 @@ fn checkpoint_roundtrip_and_backbone_errors() {
 #[test]
 fn gradients_flow_through_m_to_the_soft_prompt() {
     let e = embedder(PromptConfig { condition_on_text: true, soft_tokens: 2, ..Default::default() });
-    let v = e.embed_tensor(&["regex search tool"], Kind::Query, Path::Differentiable).unwrap();
-    let fast = e.embed_tensor(&["regex search tool"], Kind::Query, Path::Fast).unwrap();
+    let v = e.embed_tensor(&["regex search tool"], Kind::Query, Kernels::Differentiable).unwrap();
+    let fast = e.embed_tensor(&["regex search tool"], Kind::Query, Kernels::Fast).unwrap();
     assert!(max_abs_diff(&v, &fast).unwrap() < 1e-3);
     // A loss on the embedding has a gradient with respect to P's input embeddings path:
     // check through a variable soft prompt fed straight to M.
-    let soft = candle_core::Var::from_tensor(&e.soft_prompts(&["Instruct: x\nQuery: regex search tool".into()], Path::Fast).unwrap()).unwrap();
+    let soft = candle_core::Var::from_tensor(&e.soft_prompts(&["Instruct: x\nQuery: regex search tool".into()], Kernels::Fast).unwrap()).unwrap();
     let ids = vec![vec![1u32, 2, 3]];
-    let out = e.embed_batch(&ids, Some(soft.as_tensor()), Path::Differentiable).unwrap();
+    let out = e.embed_batch(&ids, Some(soft.as_tensor()), Kernels::Differentiable).unwrap();
     let g = out.sum_all().unwrap().backward().unwrap();
     let gs = g.get(soft.as_tensor()).expect("gradient reaches the soft tokens");
     assert!(gs.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() > 0.0);
@@ -127,11 +136,11 @@ fn a_shared_instruction_gives_the_soft_prompts_and_gradients_of_each_text_alone(
     let texts = ["ripgrep recursively searches directories for a regex pattern", "vim", "A music player daemon with a command line client"];
     let prompts: Vec<String> = texts.iter().map(|t| format!("Instruct: Represent this search query\nQuery: {t}")).collect();
     let weights = Tensor::randn(0f32, 1.0, (texts.len(), 2, 576), &Device::Cpu).unwrap();
-    let batch = e.soft_prompts(&prompts, Path::Differentiable).unwrap();
+    let batch = e.soft_prompts(&prompts, Kernels::Differentiable).unwrap();
     let grads = (&batch * &weights).unwrap().sum_all().unwrap().backward().unwrap();
     let mut alone_grads = Vec::new();
     for (i, p) in prompts.iter().enumerate() {
-        let one = e.soft_prompts(std::slice::from_ref(p), Path::Differentiable).unwrap();
+        let one = e.soft_prompts(std::slice::from_ref(p), Kernels::Differentiable).unwrap();
         let diff = max_abs_diff(&one, &batch.narrow(0, i, 1).unwrap()).unwrap();
         let scale = one.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(diff < 1e-3 * scale.max(1.0), "text {i}: soft prompt differs by {diff} (largest value {scale})");
@@ -165,7 +174,7 @@ fn lora_adapters_start_neutral_pass_gradients_and_roundtrip() {
     // path it is recomputed, so a loss on the embedding reaches P's adapters (B gets a
     // gradient; A's is zero while B = 0, as in LoRA).
     let lora = e.lora().unwrap().unwrap();
-    let out = e.embed_tensor(&text, Kind::Query, Path::Differentiable).unwrap();
+    let out = e.embed_tensor(&text, Kind::Query, Kernels::Differentiable).unwrap();
     let grads = out.sum_all().unwrap().backward().unwrap();
     let bs: Vec<_> = lora.vars().into_iter().skip(1).step_by(2).collect();
     assert_eq!(bs.len(), 30 * 2, "q and v adapters in each of SmolLM2's 30 blocks");

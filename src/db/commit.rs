@@ -159,14 +159,14 @@ impl Db {
 /// Checks an embedder's output (count, dimension, finite values) and L2-normalises it.
 pub(super) fn checked_vectors(mut vecs: Vec<Vec<f32>>, texts: usize, dim: usize) -> Result<Vec<Vec<f32>>> {
     if vecs.len() != texts {
-        return Err(Error::Embed(format!("embedder returned {} vectors for {texts} texts", vecs.len())));
+        return Err(Error::embed(format!("embedder returned {} vectors for {texts} texts", vecs.len())));
     }
     for (i, v) in vecs.iter_mut().enumerate() {
         if v.len() != dim {
             return Err(Error::Dimension { expected: dim, found: v.len() });
         }
         if v.iter().any(|x| !x.is_finite()) {
-            return Err(Error::Embed(format!("embedder produced a non-finite vector for text {i} of the batch")));
+            return Err(Error::embed(format!("embedder produced a non-finite vector for text {i} of the batch")));
         }
         embed::normalize(v);
     }

@@ -14,61 +14,14 @@
 //! cursor has reached the end of the active file, ingests write both generations, so the
 //! switch never has to catch up on more than the graph.
 
+use super::gen_embedder::{check, GenEmbedder};
 use super::snapshot::ReadState;
 use super::Db;
-use crate::embed::{self, Embedder, Kind};
+use crate::embed::{Embedder, Kind};
 use crate::error::{Error, Result};
 use crate::index::Graph;
 use crate::store::{GenerationRecord, Manifest, VectorFile};
-use std::sync::{Arc, OnceLock};
-
-/// A generation's embedder, loaded from its record on first use, so that opening a
-/// database (or `get`, `delete`, `stats`) never loads a model.
-pub(crate) struct GenEmbedder {
-    pub(crate) generation: u64,
-    pub(crate) dim: usize,
-    pub(crate) fingerprint: String,
-    pub(crate) spec: Option<String>,
-    loaded: OnceLock<Arc<dyn Embedder>>,
-}
-
-impl GenEmbedder {
-    pub(crate) fn active(m: &Manifest, loaded: Option<Arc<dyn Embedder>>) -> Self {
-        Self::of(&m.active_generation(), loaded)
-    }
-
-    fn of(g: &GenerationRecord, loaded: Option<Arc<dyn Embedder>>) -> Self {
-        let cell = OnceLock::new();
-        if let Some(e) = loaded {
-            let _ = cell.set(e);
-        }
-        Self { generation: g.generation, dim: g.dim, fingerprint: g.embedder_fingerprint.clone(), spec: g.embedder_spec.clone(), loaded: cell }
-    }
-
-    pub(crate) fn get(&self) -> Result<Arc<dyn Embedder>> {
-        if let Some(e) = self.loaded.get() {
-            return Ok(e.clone());
-        }
-        let spec = self.spec.as_deref().ok_or_else(|| Error::UnknownEmbedder {
-            spec: self.fingerprint.clone(),
-            detail: "the database was built with a custom embedder: pass it with Db::options().embedder(..)".into(),
-        })?;
-        let e = embed::from_record(spec, &self.fingerprint)?;
-        check(&self.fingerprint, self.dim, e.as_ref())?;
-        Ok(self.loaded.get_or_init(|| e).clone())
-    }
-}
-
-/// An embedder may fill a generation only if it computes the same function.
-pub(crate) fn check(fingerprint: &str, dim: usize, e: &dyn Embedder) -> Result<()> {
-    if e.fingerprint() != fingerprint {
-        return Err(Error::EmbedderMismatch { stored: fingerprint.to_string(), requested: e.fingerprint() });
-    }
-    if e.dim() != dim {
-        return Err(Error::Dimension { expected: dim, found: e.dim() });
-    }
-    Ok(())
-}
+use std::sync::Arc;
 
 fn record_of(e: &dyn Embedder, generation: u64) -> GenerationRecord {
     GenerationRecord { generation, dim: e.dim(), embedder_fingerprint: e.fingerprint(), embedder_spec: e.spec(), rows: 0, rows_crc: Some(0) }
@@ -225,9 +178,10 @@ impl<'a> ReindexJob<'a> {
     }
 
     fn target_of<'m>(&self, m: &'m Manifest) -> Result<&'m GenerationRecord> {
-        m.reindex.as_ref().filter(|t| t.generation == self.generation).ok_or_else(|| {
-            Error::invalid(format!("the reindex into generation {} is no longer pending (it was switched or replaced)", self.generation))
-        })
+        m.reindex
+            .as_ref()
+            .filter(|t| t.generation == self.generation)
+            .ok_or_else(|| Error::invalid(format!("the reindex into generation {} is no longer pending (it was switched or replaced)", self.generation)))
     }
 
     fn embed(&mut self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
@@ -344,7 +298,8 @@ impl Db {
             return Err(Error::Closed);
         }
         let fp = embedder.fingerprint();
-        let job = |generation, noop| ReindexJob { db: self, embedder: embedder.clone(), generation, batch: 64, pool: None, threads: default_reindex_threads(), noop };
+        let job =
+            |generation, noop| ReindexJob { db: self, embedder: embedder.clone(), generation, batch: 64, pool: None, threads: default_reindex_threads(), noop };
         if fp == w.manifest.embedder_fingerprint {
             return Ok(job(w.manifest.generation, true));
         }
@@ -436,10 +391,6 @@ impl Db {
     pub fn generations(&self) -> GenerationStatus {
         let w = self.writer.lock().unwrap();
         let m = &w.manifest;
-        GenerationStatus {
-            active: m.active_generation(),
-            reindex: m.reindex.clone(),
-            kept: m.kept.clone(),
-        }
+        GenerationStatus { active: m.active_generation(), reindex: m.reindex.clone(), kept: m.kept.clone() }
     }
 }

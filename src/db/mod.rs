@@ -9,7 +9,7 @@
 //!    in one sled transaction and flush it. Only now does the batch exist: a crash
 //!    before this point leaves rows past the committed count, which the next open cuts
 //!    off. The commit record (`COMMIT`) is written next; the open checks the catalog
-//!    against it before it touches anything (see `integrity.rs`);
+//!    against it before it touches anything (see `integrity/mod.rs`);
 //! 4. insert the rows into the in-memory graph, then publish the new rows and the
 //!    tombstones of replaced versions to readers in one step.
 //!
@@ -20,20 +20,22 @@
 //! `snapshot.rs` what readers see and the graph's snapshots (restore on open, rebuild,
 //! checkpoint), `generations.rs` moving to another embedder (reindex, switch, rollback,
 //! gc), `fulltext.rs` the BM25 index as derived state (catch-up, rebuild), `query.rs`
-//! the query builder (vector, text, hybrid), `integrity.rs` the commit record check on
-//! open, `check`, `dump` and `backup`, `document.rs` the types users hold.
+//! the query builder (vector, text, hybrid), `integrity/` the commit record check on
+//! open, `check`, `dump` and `backup`, `gen_embedder.rs` a generation's lazily loaded
+//! embedder, `document.rs` the types users hold. ARCHITECTURE.md draws the whole map.
 
 mod commit;
 mod document;
 mod fulltext;
+mod gen_embedder;
 mod generations;
 mod integrity;
 mod query;
 mod snapshot;
 
 pub use document::{Document, Hit, IngestReport, Stats};
-pub use integrity::{check_at, dump_at, CheckReport, DumpReport, Problem};
 pub use generations::{default_reindex_threads, GenerationStatus, ReindexJob, ReindexProgress, ReindexStep};
+pub use integrity::{check_at, dump_at, CheckReport, DumpReport, Problem};
 pub use query::{fuse, Fused, Fusion, Mode, Query, DEFAULT_CANDIDATES, DEFAULT_MODE, DEFAULT_RRF_K, DEFAULT_VECTOR_WEIGHT};
 
 use crate::embed::{self, Embedder};
@@ -41,7 +43,7 @@ use crate::error::{Error, Result};
 use crate::index::fulltext::FullText;
 use crate::index::{Graph, GraphParams};
 use crate::store::{Catalog, DirLock, Layout, Manifest, RecordFile, VectorFile, FORMAT_VERSION};
-use generations::GenEmbedder;
+use gen_embedder::GenEmbedder;
 use snapshot::ReadState;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
@@ -243,7 +245,7 @@ impl Db {
         // A named embedder is checked now; the recorded one is loaded on first use, so
         // that `get`, `delete` and `stats` never load a model.
         if let Some(e) = &requested {
-            generations::check(&manifest.embedder_fingerprint, manifest.dim, e.as_ref())?;
+            gen_embedder::check(&manifest.embedder_fingerprint, manifest.dim, e.as_ref())?;
         } else if manifest.embedder_spec.is_none() {
             return Err(Error::UnknownEmbedder {
                 spec: manifest.embedder_fingerprint.clone(),
@@ -271,8 +273,7 @@ impl Db {
         }
         let view = vectors.view()?;
         let embedder = Arc::new(GenEmbedder::active(&manifest, requested));
-        let mut read =
-            ReadState { view, graph: Arc::new(Graph::new(GraphParams::default(), 0)?), dead: Arc::new(Vec::new()), dead_count: 0, embedder };
+        let mut read = ReadState { view, graph: Arc::new(Graph::new(GraphParams::default(), 0)?), dead: Arc::new(Vec::new()), dead_count: 0, embedder };
         let dead_rows = catalog.tombstone_rows()?;
         if let Some(bad) = dead_rows.iter().find(|r| **r >= manifest.rows) {
             return Err(Error::corrupt(layout.catalog(), format!("tombstone for row {bad} beyond the {} committed rows", manifest.rows)));
@@ -385,7 +386,6 @@ impl Db {
         self.writer.lock().unwrap().closed = true;
         self.catalog.flush()
     }
-
 }
 
 impl Drop for Db {
@@ -398,7 +398,6 @@ impl Drop for Db {
         }
     }
 }
-
 
 fn dir_size(p: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(p) else { return 0 };

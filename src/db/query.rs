@@ -21,7 +21,7 @@ pub enum Mode {
     Hybrid,
 }
 
-/// The mode of a query that does not choose one (see the README's hybrid table for why).
+/// The mode of a query that does not choose one (docs/hybrid.md says why).
 pub const DEFAULT_MODE: Mode = Mode::Hybrid;
 
 impl Mode {
@@ -65,7 +65,7 @@ pub enum Fusion {
 
 impl Default for Fusion {
     /// The weighted fusion chosen on a sample of the Debian `train` split (1995 pairs,
-    /// every 29th) with the default embedder (`examples/fusion_tune.rs`): it beat the best
+    /// every 29th) with the default embedder (`benches/fusion_tune.rs`): it beat the best
     /// RRF setting there (MRR@10 0.904 against 0.896; BM25 alone 0.856, vectors alone
     /// 0.854); see the README, hybrid search.
     fn default() -> Self {
@@ -110,7 +110,13 @@ pub fn fuse(vector: &[(usize, f32)], text: &[(usize, f32)], fusion: Fusion) -> V
         for (i, (row, _)) in list.iter().enumerate() {
             let part = match fusion {
                 Fusion::Rrf { k, text_weight } => (if side == 0 { 1.0 } else { text_weight }) / (k + (i + 1) as f32),
-                Fusion::Weighted { vector_weight } => if side == 0 { vector_weight * vn[i] } else { (1.0 - vector_weight) * tn[i] },
+                Fusion::Weighted { vector_weight } => {
+                    if side == 0 {
+                        vector_weight * vn[i]
+                    } else {
+                        (1.0 - vector_weight) * tn[i]
+                    }
+                }
             };
             let e = by_row.entry(*row).or_insert(Fused { row: *row, score: 0.0, vector_rank: None, text_rank: None });
             e.score += part;
@@ -210,9 +216,8 @@ impl<'a> Query<'a> {
         let catalog = &self.db.catalog;
         // Documents read while filtering are kept for building the hits.
         let fetched: RefCell<HashMap<usize, Option<DocRecord>>> = RefCell::default();
-        let fetch = |row: usize| -> Option<DocRecord> {
-            fetched.borrow_mut().entry(row).or_insert_with(|| catalog.doc(state.view.iid(row)).ok().flatten()).clone()
-        };
+        let fetch =
+            |row: usize| -> Option<DocRecord> { fetched.borrow_mut().entry(row).or_insert_with(|| catalog.doc(state.view.iid(row)).ok().flatten()).clone() };
         let visible = |row: usize| state.is_live(row);
         let keep_filtered = |row: usize| state.is_live(row) && fetch(row).is_some_and(|d| self.matches(&d));
         let keep: &dyn Fn(usize) -> bool = if self.filters.is_empty() { &visible } else { &keep_filtered };
@@ -252,7 +257,7 @@ impl<'a> Query<'a> {
             Some(v) => v,
             None => {
                 let mut v = state.embedder.get()?.embed(&[self.text], Kind::Query)?;
-                v.pop().ok_or_else(|| Error::Embed("embedder returned no vector for the query".into()))?
+                v.pop().ok_or_else(|| Error::embed("embedder returned no vector for the query"))?
             }
         };
         if q.len() != dim {

@@ -18,7 +18,7 @@ pub(super) struct ReadState {
     pub(super) dead_count: u64,
     /// The embedder of the generation `view` belongs to: a query embeds with it, so it
     /// never mixes two embedders across a switch.
-    pub(super) embedder: Arc<super::generations::GenEmbedder>,
+    pub(super) embedder: Arc<super::gen_embedder::GenEmbedder>,
 }
 
 impl ReadState {

@@ -8,7 +8,7 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
 use std::path::Path;
 
-/// SHA-256 of the pinned `model.safetensors` (DESIGN.md section 4).
+/// SHA-256 of the pinned `model.safetensors` (ARCHITECTURE.md, "Models").
 const MINILM_SHA256: &str = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db";
 /// The length all-MiniLM-L6-v2 was trained with.
 const MAX_TOKENS: usize = 256;
@@ -35,11 +35,12 @@ impl BertEmbedder {
         let weights = dir.join("model.safetensors");
         super::verify_sha256(&weights, MINILM_SHA256, "minilm")?;
         let cfg: Config = serde_json::from_slice(&std::fs::read(dir.join("config.json")).map_err(|e| Error::io(dir.join("config.json"), e))?)
-            .map_err(|e| Error::corrupt(dir.join("config.json"), e.to_string()))?;
-        let mut tok = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).map_err(|e| Error::Model(format!("{}: {e}", dir.display())))?;
+            .map_err(|e| Error::corrupt_from(dir.join("config.json"), "invalid JSON", e))?;
+        let mut tok =
+            tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).map_err(|e| Error::model_from(format!("tokenizer in {}", dir.display()), e))?;
         // The file asks for fixed padding; we pad (and mask) ourselves.
         tok.with_padding(None);
-        tok.with_truncation(None).map_err(|e| Error::Model(format!("tokenizer: {e}")))?;
+        tok.with_truncation(None).map_err(|e| Error::model_from("tokenizer", e))?;
         let device = Device::Cpu;
         // SAFETY: the weights file is not modified while mapped.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &device)? };
@@ -48,7 +49,7 @@ impl BertEmbedder {
     }
 
     fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        let encs = self.tok.encode_batch(texts.to_vec(), true).map_err(|e| Error::Model(format!("tokenizer: {e}")))?;
+        let encs = self.tok.encode_batch(texts.to_vec(), true).map_err(|e| Error::model_from("tokenizer", e))?;
         let ids: Vec<Vec<u32>> = encs.iter().map(|e| e.get_ids().iter().copied().take(MAX_TOKENS).collect()).collect();
         let t = ids.iter().map(Vec::len).max().unwrap_or(1);
         let b = ids.len();

@@ -25,7 +25,7 @@ impl Gguf {
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                Error::Model(format!("model file {} is missing: run scripts/fetch-models.sh", path.display()))
+                Error::model(format!("model file {} is missing: run scripts/fetch-models.sh", path.display()))
             } else {
                 Error::io(path, e)
             }
@@ -42,7 +42,7 @@ impl Gguf {
 
     /// A metadata value.
     pub fn meta(&self, key: &str) -> Result<&Value> {
-        self.content.metadata.get(key).ok_or_else(|| Error::Model(format!("{}: metadata key `{key}` is missing", self.path.display())))
+        self.content.metadata.get(key).ok_or_else(|| Error::model(format!("{}: metadata key `{key}` is missing", self.path.display())))
     }
 
     /// A metadata value if present.
@@ -73,10 +73,8 @@ impl Gguf {
 
     /// Loads a tensor, dequantised to `dtype` on `device`.
     pub fn tensor(&mut self, name: &str, device: &Device, dtype: DType) -> Result<Tensor> {
-        let q = self
-            .content
-            .tensor(&mut self.reader, name, &Device::Cpu)
-            .map_err(|e| Error::Model(format!("{}: tensor `{name}`: {e}", self.path.display())))?;
+        let q =
+            self.content.tensor(&mut self.reader, name, &Device::Cpu).map_err(|e| Error::model_from(format!("{}: tensor `{name}`", self.path.display()), e))?;
         Ok(q.dequantize(&Device::Cpu)?.to_dtype(dtype)?.to_device(device)?)
     }
 }

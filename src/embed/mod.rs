@@ -53,50 +53,95 @@ pub trait Embedder: Send + Sync {
 
 /// The spec of the embedder a new database gets when none is chosen: the trained
 /// PromptEmbedder shipped with the crate, SmolLM2-135M prompting Gemma3-270M (see the
-/// README's evaluation table for how it was trained and what it scores).
+/// docs/evaluation.md for how it was trained and what it scores).
 pub const DEFAULT_SPEC: &str = "default";
 
-/// Builds an embedder from its spec: a built-in name or a checkpoint directory.
-///
-/// - `hash`, `hash:DIM`: feature hashing of word and character n-grams (no model);
-/// - `default`: the trained PromptEmbedder shipped in `checkpoints/default/` (SmolLM2-135M
-///   prompting Gemma3-270M);
-/// - `smollm2`: the trained PromptEmbedder on SmolLM2 alone (`checkpoints/smollm2/`), the
-///   default of databases created before the Gemma3 transfer became the default;
-/// - `untrained`: PromptEmbedder on SmolLM2 before training (soft prompt from the
-///   instruction alone), the default of databases created before training landed;
-/// - `prompt-text`: untrained, with the prompt also reading the text;
-/// - `m-mean`, `m-last`: SmolLM2 alone (no soft prompt), mean or last-token pooling;
-/// - `minilm`: all-MiniLM-L6-v2 (BERT, mean pooling), the classic baseline;
-/// - a directory: a PromptEmbedder checkpoint (`config.json`, `alignment.safetensors`).
+/// One built-in embedder name: the one table that [`from_spec`], its error message and
+/// `duetdb embed --help` read, so a name is added in one place.
+#[derive(Debug, Clone, Copy)]
+pub struct Builtin {
+    /// The name, as written in a spec.
+    pub name: &'static str,
+    /// What the optional `:ARG` after the name is, if the name takes one.
+    pub arg: Option<&'static str>,
+    /// One line on what it is.
+    pub about: &'static str,
+    build: fn(name: &str, arg: Option<&str>) -> Result<Arc<dyn Embedder>>,
+}
+
+fn build_hash(name: &str, arg: Option<&str>) -> Result<Arc<dyn Embedder>> {
+    let mut cfg = HashEmbedderConfig::default();
+    if let Some(a) = arg {
+        cfg.dim =
+            a.parse().map_err(|_| Error::UnknownEmbedder { spec: format!("{name}:{a}"), detail: "expected `hash:DIM` with DIM a positive integer".into() })?;
+    }
+    Ok(Arc::new(HashEmbedder::new(cfg)?))
+}
+
+fn build_prompt(name: &str, arg: Option<&str>) -> Result<Arc<dyn Embedder>> {
+    match arg {
+        Some(b) => Ok(Arc::new(prompt::PromptEmbedder::backbone_alone(name, b)?)),
+        None => Ok(Arc::new(prompt::PromptEmbedder::builtin(name)?)),
+    }
+}
+
+fn build_minilm(_: &str, _: Option<&str>) -> Result<Arc<dyn Embedder>> {
+    Ok(Arc::new(bert::BertEmbedder::load(&model_path("all-MiniLM-L6-v2")?)?))
+}
+
+/// Every built-in embedder name (besides a checkpoint directory, which any spec may be).
+pub const BUILTINS: &[Builtin] = &[
+    Builtin { name: "hash", arg: Some("DIM"), about: "feature hashing of word and character n-grams, no model (384 dimensions unless DIM)", build: build_hash },
+    Builtin {
+        name: "default",
+        arg: None,
+        about: "the trained PromptEmbedder shipped in checkpoints/default/: SmolLM2-135M prompting Gemma3-270M",
+        build: build_prompt,
+    },
+    Builtin {
+        name: "smollm2",
+        arg: None,
+        about: "the trained PromptEmbedder on SmolLM2 alone (checkpoints/smollm2/), the default before the Gemma3 transfer",
+        build: build_prompt,
+    },
+    Builtin { name: "prompt", arg: None, about: "the old name of smollm2", build: build_prompt },
+    Builtin { name: "untrained", arg: None, about: "PromptEmbedder on SmolLM2 before training (soft prompt from the instruction alone)", build: build_prompt },
+    Builtin { name: "prompt-text", arg: None, about: "untrained, with the prompt also reading the text", build: build_prompt },
+    Builtin {
+        name: "m-mean",
+        arg: Some("BACKBONE"),
+        about: "a backbone alone, no soft prompt, mean pooling (SmolLM2, or qwen2.5 / gemma3)",
+        build: build_prompt,
+    },
+    Builtin { name: "m-last", arg: Some("BACKBONE"), about: "a backbone alone, no soft prompt, last-token pooling", build: build_prompt },
+    Builtin { name: "minilm", arg: None, about: "all-MiniLM-L6-v2 (BERT, mean pooling), the classic small encoder", build: build_minilm },
+];
+
+/// Builds an embedder from its spec: a built-in name from [`BUILTINS`] (with its
+/// `:ARG` where it takes one) or a PromptEmbedder checkpoint directory (`config.json`,
+/// `alignment.safetensors`).
 ///
 /// Model files are looked up as described in [`model_path`].
 ///
 /// ```
 /// let e = duetdb::embed::from_spec("hash").unwrap();
 /// assert_eq!(e.dim(), 384);
+/// assert!(duetdb::embed::from_spec("no-such-embedder").unwrap_err().to_string().contains("minilm"));
 /// ```
 pub fn from_spec(spec: &str) -> Result<Arc<dyn Embedder>> {
-    let unknown = |detail: &str| Error::UnknownEmbedder { spec: spec.to_string(), detail: detail.to_string() };
     let spec = spec.trim();
     let (name, arg) = match spec.split_once(':') {
         Some((n, a)) => (n, Some(a)),
         None => (spec, None),
     };
-    match name {
-        "hash" => {
-            let mut cfg = HashEmbedderConfig::default();
-            if let Some(a) = arg {
-                cfg.dim = a.parse().map_err(|_| unknown("expected `hash:DIM` with DIM a positive integer"))?;
-            }
-            Ok(Arc::new(HashEmbedder::new(cfg)?))
-        }
-        "m-mean" | "m-last" if arg.is_some() => Ok(Arc::new(prompt::PromptEmbedder::backbone_alone(name, arg.unwrap_or_default())?)),
-        "default" | "smollm2" | "prompt" | "untrained" | "prompt-text" | "m-mean" | "m-last" => Ok(Arc::new(prompt::PromptEmbedder::builtin(name)?)),
-        "minilm" => Ok(Arc::new(bert::BertEmbedder::load(&model_path("all-MiniLM-L6-v2")?)?)),
-        _ if Path::new(spec).join("config.json").is_file() => Ok(Arc::new(prompt::PromptEmbedder::load(Path::new(spec))?)),
-        _ => Err(unknown("expected hash, hash:DIM, default, smollm2, untrained, prompt-text, m-mean, m-last, m-mean:BACKBONE, m-last:BACKBONE (qwen2.5, gemma3), minilm, or a checkpoint directory")),
+    if let Some(b) = BUILTINS.iter().find(|b| b.name == name && (arg.is_none() || b.arg.is_some())) {
+        return (b.build)(name, arg);
     }
+    if Path::new(spec).join("config.json").is_file() {
+        return Ok(Arc::new(prompt::PromptEmbedder::load(Path::new(spec))?));
+    }
+    let names: Vec<String> = BUILTINS.iter().map(|b| b.arg.map_or(b.name.to_string(), |a| format!("{}, {}:{a}", b.name, b.name))).collect();
+    Err(Error::UnknownEmbedder { spec: spec.to_string(), detail: format!("expected {}, or a checkpoint directory", names.join(", ")) })
 }
 
 /// The embedder a database recorded, by spec and fingerprint.
@@ -108,7 +153,10 @@ pub fn from_spec(spec: &str) -> Result<Arc<dyn Embedder>> {
 pub fn from_record(spec: &str, fingerprint: &str) -> Result<Arc<dyn Embedder>> {
     let e = from_spec(spec)?;
     if e.fingerprint() != fingerprint && spec.trim() == "default" {
-        for (old_spec, what) in [("smollm2", "the SmolLM2 default (before the Gemma3 transfer became the default)"), ("untrained", "the untrained default (before training landed)")] {
+        for (old_spec, what) in [
+            ("smollm2", "the SmolLM2 default (before the Gemma3 transfer became the default)"),
+            ("untrained", "the untrained default (before training landed)"),
+        ] {
             let old = from_spec(old_spec)?;
             if old.fingerprint() == fingerprint {
                 tracing::warn!(
@@ -138,7 +186,7 @@ pub fn model_path(file: &str) -> Result<PathBuf> {
         dirs.push(PathBuf::from(home).join(".cache/duetdb"));
     }
     dirs.iter().map(|d| d.join(file)).find(|p| p.exists()).ok_or_else(|| {
-        Error::Model(format!(
+        Error::model(format!(
             "model file {file} not found in {}: run scripts/fetch-models.sh",
             dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
         ))
@@ -178,11 +226,7 @@ pub(crate) fn verify_sha256(path: &Path, expected: &str, fetch_arg: &str) -> Res
     };
     if got != expected {
         let cmd = format!("scripts/fetch-models.sh {fetch_arg}");
-        return Err(Error::Model(format!(
-            "{} has SHA-256 {got}, expected {expected}: run {} to get the pinned file",
-            path.display(),
-            cmd.trim_end()
-        )));
+        return Err(Error::model(format!("{} has SHA-256 {got}, expected {expected}: run {} to get the pinned file", path.display(), cmd.trim_end())));
     }
     Ok(())
 }

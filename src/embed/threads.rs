@@ -4,7 +4,7 @@
 //! `RAYON_NUM_THREADS` is unset the answer comes from `num_cpus::get_physical`, which
 //! reads and parses `/proc/cpuinfo` each time. For a query (one short forward, ~200
 //! products) that was a quarter of the time on a 2-core machine: p50 52 ms unset,
-//! 41 ms with the variable set (`examples/query_profile.rs`).
+//! 41 ms with the variable set (`benches/query_profile.rs`).
 
 use std::sync::Once;
 

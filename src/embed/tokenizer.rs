@@ -34,8 +34,8 @@ impl std::fmt::Debug for TextTokenizer {
     }
 }
 
-fn tok_err(e: impl std::fmt::Display) -> Error {
-    Error::Model(format!("tokenizer: {e}"))
+fn tok_err(e: tokenizers::Error) -> Error {
+    Error::model_from("tokenizer", e)
 }
 
 impl TextTokenizer {
@@ -44,10 +44,7 @@ impl TextTokenizer {
     pub fn from_gguf(g: &Gguf) -> Result<Self> {
         let model = g.meta_str("tokenizer.ggml.model")?;
         if model != "gpt2" {
-            return Err(Error::Model(format!(
-                "{}: tokenizer model `{model}` is not byte-level BPE; pass its tokenizer.json instead",
-                g.path().display()
-            )));
+            return Err(Error::model(format!("{}: tokenizer model `{model}` is not byte-level BPE; pass its tokenizer.json instead", g.path().display())));
         }
         let tokens: Vec<String> = g.meta("tokenizer.ggml.tokens")?.to_vec()?.iter().map(|v| v.to_string().cloned()).collect::<Result<_, _>>()?;
         let types: Vec<i32> = match g.meta_opt("tokenizer.ggml.token_type") {
@@ -70,16 +67,14 @@ impl TextTokenizer {
         let pre = g.meta_str("tokenizer.ggml.pre").unwrap_or("default");
         let pre_tok: PreTokenizerWrapper = match pre {
             // SmolLM2's tokenizer.json: single digits, then GPT-2's byte-level regex.
-            "smollm" | "starcoder" | "refact" => {
-                Sequence::new(vec![Digits::new(true).into(), ByteLevel::new(false, true, true).into()]).into()
-            }
+            "smollm" | "starcoder" | "refact" => Sequence::new(vec![Digits::new(true).into(), ByteLevel::new(false, true, true).into()]).into(),
             "qwen2" => {
                 inner.with_normalizer(Some(NFC)).map_err(tok_err)?;
                 let split = Split::new(SplitPattern::Regex(QWEN2_PATTERN.into()), SplitDelimiterBehavior::Isolated, false).map_err(tok_err)?;
                 Sequence::new(vec![split.into(), ByteLevel::new(false, true, false).into()]).into()
             }
             "default" | "gpt2" => ByteLevel::new(false, true, true).into(),
-            other => return Err(Error::Model(format!("{}: unsupported pre-tokenizer `{other}`", g.path().display()))),
+            other => return Err(Error::model(format!("{}: unsupported pre-tokenizer `{other}`", g.path().display()))),
         };
         inner.with_pre_tokenizer(Some(pre_tok));
         inner.with_decoder(Some(ByteLevelDecoder::default()));
@@ -94,7 +89,7 @@ impl TextTokenizer {
 
     /// Reads a Hugging Face `tokenizer.json`; `bos` is prepended when given.
     pub fn from_file(path: &Path, bos: Option<u32>, eos: Option<u32>) -> Result<Self> {
-        let inner = Tokenizer::from_file(path).map_err(|e| Error::Model(format!("{}: {e}", path.display())))?;
+        let inner = Tokenizer::from_file(path).map_err(|e| Error::model_from(format!("tokenizer {}", path.display()), e))?;
         Ok(Self { inner, bos, eos, add_bos: bos.is_some() })
     }
 

@@ -87,7 +87,7 @@ impl FullText {
             // tantivy asserts on some malformed files: a damaged index must end in an
             // error the engine can act on (rebuild), not in a panic.
             let opened = std::panic::catch_unwind(|| Index::open_in_dir(dir)).map_err(|_| err("tantivy panicked while opening it".into()))?;
-            let index = opened.map_err(|e| err(e.to_string()))?;
+            let index = opened.map_err(|e| Error::corrupt_from(dir, "unreadable full-text index", e))?;
             if index.schema() != schema {
                 return Err(err("not a duetdb full-text index (different schema)".into()));
             }
@@ -100,21 +100,21 @@ impl FullText {
             index
         } else {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-            Index::create_in_dir(dir, schema).map_err(|e| err(e.to_string()))?
+            Index::create_in_dir(dir, schema).map_err(|e| Error::index_from(format!("creating the full-text index in {}", dir.display()), e))?
         };
         index.tokenizers().register(ANALYZER, analyzer());
-        let meta = index.load_metas().map_err(|e| err(e.to_string()))?;
+        let meta = index.load_metas().map_err(|e| Error::corrupt_from(dir, "unreadable full-text index", e))?;
         let coverage = match meta.payload.as_deref() {
             Some(p) => serde_json::from_str(p).map_err(|e| err(format!("commit payload {p:?} is not a coverage record: {e}")))?,
             None => Coverage::default(),
         };
-        let writer = index.writer_with_num_threads(1, WRITER_BYTES).map_err(|e| err(e.to_string()))?;
-        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(|e| err(e.to_string()))?;
+        let writer = index.writer_with_num_threads(1, WRITER_BYTES).map_err(|e| Error::corrupt_from(dir, "unreadable full-text index", e))?;
+        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(|e| Error::corrupt_from(dir, "unreadable full-text index", e))?;
         // Touch every segment once, so that damage shows now rather than in a query.
         let searcher = reader.searcher();
         for seg in searcher.segment_readers() {
-            seg.fast_fields().u64("row").map_err(|e| err(e.to_string()))?;
-            seg.inverted_index(text).map_err(|e| err(e.to_string()))?;
+            seg.fast_fields().u64("row").map_err(|e| Error::corrupt_from(dir, "unreadable full-text index", e))?;
+            seg.inverted_index(text).map_err(|e| Error::corrupt_from(dir, "unreadable full-text index", e))?;
         }
         Ok((Self { dir: dir.to_path_buf(), index, reader, writer: Mutex::new(writer), row, text }, coverage))
     }
@@ -137,7 +137,7 @@ impl FullText {
     /// `docs` already in the index are replaced rather than duplicated (catching up after
     /// a failed update).
     pub fn apply(&self, docs: &[(u64, &str)], dead: &[u64], coverage: Coverage, replace: bool) -> Result<()> {
-        let err = |e: tantivy::TantivyError| Error::Graph(format!("full-text index {}: {e}", self.dir.display()));
+        let err = |e: tantivy::TantivyError| Error::index_from(format!("full-text index {}", self.dir.display()), e);
         let mut w = self.writer.lock().unwrap();
         let replaced = docs.iter().map(|d| d.0).filter(|_| replace);
         for r in dead.iter().copied().chain(replaced) {
@@ -180,7 +180,7 @@ impl FullText {
             .collect();
         let query = BooleanQuery::new(clauses);
         let searcher = self.reader.searcher();
-        let err = |e: tantivy::TantivyError| Error::Graph(format!("full-text search in {}: {e}", self.dir.display()));
+        let err = |e: tantivy::TantivyError| Error::index_from(format!("full-text search in {}", self.dir.display()), e);
         // Skipped rows (deleted, filtered out) can leave fewer than `k`: widen and retry.
         let mut depth = k.max(16) * 2;
         let mut columns: Vec<Option<tantivy::columnar::Column<u64>>> = vec![None; searcher.segment_readers().len()];

@@ -12,12 +12,12 @@ pub mod fulltext;
 
 pub use distance::{dot, DotDistance};
 
-use crate::error::{Error, Result};
+use crate::error::{BoxError, Error, Result};
 use crate::store::VectorView;
+use flat::FlatGraph;
 use hnsw_rs::api::AnnT;
 use hnsw_rs::hnswio::HnswIo;
 use hnsw_rs::prelude::Hnsw;
-use flat::FlatGraph;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -158,8 +158,7 @@ impl Graph {
             return Vec::new();
         }
         let passes = |r: u32| keep.is_none_or(|f| f(r as usize));
-        let mut recent: Vec<(f32, u32)> =
-            side.pending.iter().filter(|&&r| passes(r)).map(|&r| (1.0 - dot(query, view.vector(r as usize)), r)).collect();
+        let mut recent: Vec<(f32, u32)> = side.pending.iter().filter(|&&r| passes(r)).map(|&r| (1.0 - dot(query, view.vector(r as usize)), r)).collect();
         recent.sort_by(|a, b| a.0.total_cmp(&b.0));
         recent.truncate(k);
         const MAX_FETCH: usize = 4096;
@@ -188,9 +187,9 @@ impl Graph {
         for p in &paths {
             let _ = std::fs::remove_file(p);
         }
-        let written = self.hnsw.file_dump(dir, basename).map_err(|e| Error::Graph(format!("dump to {} failed: {e}", dir.display())))?;
+        let written = self.hnsw.file_dump(dir, basename).map_err(|e| Error::index_from(format!("dump to {} failed", dir.display()), e))?;
         if written != basename {
-            return Err(Error::Graph(format!("hnsw_rs wrote `{written}` instead of `{basename}`")));
+            return Err(Error::index(format!("hnsw_rs wrote `{written}` instead of `{basename}`")));
         }
         let mut out = [(0, 0); 2];
         for (o, p) in out.iter_mut().zip(&paths) {
@@ -219,12 +218,12 @@ impl Graph {
             // memory-mapped data, which we do not enable). Leaking the small reader once
             // per open gives the graph a 'static lifetime without self-references.
             let io: &'static mut HnswIo = Box::leak(Box::new(HnswIo::new(&dir, &base)));
-            io.load_hnsw::<f32, DotDistance>().map_err(|e| e.to_string())
+            io.load_hnsw::<f32, DotDistance>().map_err(BoxError::from)
         });
         match loaded {
             Ok(Ok(hnsw)) => Ok(Self::wrap(hnsw, params)),
-            Ok(Err(e)) => Err(Error::Graph(format!("loading snapshot {basename}: {e}"))),
-            Err(_) => Err(Error::Graph(format!("snapshot {basename} is malformed (hnsw_rs panicked reading it)"))),
+            Ok(Err(e)) => Err(Error::index_from(format!("loading snapshot {basename}"), e)),
+            Err(_) => Err(Error::index(format!("snapshot {basename} is malformed (hnsw_rs panicked reading it)"))),
         }
     }
 }

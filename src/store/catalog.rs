@@ -250,14 +250,9 @@ impl Catalog {
 
     fn write_record(&self, seq: u64, ids_digest: u64, json: &[u8], m: &Manifest) -> Result<()> {
         match &self.record {
-            Some(r) => r.write(&CommitState {
-                seq,
-                manifest_crc: crc32fast::hash(json),
-                rows: m.rows,
-                documents: m.documents,
-                ids_digest,
-                generation: m.generation,
-            }),
+            Some(r) => {
+                r.write(&CommitState { seq, manifest_crc: crc32fast::hash(json), rows: m.rows, documents: m.documents, ids_digest, generation: m.generation })
+            }
             None => Ok(()),
         }
     }
@@ -376,34 +371,33 @@ impl Catalog {
         let mjson = serde_json::to_vec(manifest).expect("manifest serialises");
         let docs: Vec<(u64, Vec<u8>, &str)> =
             batch.put.iter().map(|(iid, d)| (*iid, serde_json::to_vec(d).expect("record serialises"), d.id.as_str())).collect();
-        let res: Result<(u64, u64), TransactionError<()>> =
-            (&self.meta, &self.docs, &self.ids, &self.tombstones).transaction(|(meta, tdocs, ids, tomb)| {
-                let mut digest = read_u64(meta.get(IDS_DIGEST_KEY)?);
-                for (iid, json, id) in &docs {
-                    tdocs.insert(&key(*iid), json.as_slice())?;
-                    if let Some(old) = ids.insert(id.as_bytes(), &key(*iid))? {
-                        digest = digest.wrapping_sub(id_entry_digest(id.as_bytes(), read_u64(Some(old))));
-                    }
-                    digest = digest.wrapping_add(id_entry_digest(id.as_bytes(), *iid));
+        let res: Result<(u64, u64), TransactionError<()>> = (&self.meta, &self.docs, &self.ids, &self.tombstones).transaction(|(meta, tdocs, ids, tomb)| {
+            let mut digest = read_u64(meta.get(IDS_DIGEST_KEY)?);
+            for (iid, json, id) in &docs {
+                tdocs.insert(&key(*iid), json.as_slice())?;
+                if let Some(old) = ids.insert(id.as_bytes(), &key(*iid))? {
+                    digest = digest.wrapping_sub(id_entry_digest(id.as_bytes(), read_u64(Some(old))));
                 }
-                // Dead records stay readable: a query that took its snapshot before
-                // this commit may still return them. `purge` drops them once the
-                // graph no longer holds their rows.
-                for (iid, row) in &batch.superseded {
-                    tomb.insert(&key(*row), &key(*iid))?;
+                digest = digest.wrapping_add(id_entry_digest(id.as_bytes(), *iid));
+            }
+            // Dead records stay readable: a query that took its snapshot before
+            // this commit may still return them. `purge` drops them once the
+            // graph no longer holds their rows.
+            for (iid, row) in &batch.superseded {
+                tomb.insert(&key(*row), &key(*iid))?;
+            }
+            for (iid, id, row) in &batch.deleted {
+                if let Some(old) = ids.remove(id.as_bytes())? {
+                    digest = digest.wrapping_sub(id_entry_digest(id.as_bytes(), read_u64(Some(old))));
                 }
-                for (iid, id, row) in &batch.deleted {
-                    if let Some(old) = ids.remove(id.as_bytes())? {
-                        digest = digest.wrapping_sub(id_entry_digest(id.as_bytes(), read_u64(Some(old))));
-                    }
-                    tomb.insert(&key(*row), &key(*iid))?;
-                }
-                let seq = read_u64(meta.get(SEQ_KEY)?) + 1;
-                meta.insert(SEQ_KEY, &seq.to_be_bytes())?;
-                meta.insert(IDS_DIGEST_KEY, &digest.to_be_bytes())?;
-                meta.insert(MANIFEST_KEY, mjson.as_slice())?;
-                Ok::<_, ConflictableTransactionError<()>>((seq, digest))
-            });
+                tomb.insert(&key(*row), &key(*iid))?;
+            }
+            let seq = read_u64(meta.get(SEQ_KEY)?) + 1;
+            meta.insert(SEQ_KEY, &seq.to_be_bytes())?;
+            meta.insert(IDS_DIGEST_KEY, &digest.to_be_bytes())?;
+            meta.insert(MANIFEST_KEY, mjson.as_slice())?;
+            Ok::<_, ConflictableTransactionError<()>>((seq, digest))
+        });
         let (seq, digest) = self.finish(res)?;
         self.write_record(seq, digest, &mjson, manifest)
     }

@@ -16,20 +16,14 @@
 //! This layer knows vectors of a fixed dimension and a fingerprint string; it knows
 //! nothing of models.
 
+mod atomic;
 mod catalog;
 mod layout;
 mod record;
 mod vectors;
 
+pub use atomic::{replace_file, sync_dir, temp_path, write_atomic};
 pub use catalog::{id_entry_digest, Catalog, CatalogBatch, DocRecord, GenerationRecord, GraphSnapshot, Manifest, FORMAT_VERSION};
 pub use layout::{DirLock, Layout};
 pub use record::{CommitState, RecordFile, RecordRead};
 pub use vectors::{check_header, check_length, check_rows_crc, row_len, VectorFile, VectorView, VECTOR_HEADER_BYTES};
-
-use crate::error::{Error, Result};
-use std::path::Path;
-
-/// fsyncs a directory so that renames and new files in it are durable.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir).and_then(|f| f.sync_all()).map_err(|e| Error::io(dir, e))
-}

@@ -2,62 +2,10 @@
 //! lexical `hash` embedder, and a deterministic batch order that a resumed run replays.
 
 use crate::embed::{Embedder, HashEmbedder, HashEmbedderConfig, Kind};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
-use serde_json::Value;
-use std::path::Path;
 
-/// One training example.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Pair {
-    /// The query text.
-    pub query: String,
-    /// Its relevant document.
-    pub doc: String,
-    /// Pairs of one group (a Debian source package) are near-duplicates: never each
-    /// other's negatives.
-    pub group: String,
-}
-
-/// Which fields of each JSON line to read.
-#[derive(Debug, Clone)]
-pub struct Fields {
-    /// Field holding the query.
-    pub query: String,
-    /// Field holding the document.
-    pub doc: String,
-    /// Field naming the pair's group; `None`: every pair is its own group.
-    pub group: Option<String>,
-}
-
-/// Reads the pairs of a JSON Lines file; lines without both texts are skipped (their
-/// count is returned), a line that is not JSON is an error naming it.
-pub fn read_pairs(path: &Path, fields: &Fields) -> Result<(Vec<Pair>, usize)> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let mut pairs = Vec::new();
-    let mut skipped = 0;
-    for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v: Value = serde_json::from_str(line).map_err(|e| Error::invalid(format!("{} line {}: {e}", path.display(), n + 1)))?;
-        let field = |f: &str| v.get(f).and_then(Value::as_str).map(str::trim).unwrap_or("").to_string();
-        let (query, doc) = (field(&fields.query), field(&fields.doc));
-        if query.is_empty() || doc.is_empty() {
-            skipped += 1;
-            continue;
-        }
-        let group = match &fields.group {
-            Some(g) => field(g),
-            None => format!("#{}", pairs.len()),
-        };
-        pairs.push(Pair { query, doc, group });
-    }
-    if pairs.is_empty() {
-        return Err(Error::invalid(format!("no line of {} has both `{}` and `{}`", path.display(), fields.query, fields.doc)));
-    }
-    Ok((pairs, skipped))
-}
+pub use crate::eval::{read_pairs, Fields, Pair};
 
 /// Hard negatives from the lexical `hash` embedder: for a pair, the documents of other
 /// groups that rank highest for its query (never its own document, nor one with the same

@@ -113,7 +113,7 @@ impl AdamW {
         }
         let grad_norm = sq.sqrt();
         if !grad_norm.is_finite() {
-            return Err(Error::Model(format!("gradient norm is {grad_norm} at step {}: the loss diverged", self.step)));
+            return Err(Error::model(format!("gradient norm is {grad_norm} at step {}: the loss diverged", self.step)));
         }
         let clip = if grad_norm > self.cfg.clip { self.cfg.clip / grad_norm } else { 1.0 };
         let c = &self.cfg;
@@ -160,7 +160,7 @@ impl AdamW {
 
     /// Restores moments written by [`AdamW::save`] after `step` steps.
     pub fn load(&mut self, path: &Path, step: u64) -> Result<()> {
-        let mut t = candle_core::safetensors::load(path, &candle_core::Device::Cpu).map_err(|e| Error::corrupt(path, e.to_string()))?;
+        let mut t = candle_core::safetensors::load(path, &candle_core::Device::Cpu).map_err(|e| Error::corrupt_from(path, "unreadable safetensors", e))?;
         for s in &mut self.slots {
             let mut take = |k: &str| {
                 let name = format!("{}.{k}", s.name);
@@ -175,7 +175,7 @@ impl AdamW {
         }
         // Absent in states written before moments could restart: they never did.
         self.moments_from = match t.remove(MOMENTS_FROM) {
-            Some(x) => x.to_vec1::<f64>().map_err(|e| Error::corrupt(path, e.to_string()))?.first().map_or(0, |&v| v as u64),
+            Some(x) => x.to_vec1::<f64>().map_err(|e| Error::corrupt_from(path, "unexpected tensor", e))?.first().map_or(0, |&v| v as u64),
             None => 0,
         };
         self.step = step;

@@ -13,7 +13,9 @@ use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape};
 /// and FMA, unless `DUETDB_FAST_ACTIVATION=0` (for benchmarks that compare both).
 pub fn wanted(x: &candle_core::Tensor) -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && *ON.get_or_init(|| std::env::var("DUETDB_FAST_ACTIVATION").map_or(true, |v| v != "0") && super::skinny::available())
+    x.device().is_cpu()
+        && x.dtype() == candle_core::DType::F32
+        && *ON.get_or_init(|| std::env::var("DUETDB_FAST_ACTIVATION").map_or(true, |v| v != "0") && super::skinny::available())
 }
 
 /// The activation as a candle op without a backward (the fast path only). Needs AVX2

@@ -10,13 +10,13 @@
 //! as the adapted Prompting LLM and as the frozen Embedding LLM at the same time,
 //! the adapters being passed to [`super::Decoder::forward_adapted`] by the caller.
 
-use super::{Decoder, Path};
+use super::{Decoder, Kernels};
 use crate::error::{Error, Result};
 use candle_core::{DType, Tensor, Var};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::path::Path as FsPath;
+use std::path::Path;
 
 /// A projection of a transformer block that an adapter can modify.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -166,22 +166,22 @@ impl Lora {
     }
 
     /// Writes the adapters as safetensors.
-    pub fn save(&self, path: &FsPath) -> Result<()> {
+    pub fn save(&self, path: &Path) -> Result<()> {
         candle_core::safetensors::save(&self.tensors(), path)?;
         Ok(())
     }
 
     /// Reads adapters written by [`Lora::save`] for `dec`; every tensor the config
     /// calls for must be there with the right shape.
-    pub fn load(cfg: LoraConfig, dec: &Decoder, path: &FsPath) -> Result<Self> {
+    pub fn load(cfg: LoraConfig, dec: &Decoder, path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         Self::from_bytes(cfg, dec, &bytes, path)
     }
 
     /// [`Lora::load`] from the bytes of such a file; `path` names it in errors.
-    pub fn from_bytes(cfg: LoraConfig, dec: &Decoder, bytes: &[u8], path: &FsPath) -> Result<Self> {
+    pub fn from_bytes(cfg: LoraConfig, dec: &Decoder, bytes: &[u8], path: &Path) -> Result<Self> {
         Self::check(&cfg)?;
-        let mut tensors = candle_core::safetensors::load_buffer(bytes, dec.device()).map_err(|e| Error::corrupt(path, e.to_string()))?;
+        let mut tensors = candle_core::safetensors::load_buffer(bytes, dec.device()).map_err(|e| Error::corrupt_from(path, "unreadable safetensors", e))?;
         let rank = cfg.rank;
         let lora = Self::build(cfg, dec, |i, t, out_dim, in_dim| {
             let mut take = |part: &str, shape: [usize; 2]| -> Result<Var> {
@@ -207,11 +207,11 @@ impl Lora {
 
     /// `scale * (x A^T) B^T` for block `layer`'s projection `t`, if adapted. On the
     /// fast path the adapters are detached (no graph is recorded for inference).
-    pub(super) fn delta(&self, layer: usize, t: Target, x: &Tensor, path: Path) -> Result<Option<Tensor>> {
+    pub(super) fn delta(&self, layer: usize, t: Target, x: &Tensor, path: Kernels) -> Result<Option<Tensor>> {
         let Some(p) = &self.layers[layer][t.index()] else { return Ok(None) };
         let (a, b) = match path {
-            Path::Fast => (p.a.as_tensor().detach(), p.b.as_tensor().detach()),
-            Path::Differentiable => (p.a.as_tensor().clone(), p.b.as_tensor().clone()),
+            Kernels::Fast => (p.a.as_tensor().detach(), p.b.as_tensor().detach()),
+            Kernels::Differentiable => (p.a.as_tensor().clone(), p.b.as_tensor().clone()),
         };
         Ok(Some((x.broadcast_matmul(&a.t()?)?.broadcast_matmul(&b.t()?)? * self.scale)?))
     }

@@ -1,11 +1,11 @@
 //! Decoder LLMs (llama: SmolLM2, qwen2: Qwen2.5, gemma3: Gemma3) with our own forward: input is token
 //! embeddings (so soft tokens can be fed), output is every last-layer hidden state,
 //! logits on request; batches are left-padded; a KV cache serves step-by-step
-//! decoding. Two paths, [`Path::Fast`] (fused ops) and [`Path::Differentiable`]
+//! decoding. Two paths, [`Kernels::Fast`] (fused ops) and [`Kernels::Differentiable`]
 //! (ops with a backward; frozen weights get no gradient).
 //!
 //! candle-transformers' quantized models return last-token logits from token ids and
-//! keep their weights private, hence this forward (DESIGN.md section 4).
+//! keep their weights private, hence this forward (ARCHITECTURE.md, "What we learned about candle").
 
 pub mod activation;
 pub mod lora;
@@ -19,12 +19,12 @@ use super::gguf::Gguf;
 use crate::error::{Error, Result};
 use candle_core::{DType, Device, Tensor, D};
 use packed::{PackedMatmul, PackedWeight};
-use std::path::Path as FsPath;
+use std::path::Path;
 use std::sync::OnceLock;
 
 /// Which implementation of the ops to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Path {
+pub enum Kernels {
     /// Fused kernels, no backward: inference.
     Fast,
     /// Differentiable ops: gradients flow to the input embeddings.
@@ -202,7 +202,7 @@ const MAX_POSITIONS: usize = 8192;
 impl Decoder {
     /// Loads a llama or qwen2 GGUF, dequantising every weight to `dtype` on `device`
     /// (f32 on CPU; f16/bf16 are for GPUs).
-    pub fn load(path: &FsPath, device: &Device, dtype: DType) -> Result<Self> {
+    pub fn load(path: &Path, device: &Device, dtype: DType) -> Result<Self> {
         super::threads::pin_cpu_threads();
         let mut g = Gguf::open(path)?;
         let arch_name = g.meta_str("general.architecture")?.to_string();
@@ -210,7 +210,7 @@ impl Decoder {
             "llama" => Arch::Llama,
             "qwen2" => Arch::Qwen2,
             "gemma3" => Arch::Gemma3,
-            other => return Err(Error::Model(format!("{}: architecture `{other}` is not supported (llama, qwen2, gemma3)", path.display()))),
+            other => return Err(Error::model(format!("{}: architecture `{other}` is not supported (llama, qwen2, gemma3)", path.display()))),
         };
         let a = |k: &str| format!("{arch_name}.{k}");
         let hidden = g.meta_u32(&a("embedding_length"))? as usize;
@@ -373,16 +373,16 @@ impl Decoder {
     /// Rows are left-padded by `left_pad[i]` positions, which no real token attends
     /// to and which do not count towards positions. With a cache, `embeds` continues
     /// the cached sequence (then `left_pad` must be the cache's).
-    pub fn forward(&self, embeds: &Tensor, left_pad: &[usize], cache: Option<&mut KvCache>, path: Path) -> Result<Tensor> {
+    pub fn forward(&self, embeds: &Tensor, left_pad: &[usize], cache: Option<&mut KvCache>, path: Kernels) -> Result<Tensor> {
         self.forward_adapted(embeds, left_pad, cache, path, None)
     }
 
     /// [`Decoder::forward`] with low-rank adapters on the blocks' projections; on
-    /// [`Path::Differentiable`] gradients reach the adapters' `A` and `B`.
-    pub fn forward_adapted(&self, embeds: &Tensor, left_pad: &[usize], cache: Option<&mut KvCache>, path: Path, lora: Option<&Lora>) -> Result<Tensor> {
+    /// [`Kernels::Differentiable`] gradients reach the adapters' `A` and `B`.
+    pub fn forward_adapted(&self, embeds: &Tensor, left_pad: &[usize], cache: Option<&mut KvCache>, path: Kernels, lora: Option<&Lora>) -> Result<Tensor> {
         if let Some(l) = lora {
             if l.layer_count() != self.blocks.len() {
-                return Err(Error::Model(format!("adapters for {} blocks, model has {}", l.layer_count(), self.blocks.len())));
+                return Err(Error::model(format!("adapters for {} blocks, model has {}", l.layer_count(), self.blocks.len())));
             }
         }
         let (b, t, d) = embeds.dims3()?;
@@ -458,11 +458,22 @@ impl Decoder {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn block(&self, blk: &Block, li: usize, lora: Option<&Lora>, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor, cache: Option<&mut Option<(Tensor, Tensor)>>, path: Path) -> Result<Tensor> {
+    fn block(
+        &self,
+        blk: &Block,
+        li: usize,
+        lora: Option<&Lora>,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+        path: Kernels,
+    ) -> Result<Tensor> {
         let c = &self.cfg;
         // A projection: the frozen product, plus the adapter's update when there is one.
         let proj = |x: &Tensor, t: Target| -> Result<Tensor> {
-            let packed = if path == Path::Fast && packed::wanted(x) { blk.packed(t) } else { None };
+            let packed = if path == Kernels::Fast && packed::wanted(x) { blk.packed(t) } else { None };
             let y = match packed {
                 Some(p) => x.contiguous()?.apply_op1_no_bwd(&PackedMatmul(p))?,
                 None => ops::linear(x, blk.weight(t), path)?,
@@ -520,7 +531,7 @@ impl Decoder {
         let h = ops::rms_norm(&x, &blk.ffn_norm, c.eps, path)?;
         let gate = proj(&h, Target::Gate)?;
         let gate = match c.activation {
-            a if path == Path::Fast && activation::wanted(&gate) => gate.contiguous()?.apply_op1_no_bwd(&activation::FastActivation(a))?,
+            a if path == Kernels::Fast && activation::wanted(&gate) => gate.contiguous()?.apply_op1_no_bwd(&activation::FastActivation(a))?,
             Activation::Silu => gate.silu()?,
             Activation::GeluTanh => gate.gelu()?,
         };
@@ -533,7 +544,7 @@ impl Decoder {
     }
 
     /// Next-token logits (..., vocab) from hidden states.
-    pub fn logits(&self, hidden: &Tensor, path: Path) -> Result<Tensor> {
+    pub fn logits(&self, hidden: &Tensor, path: Kernels) -> Result<Tensor> {
         Ok(ops::linear(hidden, &self.output, path)?)
     }
 

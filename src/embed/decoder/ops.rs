@@ -1,8 +1,9 @@
 //! The decoder's building blocks in two variants: fused (fast, no backward) and
-//! differentiable (DESIGN.md section 4: candle's fused ops have no backward), plus a
-//! linear op for frozen weights whose backward skips the weight gradient.
+//! differentiable (candle's fused ops have no backward: ARCHITECTURE.md, "What we learned
+//! about candle"), plus a linear op for frozen weights whose backward skips the weight
+//! gradient.
 
-use super::{skinny, Path};
+use super::{skinny, Kernels};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
 
@@ -12,7 +13,7 @@ use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, D
 /// attached to `x` by a custom op (`GradToInput`), whose backward returns `grad @ w` for `x` and
 /// nothing for `w`: candle's own matmul backward would also compute the (unused)
 /// weight gradient, which costs as much as the forward again.
-pub fn linear(x: &Tensor, w: &Tensor, path: Path) -> Result<Tensor> {
+pub fn linear(x: &Tensor, w: &Tensor, path: Kernels) -> Result<Tensor> {
     let (out_dim, in_dim) = w.dims2()?;
     let mut shape = x.dims().to_vec();
     let rows = x.elem_count() / in_dim;
@@ -25,8 +26,8 @@ pub fn linear(x: &Tensor, w: &Tensor, path: Path) -> Result<Tensor> {
     }
     .reshape(shape)?;
     match path {
-        Path::Fast => Ok(y),
-        Path::Differentiable => x.apply_op2(&y.contiguous()?, GradToInput { w: w.clone() }),
+        Kernels::Fast => Ok(y),
+        Kernels::Differentiable => x.apply_op2(&y.contiguous()?, GradToInput { w: w.clone() }),
     }
 }
 
@@ -48,13 +49,7 @@ impl CustomOp2 for GradToInput {
     }
 
     #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-        s2: &candle_core::CudaStorage,
-        l2: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
+    fn cuda_fwd(&self, _: &candle_core::CudaStorage, _: &Layout, s2: &candle_core::CudaStorage, l2: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
         if !l2.is_contiguous() || l2.start_offset() != 0 {
             candle_core::bail!("frozen-linear expects a fresh contiguous product");
         }
@@ -71,30 +66,30 @@ impl CustomOp2 for GradToInput {
 }
 
 /// RMS norm over the last dimension, scaled by `w`.
-pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, path: Path) -> Result<Tensor> {
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, path: Kernels) -> Result<Tensor> {
     match path {
-        Path::Fast => candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32),
-        Path::Differentiable => candle_nn::ops::rms_norm_slow(x, w, eps as f32),
+        Kernels::Fast => candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32),
+        Kernels::Differentiable => candle_nn::ops::rms_norm_slow(x, w, eps as f32),
     }
 }
 
 /// Softmax over the last dimension.
-pub fn softmax(x: &Tensor, path: Path) -> Result<Tensor> {
+pub fn softmax(x: &Tensor, path: Kernels) -> Result<Tensor> {
     match path {
-        Path::Fast => candle_nn::ops::softmax_last_dim(x),
-        Path::Differentiable => candle_nn::ops::softmax(x, D::Minus1),
+        Kernels::Fast => candle_nn::ops::softmax_last_dim(x),
+        Kernels::Differentiable => candle_nn::ops::softmax(x, D::Minus1),
     }
 }
 
 /// Rotary embedding of `x` (b, heads, t, head_dim) with per-sequence tables `cos`,
 /// `sin` (b, t, head_dim/2). `interleaved`: pairs (2i, 2i+1) as in llama GGUFs;
 /// otherwise pairs (i, i + d/2) as in Qwen2 (NeoX layout).
-pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, interleaved: bool, path: Path) -> Result<Tensor> {
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, interleaved: bool, path: Kernels) -> Result<Tensor> {
     let x = x.contiguous()?;
     match (path, interleaved) {
-        (Path::Fast, true) => candle_nn::rotary_emb::rope_i(&x, cos, sin),
-        (Path::Fast, false) => candle_nn::rotary_emb::rope(&x, cos, sin),
-        (Path::Differentiable, interleaved) => {
+        (Kernels::Fast, true) => candle_nn::rotary_emb::rope_i(&x, cos, sin),
+        (Kernels::Fast, false) => candle_nn::rotary_emb::rope(&x, cos, sin),
+        (Kernels::Differentiable, interleaved) => {
             // candle's slow ropes take unbatched tables; these broadcast over the batch.
             let (b, h, t, d) = x.dims4()?;
             if interleaved {
@@ -131,16 +126,16 @@ mod tests {
         let cos = Tensor::randn(0f32, 1., (2, 5, 4), &dev)?;
         let sin = Tensor::randn(0f32, 1., (2, 5, 4), &dev)?;
         for inter in [true, false] {
-            let a = rope(&x, &cos, &sin, inter, Path::Fast)?;
-            let b = rope(&x, &cos, &sin, inter, Path::Differentiable)?;
+            let a = rope(&x, &cos, &sin, inter, Kernels::Fast)?;
+            let b = rope(&x, &cos, &sin, inter, Kernels::Differentiable)?;
             assert!((a - b)?.abs()?.max_all()?.to_scalar::<f32>()? < 1e-5);
         }
         let w = Tensor::randn(0f32, 1., 8, &dev)?;
-        let a = rms_norm(&x, &w, 1e-5, Path::Fast)?;
-        let b = rms_norm(&x, &w, 1e-5, Path::Differentiable)?;
+        let a = rms_norm(&x, &w, 1e-5, Kernels::Fast)?;
+        let b = rms_norm(&x, &w, 1e-5, Kernels::Differentiable)?;
         assert!((a - b)?.abs()?.max_all()?.to_scalar::<f32>()? < 1e-4);
-        let a = softmax(&x, Path::Fast)?;
-        let b = softmax(&x, Path::Differentiable)?;
+        let a = softmax(&x, Kernels::Fast)?;
+        let b = softmax(&x, Kernels::Differentiable)?;
         assert!((a - b)?.abs()?.max_all()?.to_scalar::<f32>()? < 1e-5);
         Ok(())
     }
@@ -150,7 +145,7 @@ mod tests {
         let dev = Device::Cpu;
         let x = Var::randn(0f32, 1., (2, 3, 4), &dev)?;
         let w = Tensor::randn(0f32, 1., (5, 4), &dev)?;
-        let y = linear(x.as_tensor(), &w, Path::Differentiable)?;
+        let y = linear(x.as_tensor(), &w, Kernels::Differentiable)?;
         let reference = x.as_tensor().broadcast_matmul(&w.t()?)?;
         assert!((&y - &reference)?.abs()?.max_all()?.to_scalar::<f32>()? < 1e-5);
         let grads = y.sqr()?.sum_all()?.backward()?;

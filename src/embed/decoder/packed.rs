@@ -1,5 +1,5 @@
 //! A byte-per-weight copy of a frozen weight matrix, for the few-row products of a
-//! query (DESIGN.md section 4: a one-text forward reads every weight once, so its time
+//! query (ARCHITECTURE.md, "What we learned about candle": a one-text forward reads every weight once, so its time
 //! is the time to stream the weights from memory).
 //!
 //! The GGUF weights are 4-, 5-, 6- or 8-bit codes: inside each block of 32 (16 for
@@ -25,9 +25,7 @@ pub fn wanted(x: &candle_core::Tensor) -> bool {
     ROWS.contains(&rows)
         && x.device().is_cpu()
         && x.dtype() == candle_core::DType::F32
-        && *ON.get_or_init(|| {
-            std::env::var("DUETDB_PACKED").map_or(true, |v| v != "0") && super::skinny::available()
-        })
+        && *ON.get_or_init(|| std::env::var("DUETDB_PACKED").map_or(true, |v| v != "0") && super::skinny::available())
 }
 
 /// Weights per block along the input dimension, tried in this order: 32 (Q4_0/1,
@@ -130,11 +128,7 @@ impl PackedWeight {
 /// `(step, zero)` with `v[i] == zero + step * codes[i]` (within float rounding) for one
 /// block, writing the codes; `None` if there is no such step with codes up to 255.
 fn block(v: &[f32], codes: &mut [u8]) -> Option<(f32, f32)> {
-    let (mn, mx) = v
-        .iter()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| {
-            (a.min(x), b.max(x))
-        });
+    let (mn, mx) = v.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
     if !mn.is_finite() || !mx.is_finite() {
         return None;
     }
@@ -157,11 +151,7 @@ fn block(v: &[f32], codes: &mut [u8]) -> Option<(f32, f32)> {
     sorted[..v.len()].copy_from_slice(v);
     let sorted = &mut sorted[..v.len()];
     sorted.sort_unstable_by(f32::total_cmp);
-    let gap = sorted
-        .windows(2)
-        .map(|p| p[1] - p[0])
-        .filter(|&d| d > 0.0)
-        .fold(f32::INFINITY, f32::min);
+    let gap = sorted.windows(2).map(|p| p[1] - p[0]).filter(|&d| d > 0.0).fold(f32::INFINITY, f32::min);
     fit(v, codes, mn, mx, gap, tol)
 }
 
@@ -198,30 +188,19 @@ impl CustomOp1 for PackedMatmul<'_> {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(x) = s else {
-            bail!("packed-matmul takes an f32 input")
-        };
-        let Some((x0, x1)) = l.contiguous_offsets() else {
-            bail!("packed-matmul takes a contiguous input")
-        };
+        let CpuStorage::F32(x) = s else { bail!("packed-matmul takes an f32 input") };
+        let Some((x0, x1)) = l.contiguous_offsets() else { bail!("packed-matmul takes a contiguous input") };
         let w = self.0;
         let mut dims = l.dims().to_vec();
         if dims.last() != Some(&w.inn) {
-            bail!(
-                "packed-matmul: x has shape {dims:?}, weight ({}, {})",
-                w.out,
-                w.inn
-            );
+            bail!("packed-matmul: x has shape {dims:?}, weight ({}, {})", w.out, w.inn);
         }
         if !super::skinny::available() {
             bail!("packed-matmul needs AVX2 and FMA");
         }
         let rows = l.shape().elem_count() / w.inn;
         *dims.last_mut().expect("x has a last dimension") = w.out;
-        Ok((
-            CpuStorage::F32(matmul(&x[x0..x1], rows, w)),
-            Shape::from(dims),
-        ))
+        Ok((CpuStorage::F32(matmul(&x[x0..x1], rows, w)), Shape::from(dims)))
     }
 }
 
@@ -237,21 +216,19 @@ fn matmul(x: &[f32], rows: usize, w: &PackedWeight) -> Vec<f32> {
     let out = w.out;
     let mut yt = vec![0f32; out * rows];
     if rows > 0 {
-        yt.par_chunks_mut(ROWS_PER_TASK * rows)
-            .enumerate()
-            .for_each(|(i, yb)| {
-                let mut scratch = vec![0f32; ROWS_PER_SCRATCH * w.inn];
-                for (j, ys) in yb.chunks_mut(ROWS_PER_SCRATCH * rows).enumerate() {
-                    let (o, n) = (i * ROWS_PER_TASK + j * ROWS_PER_SCRATCH, ys.len() / rows);
-                    #[cfg(target_arch = "x86_64")]
-                    // SAFETY: callers check `available()`; `dequantise` and `block_avx2`
-                    // assert that their slices are long enough.
-                    unsafe {
-                        dequantise(w, o, n, &mut scratch);
-                        super::skinny::block(x, rows, &scratch, n, w.inn, ys);
-                    }
+        yt.par_chunks_mut(ROWS_PER_TASK * rows).enumerate().for_each(|(i, yb)| {
+            let mut scratch = vec![0f32; ROWS_PER_SCRATCH * w.inn];
+            for (j, ys) in yb.chunks_mut(ROWS_PER_SCRATCH * rows).enumerate() {
+                let (o, n) = (i * ROWS_PER_TASK + j * ROWS_PER_SCRATCH, ys.len() / rows);
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: callers check `available()`; `dequantise` and `block_avx2`
+                // assert that their slices are long enough.
+                unsafe {
+                    dequantise(w, o, n, &mut scratch);
+                    super::skinny::block(x, rows, &scratch, n, w.inn, ys);
                 }
-            });
+            }
+        });
     }
     super::skinny::untranspose(&yt, rows, out)
 }
@@ -348,14 +325,7 @@ mod tests {
             return Ok(()); // the fast path never uses this kernel on such CPUs
         }
         let dev = Device::Cpu;
-        for (rows, out, inn) in [
-            (1, 1, 32),
-            (3, 5, 64),
-            (4, 130, 64),
-            (7, 65, 96),
-            (13, 129, 576),
-            (16, 3, 32),
-        ] {
+        for (rows, out, inn) in [(1, 1, 32), (3, 5, 64), (4, 130, 64), (7, 65, 96), (13, 129, 576), (16, 3, 32)] {
             // Odd rows get Q6_K-like blocks of 16.
             let wv = if rows % 2 == 1 { quantised(out, inn, 64, 16, rows as u64) } else { quantised(out, inn, 16, 32, rows as u64) };
             let p = PackedWeight::exact(&wv, out, inn).expect("packs");
@@ -365,21 +335,11 @@ mod tests {
             let want = x.matmul(&w.t()?)?;
             let scale = want.abs()?.max_all()?.to_scalar::<f32>()?.max(1e-3);
             let diff = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
-            assert!(
-                diff < 1e-5 * scale,
-                "rows {rows} out {out} in {inn}: max diff {diff} (largest output {scale})"
-            );
+            assert!(diff < 1e-5 * scale, "rows {rows} out {out} in {inn}: max diff {diff} (largest output {scale})");
         }
         let p = PackedWeight::exact(&quantised(5, 32, 16, 32, 9), 5, 32).expect("packs");
-        assert_eq!(
-            Tensor::zeros((2, 3, 32), candle_core::DType::F32, &dev)?
-                .apply_op1_no_bwd(&PackedMatmul(&p))?
-                .dims(),
-            [2, 3, 5]
-        );
-        assert!(Tensor::zeros((2, 31), candle_core::DType::F32, &dev)?
-            .apply_op1_no_bwd(&PackedMatmul(&p))
-            .is_err());
+        assert_eq!(Tensor::zeros((2, 3, 32), candle_core::DType::F32, &dev)?.apply_op1_no_bwd(&PackedMatmul(&p))?.dims(), [2, 3, 5]);
+        assert!(Tensor::zeros((2, 31), candle_core::DType::F32, &dev)?.apply_op1_no_bwd(&PackedMatmul(&p)).is_err());
         Ok(())
     }
 }

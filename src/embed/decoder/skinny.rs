@@ -1,7 +1,7 @@
 //! `x · wᵀ` when `x` has only a few rows: a query (one text of ~12 tokens) or a
 //! decoding step. gemm, which candle uses, is built for large products; with 4-16
 //! rows it ran a SmolLM2 forward at 33-44 ms, against 14 ms for one row
-//! (`examples/forward_scaling.rs`), though reading the weights once bounds it. This
+//! (`benches/forward_scaling.rs`), though reading the weights once bounds it. This
 //! kernel streams each weight row from memory once and reuses it from L1 for every
 //! tile of four `x` rows, with AVX2/FMA, split over threads by blocks of weight rows.
 
@@ -9,7 +9,7 @@ use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape};
 use rayon::prelude::*;
 
 /// Rows of `x` for which [`SkinnyMatmul`] is used instead of gemm, from
-/// `examples/forward_scaling.rs` on the 2-core development machine (SmolLM2 forward,
+/// `benches/forward_scaling.rs` on the 2-core development machine (SmolLM2 forward,
 /// gemm -> this kernel: 4 rows 32.9 -> 24.5 ms, 8: 39.9 -> 24.7, 12: 40.5 -> 34.4,
 /// 16: 44.3 -> 39.8, 32: 68.5 -> 72.1; one row: gemm's own gemv is faster, 13.9 ms
 /// against 17.8).
@@ -45,9 +45,7 @@ impl CustomOp2 for SkinnyMatmul {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let (CpuStorage::F32(x), CpuStorage::F32(w)) = (s1, s2) else { bail!("skinny-matmul takes f32 tensors") };
-        let (Some((x0, x1)), Some((w0, w1))) = (l1.contiguous_offsets(), l2.contiguous_offsets()) else {
-            bail!("skinny-matmul takes contiguous tensors")
-        };
+        let (Some((x0, x1)), Some((w0, w1))) = (l1.contiguous_offsets(), l2.contiguous_offsets()) else { bail!("skinny-matmul takes contiguous tensors") };
         let (out, inn) = l2.shape().dims2()?;
         let mut dims = l1.dims().to_vec();
         if dims.last() != Some(&inn) {
@@ -290,7 +288,9 @@ mod tests {
         let x3 = Tensor::randn(0f32, 1., (2, 3, 16), &dev)?;
         let w = Tensor::randn(0f32, 1., (5, 16), &dev)?;
         assert_eq!(x3.apply_op2_no_bwd(&w, &SkinnyMatmul)?.dims(), [2, 3, 5]);
-        assert!(Tensor::zeros((2, 3), candle_core::DType::F64, &dev)?.apply_op2_no_bwd(&Tensor::zeros((2, 3), candle_core::DType::F64, &dev)?, &SkinnyMatmul).is_err());
+        assert!(Tensor::zeros((2, 3), candle_core::DType::F64, &dev)?
+            .apply_op2_no_bwd(&Tensor::zeros((2, 3), candle_core::DType::F64, &dev)?, &SkinnyMatmul)
+            .is_err());
         Ok(())
     }
 }

@@ -1,0 +1,57 @@
+//! Ingest and query speed of a database with a model embedder; driven by
+//! `benches/embedder.sh`.
+//!
+//! Usage: `embed_bench DOCS.jsonl QUERIES.jsonl N_DOCS SPEC OUT_DIR` (JSON Lines with a
+//! `text` field). Ingests N_DOCS documents into a fresh database in batches of 64
+//! (documents per second, embedding included), then times every query end to end
+//! (embedding + search + fetch): p50 and p99 in milliseconds.
+
+use duetdb::{Db, Document};
+use std::time::Instant;
+
+fn texts(p: &str) -> Vec<String> {
+    std::fs::read_to_string(p).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["text"].as_str().unwrap().to_string()).collect()
+}
+
+fn main() {
+    let a: Vec<String> = std::env::args().collect();
+    let (docs, queries, n, spec, out) = (texts(&a[1]), texts(&a[2]), a[3].parse::<usize>().unwrap(), &a[4], std::path::Path::new(&a[5]));
+    let path = out.join(format!("bench-{spec}.duet"));
+    let _ = std::fs::remove_dir_all(&path);
+    let t = Instant::now();
+    let db = Db::options().embedder_spec(spec.as_str()).open(&path).unwrap();
+    let load_s = t.elapsed().as_secs_f64();
+    let docs: Vec<Document> = docs.into_iter().take(n).enumerate().map(|(i, t)| Document::new(i.to_string(), t)).collect();
+    let t = Instant::now();
+    for (i, chunk) in docs.chunks(64).enumerate() {
+        db.ingest_batch(chunk).unwrap();
+        if (i + 1) % 16 == 0 {
+            // A line per 1024 documents: long runs show where they are in the log.
+            eprintln!("{spec}: {} documents in {:.0} s", (i + 1) * 64, t.elapsed().as_secs_f64());
+        }
+    }
+    let docs_per_s = docs.len() as f64 / t.elapsed().as_secs_f64();
+    let _ = db.query(&queries[0]).limit(10).run().unwrap(); // warm-up
+    let mut ms: Vec<f64> = queries
+        .iter()
+        .map(|q| {
+            let t = Instant::now();
+            let _ = db.query(q).limit(10).run().unwrap();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    let pct = |p: f64| ms[((ms.len() - 1) as f64 * p).round() as usize];
+    eprintln!(
+        "{spec}: load {load_s:.1}s; ingest {} docs at {docs_per_s:.1} docs/s; {} queries p50 {:.1} ms p99 {:.1} ms",
+        docs.len(),
+        ms.len(),
+        pct(0.5),
+        pct(0.99)
+    );
+    println!(
+        "{}",
+        serde_json::json!({"spec": spec, "docs": docs.len(), "docs_per_s": docs_per_s, "queries": ms.len(), "p50_ms": pct(0.5), "p99_ms": pct(0.99), "load_s": load_s})
+    );
+    db.close().unwrap();
+}

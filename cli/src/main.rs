@@ -1,0 +1,188 @@
+//! The `duetdb` command-line tool: ingest, query, get, delete, stats, eval, train,
+//! transfer, reindex and maintenance of a local database. Every command prints JSON with
+//! `--json`; errors are one line on stderr and a non-zero exit status.
+
+mod args;
+mod eval;
+mod ingest;
+mod progress;
+mod reindex;
+mod search;
+mod train;
+
+use args::{Cli, Cmd};
+use clap::Parser;
+use duetdb::{Db, Error, Result};
+use serde_json::json;
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+/// Writes a line to stdout; a closed pipe (`| head`) ends the program quietly.
+pub(crate) fn out(line: impl std::fmt::Display) {
+    let mut o = std::io::stdout().lock();
+    if writeln!(o, "{line}").and_then(|_| o.flush()).is_err() {
+        std::process::exit(0);
+    }
+}
+
+/// Opens a database that must exist already: read and maintenance commands never create one.
+pub(crate) fn open_existing(db: &Path) -> Result<Db> {
+    Db::options().create_if_missing(false).open(db)
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Ingest { db, input, embedder, batch, json, skip_bad } => ingest::ingest(db, input, embedder, batch, json, skip_bad),
+        Cmd::Query { db, text, k, ef, filters, rank, json } => {
+            let db = open_existing(&db)?;
+            let mut q = rank.apply(db.query(&text).limit(k));
+            if let Some(ef) = ef {
+                q = q.ef(ef);
+            }
+            for f in &filters {
+                let (k, v) = search::parse_filter(f)?;
+                q = q.filter(k, v);
+            }
+            let hits = q.run()?;
+            if json {
+                out(json!({ "hits": hits }));
+            } else {
+                for h in hits {
+                    let text: String = h.text.chars().take(100).collect::<String>().replace('\n', " ");
+                    out(format!("{:.4}  {}  {}", h.score, h.id, text));
+                }
+            }
+            Ok(())
+        }
+        Cmd::Get { db, id, json } => {
+            let db = open_existing(&db)?;
+            let d = db.get(&id)?.ok_or_else(|| Error::invalid(format!("no document with id `{id}`")))?;
+            if json {
+                out(serde_json::to_string(&d).unwrap());
+            } else {
+                out(format!("{}\n{}\n{}", d.id, d.metadata, d.text));
+            }
+            Ok(())
+        }
+        Cmd::Delete { db, ids, json } => {
+            let db = open_existing(&db)?;
+            let n = db.delete(&ids)?;
+            if json {
+                out(json!({"deleted": n, "requested": ids.len()}));
+            } else {
+                out(format!("deleted {n} of {} documents", ids.len()));
+            }
+            db.close()
+        }
+        Cmd::Embed { texts, embedder, kind, json } => search::embed_cmd(texts, embedder, kind, json),
+        Cmd::Eval { file, query_field, doc_field, embedder, db, limit, rank, json } => {
+            eval::eval_cmd(eval::EvalArgs { file, query_field, doc_field, embedder, keep: db, limit }, rank, json)
+        }
+        Cmd::Train(args) => train::train_cmd(args),
+        Cmd::Transfer(mut args) => {
+            args.mode = "transfer".into();
+            if !args.resume && (args.from.is_none() || args.backbone.is_none()) {
+                return Err(Error::invalid("transfer needs --from CHECKPOINT and --backbone qwen2.5|gemma3|FILE.gguf"));
+            }
+            train::train_cmd(args)
+        }
+        Cmd::Reindex { db, embedder, batch, threads, status, rollback, json } => reindex::reindex_cmd(db, embedder, batch, threads, status, rollback, json),
+        Cmd::Gc { db, json } => {
+            let db = open_existing(&db)?;
+            let gone = db.gc()?;
+            if json {
+                out(json!({"removed_generations": gone}));
+            } else {
+                out(format!("removed {} kept generation(s) {gone:?}", gone.len()));
+            }
+            db.close()
+        }
+        Cmd::Check { db, json } => {
+            let report = duetdb::db::check_at(&db)?;
+            if json {
+                out(serde_json::to_string(&report).unwrap());
+            } else {
+                for p in &report.problems {
+                    let kind = if p.derived { "derived state, rebuilt on open" } else { "damage" };
+                    out(format!("problem ({kind}): {}: {}", p.path.display(), p.detail));
+                }
+                out(format!("checked {} documents and {} rows: {} problem(s)", report.documents, report.rows, report.problems.len()));
+            }
+            if report.is_ok() {
+                Ok(())
+            } else {
+                Err(Error::invalid(format!("{} problem(s) found in {}", report.problems.len(), db.display())))
+            }
+        }
+        Cmd::Dump { db, out: file } => {
+            let report = match &file {
+                Some(f) => {
+                    let mut report = None;
+                    duetdb::store::replace_file(f, |tmp| {
+                        let fh = std::fs::File::create(tmp).map_err(|e| Error::io(tmp, e))?;
+                        let mut w = std::io::BufWriter::new(fh);
+                        report = Some(duetdb::db::dump_at(&db, &mut w)?);
+                        w.flush().map_err(|e| Error::io(tmp, e))
+                    })?;
+                    report.expect("written by the dump")
+                }
+                None => duetdb::db::dump_at(&db, &mut std::io::stdout().lock())?,
+            };
+            for u in &report.unreadable {
+                eprintln!("unreadable: {u}");
+            }
+            eprintln!("dumped {} documents; {} could not be read", report.documents, report.unreadable.len());
+            Ok(())
+        }
+        Cmd::Backup { db, dest } => {
+            let src = open_existing(&db)?;
+            src.backup(&dest)?;
+            out(format!("backed up {} documents to {}", src.len(), dest.display()));
+            src.close()
+        }
+        Cmd::Stats { db, json } => {
+            let db = open_existing(&db)?;
+            let st = db.stats()?;
+            if json {
+                out(serde_json::to_string(&st).unwrap());
+            } else {
+                let v = serde_json::to_value(&st).unwrap();
+                for (k, v) in v.as_object().unwrap() {
+                    out(format!("{k:>18}: {v}"));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+static LAST_PANIC: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .init();
+    // A bug must still end as one line on stderr, not a backtrace. Panics that the
+    // library catches at a dependency's boundary (and turns into errors) only log.
+    std::panic::set_hook(Box::new(|info| {
+        tracing::debug!("panic: {info}");
+        *LAST_PANIC.lock().unwrap_or_else(|e| e.into_inner()) = Some(info.to_string());
+    }));
+    let cli = Cli::parse();
+    match std::panic::catch_unwind(move || run(cli)) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            // Each error's message already ends with its source's (see duetdb::Error).
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+        Err(_) => {
+            let msg = LAST_PANIC.lock().unwrap_or_else(|e| e.into_inner()).take();
+            eprintln!("error: internal error: {}", msg.as_deref().unwrap_or("panic"));
+            ExitCode::from(101)
+        }
+    }
+}
