@@ -30,6 +30,9 @@ fn rr(ranked: &[usize], want: usize) -> f64 {
     ranked.iter().take(10).position(|&d| d == want).map_or(0.0, |p| 1.0 / (p + 1) as f64)
 }
 
+/// One ranking: (document id, score), best first.
+type Ranking = Vec<(usize, f32)>;
+
 fn main() {
     let a: Vec<String> = std::env::args().collect();
     let n: usize = a.get(5).map_or(usize::MAX, |s| s.parse().unwrap());
@@ -86,7 +89,7 @@ fn main() {
     }
     let idf = |t: &str| ((n as f64 + 1.0) / (*df.get(t).unwrap_or(&0) as f64 + 0.5)).ln();
     let t0 = std::time::Instant::now();
-    let base: Vec<(Vec<(usize, f32)>, Vec<(usize, f32)>)> = pairs.iter().zip(&queries).map(|(p, q)| (exact(q), text(&p.0))).collect();
+    let base: Vec<(Ranking, Ranking)> = pairs.iter().zip(&queries).map(|(p, q)| (exact(q), text(&p.0))).collect();
     eprintln!("first rankings in {:.0} s", t0.elapsed().as_secs_f64());
     if let Ok(path) = std::env::var("FEATURE_DUMP") {
         // Every candidate of either ranking with its exact cosine and its BM25 score (null

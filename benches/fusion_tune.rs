@@ -15,6 +15,9 @@ fn mrr(ranked: &[Vec<usize>]) -> f64 {
     ranked.iter().enumerate().map(|(i, r)| r.iter().take(10).position(|&d| d == i).map_or(0.0, |p| 1.0 / (p + 1) as f64)).sum::<f64>() / ranked.len() as f64
 }
 
+/// One ranking: (document id, score), best first.
+type Ranking = Vec<(usize, f32)>;
+
 fn main() {
     let a: Vec<String> = std::env::args().collect();
     let n: usize = a.get(4).map_or(usize::MAX, |s| s.parse().unwrap());
@@ -26,11 +29,11 @@ fn main() {
         .collect();
     let db = Db::options().create_if_missing(false).open(&a[3]).unwrap();
     let limit: usize = std::env::var("LIMIT").map_or(100, |s| s.parse().unwrap());
-    let ranking = |q: &str, mode| -> Vec<(usize, f32)> {
+    let ranking = |q: &str, mode| -> Ranking {
         db.query(q).mode(mode).limit(limit).run().unwrap().into_iter().map(|h| (h.id.parse::<usize>().unwrap(), h.score)).collect()
     };
     let t = std::time::Instant::now();
-    let mut lists: Vec<(Vec<(usize, f32)>, Vec<(usize, f32)>)> = queries.iter().map(|q| (ranking(q, Mode::Vector), ranking(q, Mode::Text))).collect();
+    let mut lists: Vec<(Ranking, Ranking)> = queries.iter().map(|q| (ranking(q, Mode::Vector), ranking(q, Mode::Text))).collect();
     eprintln!("{} queries ranked in {:.0} s", lists.len(), t.elapsed().as_secs_f64());
     if let Ok(path) = std::env::var("FUSION_DUMP") {
         let lines: Vec<String> = lists.iter().map(|(v, t)| serde_json::json!({"v": v, "t": t}).to_string()).collect();

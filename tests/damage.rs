@@ -62,6 +62,8 @@ fn trial(path: &Path, expected: &BTreeMap<String, Document>, gone: &[String]) ->
     Ok(true)
 }
 
+/// One way to damage a file, applied to its path.
+type Damage = Box<dyn Fn(&Path)>;
 #[test]
 fn random_damage_to_every_file_ends_in_an_error_or_the_exact_database() {
     let dir = tempfile::tempdir().unwrap();
@@ -97,7 +99,7 @@ fn random_damage_to_every_file_ends_in_an_error_or_the_exact_database() {
         let len = fs::metadata(base.join(rel)).unwrap().len() as usize;
         // Full-text segment files are many and alike: fewer trials each.
         let k = if rel.starts_with("fulltext") && !rel.ends_with("meta.json") { trials / 4 } else { trials };
-        let mut damages: Vec<(String, Box<dyn Fn(&Path)>)> = Vec::new();
+        let mut damages: Vec<(String, Damage)> = Vec::new();
         for _ in 0..k {
             let at = rng.usize(..len.max(1));
             let bytes: Vec<u8> = (0..if rng.bool() { rng.usize(1..=16) } else { 4096 }).map(|_| rng.u8(..)).collect();

@@ -203,7 +203,7 @@ fn backup_during_an_ingest_opens_with_a_prefix_of_the_acknowledged_batches() {
     for (dest, before) in copies {
         let copy = Db::open(&dest).unwrap();
         let n = copy.len();
-        assert!(n % 20 == 0 || n == docs.len(), "{n} documents is not a whole number of batches");
+        assert!(n.is_multiple_of(20) || n == docs.len(), "{n} documents is not a whole number of batches");
         let k = n.div_ceil(20);
         println!("backup: {k} batches of {} ({before} acknowledged before it started)", batches.len());
         assert!(k >= before, "the copy has {k} batches, {before} were acknowledged before it started");

@@ -115,11 +115,11 @@ fn a_missing_or_wrong_backbone_is_named_before_any_work() {
     let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     cfg["embedding"]["sha256"] = "00".repeat(32).into();
     std::fs::write(&path, cfg.to_string()).unwrap();
-    let err = PromptEmbedder::load(&out).err().expect("a wrong SHA-256").to_string();
+    let err = PromptEmbedder::load(&out).expect_err("a wrong SHA-256").to_string();
     assert!(err.contains(&smollm2().file) && err.to_lowercase().contains("sha"), "{err}");
     cfg["embedding"]["file"] = "Missing-Model.gguf".into();
     std::fs::write(&path, cfg.to_string()).unwrap();
-    let err = PromptEmbedder::load(&out).err().expect("a missing file").to_string();
+    let err = PromptEmbedder::load(&out).expect_err("a missing file").to_string();
     assert!(err.contains("Missing-Model.gguf"), "{err}");
     let latest = std::fs::read_to_string(out.join("train/latest")).unwrap();
     std::fs::write(out.join("train").join(latest.trim()).join("config.json"), cfg.to_string()).unwrap();

@@ -66,8 +66,11 @@ pub struct Builtin {
     pub arg: Option<&'static str>,
     /// One line on what it is.
     pub about: &'static str,
-    build: fn(name: &str, arg: Option<&str>) -> Result<Arc<dyn Embedder>>,
+    build: BuildFn,
 }
+
+/// How a [`Builtin`] is built from its name and optional argument.
+type BuildFn = fn(name: &str, arg: Option<&str>) -> Result<Arc<dyn Embedder>>;
 
 fn build_hash(name: &str, arg: Option<&str>) -> Result<Arc<dyn Embedder>> {
     let mut cfg = HashEmbedderConfig::default();
@@ -126,7 +129,8 @@ pub const BUILTINS: &[Builtin] = &[
 /// ```
 /// let e = duetdb::embed::from_spec("hash").unwrap();
 /// assert_eq!(e.dim(), 384);
-/// assert!(duetdb::embed::from_spec("no-such-embedder").unwrap_err().to_string().contains("minilm"));
+/// let err = duetdb::embed::from_spec("no-such-embedder").err().unwrap();
+/// assert!(err.to_string().contains("minilm"), "the error lists the names: {err}");
 /// ```
 pub fn from_spec(spec: &str) -> Result<Arc<dyn Embedder>> {
     let spec = spec.trim();

@@ -109,7 +109,8 @@ impl FullText {
             None => Coverage::default(),
         };
         let writer = index.writer_with_num_threads(1, WRITER_BYTES).map_err(|e| Error::corrupt_from(dir, "unreadable full-text index", e))?;
-        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(|e| Error::corrupt_from(dir, "unreadable full-text index", e))?;
+        let reader =
+            index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(|e| Error::corrupt_from(dir, "unreadable full-text index", e))?;
         // Touch every segment once, so that damage shows now rather than in a query.
         let searcher = reader.searcher();
         for seg in searcher.segment_readers() {

@@ -202,7 +202,7 @@ impl TrainConfig {
         if self.backbone.is_some() && !matches!(self.mode, Mode::Transfer | Mode::LoraM) {
             return Err(Error::invalid(format!("--backbone applies to transfer and lora-m runs, not {}", self.mode.name())));
         }
-        if !(self.temperature > 0.0) {
+        if self.temperature.is_nan() || self.temperature <= 0.0 {
             return Err(Error::invalid(format!("temperature must be positive, got {}", self.temperature)));
         }
         Ok(())
