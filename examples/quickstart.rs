@@ -27,8 +27,8 @@ fn main() -> duetdb::Result<()> {
     println!("ingested {} documents in {:.1} s with `{spec}`", report.written, started.elapsed().as_secs_f64());
 
     for mode in [Mode::Vector, Mode::Text, Mode::Hybrid] {
-        println!("\n{mode:?}: play music files from the command line");
-        for h in db.query("play music files from the command line").mode(mode).limit(3).run()? {
+        println!("\n{mode:?}: remove unneeded include directives from C source");
+        for h in db.query("remove unneeded include directives from C source").mode(mode).limit(3).run()? {
             println!("  {:.3}  {:<16} {}", h.score, h.id, h.text.chars().take(70).collect::<String>().replace('\n', " "));
         }
     }
