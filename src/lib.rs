@@ -28,6 +28,7 @@ pub mod embed;
 pub mod error;
 pub mod eval;
 pub mod index;
+pub mod limits;
 pub mod store;
 #[cfg(feature = "train")]
 pub mod train;

@@ -112,3 +112,35 @@ fn damaged_graph_snapshot_is_rebuilt() {
     assert_eq!(db.stats().unwrap().graph_points, docs.len() as u64);
     assert_eq!(db.query(&docs[3].text).limit(1).run().unwrap()[0].id, docs[3].id);
 }
+
+/// A document record that no longer decodes (its bytes replaced behind the engine's back)
+/// makes every query that would return it fail with an error naming the catalog, never
+/// a shorter list of hits; `get` and `check` say so too.
+#[test]
+fn an_unreadable_record_fails_the_query_instead_of_vanishing_from_it() {
+    let (_d, path) = temp_db();
+    make_db(&path);
+    let (iid, text) = {
+        let db = common::open(&path).unwrap();
+        let hit = db.query("music player daemon command line client").mode(duetdb::Mode::Text).limit(1).run().unwrap().remove(0);
+        assert_eq!(hit.id, "mpc");
+        db.close().unwrap();
+        let sled = sled::open(path.join("catalog")).unwrap();
+        let iid = sled.open_tree("ids").unwrap().get("mpc").unwrap().expect("mpc has an internal id");
+        (iid, hit.text)
+    };
+    {
+        let sled = sled::open(path.join("catalog")).unwrap();
+        let docs = sled.open_tree("docs").unwrap();
+        assert!(docs.get(&iid).unwrap().is_some());
+        docs.insert(&iid, &b"\x00 not a record"[..]).unwrap();
+        sled.flush().unwrap();
+    }
+    let db = common::open(&path).unwrap();
+    for mode in [duetdb::Mode::Text, duetdb::Mode::Vector, duetdb::Mode::Hybrid] {
+        let e = db.query(&text).mode(mode).limit(3).run().unwrap_err();
+        assert!(matches!(e, Error::Corrupt { .. }) && e.to_string().contains("catalog") && e.to_string().contains("duetdb check"), "{mode:?}: {e}");
+    }
+    assert!(db.get("mpc").is_err());
+    assert!(!db.check().unwrap().is_ok());
+}

@@ -218,3 +218,70 @@ fn ingest_after_reopening_without_naming_the_embedder() {
     let got = rx.recv_timeout(std::time::Duration::from_secs(60)).expect("ingest after a plain reopen finished");
     assert_eq!(got, "b");
 }
+
+/// An embedder that stops inside `embed` (where an ingest holds the writer lock) until
+/// it is let go, to show what readers do meanwhile.
+struct Gate {
+    inner: Arc<dyn duetdb::Embedder>,
+    entered: std::sync::mpsc::SyncSender<()>,
+    release: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl duetdb::Embedder for Gate {
+    fn embed(&self, texts: &[&str], kind: duetdb::Kind) -> duetdb::Result<Vec<Vec<f32>>> {
+        if kind == duetdb::Kind::Passage {
+            let _ = self.entered.try_send(());
+            let _ = self.release.lock().unwrap().recv();
+        }
+        self.inner.embed(texts, kind)
+    }
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+    fn fingerprint(&self) -> String {
+        self.inner.fingerprint()
+    }
+    fn spec(&self) -> Option<String> {
+        None
+    }
+}
+
+#[test]
+fn stats_len_get_and_queries_do_not_wait_for_an_ingest() {
+    let (_d, path) = temp_db();
+    let docs = sample_docs();
+    let (entered_tx, entered) = std::sync::mpsc::sync_channel(1);
+    let (release, release_rx) = std::sync::mpsc::channel();
+    let gate = Gate { inner: duetdb::embed::from_spec("hash").unwrap(), entered: entered_tx, release: std::sync::Mutex::new(release_rx) };
+    let db = Arc::new(Db::options().embedder(Arc::new(gate)).open(&path).unwrap());
+    release.send(()).unwrap();
+    db.ingest(docs[..100].to_vec()).unwrap();
+    entered.recv().unwrap(); // that ingest's own passage through the gate
+    let writer = {
+        let (db, rest) = (db.clone(), docs[100..].to_vec());
+        std::thread::spawn(move || db.ingest(rest).unwrap())
+    };
+    entered.recv().unwrap(); // the ingest now holds the writer lock, inside `embed`
+                             // A watchdog lets the ingest go after a minute, so that a reader that waits for it
+                             // fails this test instead of hanging it.
+    let fired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watchdog = {
+        let (release, fired) = (release.clone(), fired.clone());
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(60));
+            fired.store(true, std::sync::atomic::Ordering::SeqCst);
+            let _ = release.send(());
+        })
+    };
+    assert_eq!(db.len(), 100);
+    assert_eq!(db.stats().unwrap().documents, 100);
+    assert!(db.get(&docs[3].id).unwrap().is_some());
+    assert!(!db.query(&docs[3].text).limit(3).run().unwrap().is_empty());
+    assert!(!fired.load(std::sync::atomic::Ordering::SeqCst), "a reader waited for the ingest");
+    for _ in 0..docs.len() {
+        let _ = release.send(());
+    }
+    writer.join().unwrap();
+    assert_eq!(db.len(), docs.len());
+    drop(watchdog);
+}

@@ -31,6 +31,8 @@ pub(crate) enum Cmd {
         /// Report and skip bad lines instead of stopping at the first.
         #[arg(long)]
         skip_bad: bool,
+        #[command(flatten)]
+        fields: FieldArgs,
     },
     /// Semantic search.
     Query {
@@ -189,6 +191,40 @@ pub(crate) enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Which JSON fields make a document (`ingest`): the files users already have are taken
+/// as they are.
+#[derive(clap::Args, Clone)]
+pub(crate) struct FieldArgs {
+    /// The field holding each document's id.
+    #[arg(long, default_value = "id")]
+    pub(crate) id_field: String,
+    /// The field holding the text to embed and index.
+    #[arg(long, default_value = "text")]
+    pub(crate) text_field: String,
+    /// Only these fields (comma-separated) become metadata, beside a `metadata` object.
+    /// Default: every field other than the id and the text.
+    #[arg(long, value_delimiter = ',', conflicts_with = "ignore_extra")]
+    pub(crate) metadata_fields: Option<Vec<String>>,
+    /// Keep only the `metadata` object as metadata; ignore other fields.
+    #[arg(long)]
+    pub(crate) ignore_extra: bool,
+    /// Accept ids that are JSON numbers, as their decimal text.
+    #[arg(long)]
+    pub(crate) numeric_ids: bool,
+}
+
+impl FieldArgs {
+    pub(crate) fn json_fields(&self) -> duetdb::db::JsonFields {
+        use duetdb::db::MetadataFields;
+        let metadata = match (&self.metadata_fields, self.ignore_extra) {
+            (Some(names), _) => MetadataFields::Named(names.clone()),
+            (None, true) => MetadataFields::MetadataOnly,
+            (None, false) => MetadataFields::Rest,
+        };
+        duetdb::db::JsonFields { id: self.id_field.clone(), text: self.text_field.clone(), metadata, numeric_ids: self.numeric_ids }
+    }
 }
 
 /// How a query ranks: mode and hybrid fusion.

@@ -23,6 +23,10 @@ pub(crate) struct EvalArgs {
 
 /// Runs one evaluation and prints its metrics and speeds.
 pub(crate) fn eval_cmd(a: EvalArgs, rank: RankArgs, json: bool) -> Result<()> {
+    if let Some(l) = a.limit {
+        // `--limit 0` evaluated one pair once; no pairs is no measurement.
+        duetdb::limits::check("--limit", l, 1, usize::MAX)?;
+    }
     let fields = Fields { query: a.query_field.clone(), doc: a.doc_field.clone(), group: None };
     let (mut pairs, skipped) = read_pairs(&a.file, &fields)?;
     if let Some(l) = a.limit {

@@ -1,28 +1,15 @@
 //! `duetdb ingest`: JSON Lines in, committed in batches, a bad line named by its number.
 
 use crate::{out, progress};
+use duetdb::db::JsonFields;
 use duetdb::{Db, Document, Error, Result};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::io::BufRead;
 use std::path::PathBuf;
 
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct InputLine {
-    id: String,
-    text: String,
-    #[serde(default)]
-    metadata: Value,
-}
-
-fn parse_line(raw: &[u8], lineno: usize) -> Result<Document> {
-    let text = std::str::from_utf8(raw).map_err(|e| Error::invalid(format!("line {lineno}: invalid UTF-8 at byte {}", e.valid_up_to())))?;
-    let l: InputLine = serde_json::from_str(text).map_err(|e| Error::invalid(e.to_string()).context(format!("line {lineno}")))?;
-    Ok(Document { id: l.id, text: l.text, metadata: l.metadata })
-}
-
-pub(crate) fn ingest(db: PathBuf, input: String, embedder: Option<String>, batch: usize, json: bool, skip_bad: bool) -> Result<()> {
-    let batch = batch.max(1);
+/// Ingests `input` (a file, or `-` for standard input) into `db`, in durable batches.
+pub(crate) fn ingest(db: PathBuf, input: String, embedder: Option<String>, batch: usize, json: bool, skip_bad: bool, fields: JsonFields) -> Result<()> {
+    let batch = duetdb::limits::check("--batch", batch, 1, duetdb::limits::MAX_BATCH)?;
     let mut opts = Db::options();
     if let Some(e) = embedder {
         opts = opts.embedder_spec(e);
@@ -73,7 +60,7 @@ pub(crate) fn ingest(db: PathBuf, input: String, embedder: Option<String>, batch
         if raw.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let doc = parse_line(raw, lineno).and_then(|d| db.check_document(&d).map(|_| d).map_err(|e| e.context(format!("line {lineno}"))));
+        let doc = fields.document(raw).and_then(|d| db.check_document(&d).map(|_| d)).map_err(|e| e.context(format!("line {lineno}")));
         match doc {
             Ok(d) => pending.push((lineno, d)),
             Err(e) if skip_bad => {

@@ -33,7 +33,7 @@ pub(crate) fn open_existing(db: &Path) -> Result<Db> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Cmd::Ingest { db, input, embedder, batch, json, skip_bad } => ingest::ingest(db, input, embedder, batch, json, skip_bad),
+        Cmd::Ingest { db, input, embedder, batch, json, skip_bad, fields } => ingest::ingest(db, input, embedder, batch, json, skip_bad, fields.json_fields()),
         Cmd::Query { db, text, k, ef, filters, rank, json } => {
             let db = open_existing(&db)?;
             let mut q = rank.apply(db.query(&text).limit(k));
@@ -118,6 +118,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Dump { db, out: file } => {
             let report = match &file {
                 Some(f) => {
+                    duetdb::store::Layout::refuse_inside_database("--out", f)?;
                     let mut report = None;
                     duetdb::store::replace_file(f, |tmp| {
                         let fh = std::fs::File::create(tmp).map_err(|e| Error::io(tmp, e))?;
@@ -162,8 +163,11 @@ static LAST_PANIC: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        // Colour only for a person at a terminal who has not asked for none (NO_COLOR).
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()))
+        // sled's own error lines come back to us as errors that we report in one line:
+        // printed too, they would say it twice (RUST_LOG=sled=debug shows them).
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,sled=off".into()))
         .init();
     // A bug must still end as one line on stderr, not a backtrace. Panics that the
     // library catches at a dependency's boundary (and turns into errors) only log.

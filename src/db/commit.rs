@@ -35,6 +35,7 @@ impl Db {
     /// unchanged is skipped without re-embedding. Within a batch, the last document
     /// with a given id wins. An invalid document fails the whole batch and names itself.
     pub fn ingest_batch(&self, docs: &[Document]) -> Result<IngestReport> {
+        crate::limits::check("the documents in one batch", docs.len(), 0, crate::limits::MAX_BATCH)?;
         for d in docs {
             d.validate(self.max_text_bytes)?;
         }
@@ -103,7 +104,7 @@ impl Db {
         self.catalog.commit(&batch, &m)?;
         // The batch is durable from here on.
         crash_point("after-catalog-commit");
-        w.manifest = m;
+        self.set_manifest(&mut w, m);
         w.vectors.commit(n);
         if both.is_some() {
             w.target.as_mut().expect("checked").commit(n);
@@ -147,7 +148,7 @@ impl Db {
         m.documents -= batch.deleted.len() as u64;
         self.catalog.commit(&batch, &m)?;
         crash_point("after-catalog-commit");
-        w.manifest = m;
+        self.set_manifest(&mut w, m);
         self.read.write().unwrap().mark_dead(batch.deleted.iter().map(|d| d.2));
         let rows: Vec<u64> = batch.deleted.iter().map(|d| d.2).collect();
         self.fulltext_apply(&[], &rows, w.manifest.rows);

@@ -79,15 +79,17 @@ pub fn default_reindex_threads() -> usize {
 }
 
 impl<'a> ReindexJob<'a> {
-    /// Documents embedded per durable batch (default 64).
+    /// Documents embedded per durable batch (default 64; 1 to
+    /// [`crate::limits::MAX_BATCH`], checked when the job runs).
     pub fn batch_size(mut self, n: usize) -> Self {
-        self.batch = n.max(1);
+        self.batch = n;
         self
     }
 
-    /// Threads the job embeds with (default: half the cores, at least one).
+    /// Threads the job embeds with (default: half the cores, at least one; at most
+    /// [`crate::limits::max_threads`], checked when the job runs).
     pub fn threads(mut self, n: usize) -> Self {
-        self.threads = n.max(1);
+        self.threads = n;
         self.pool = None;
         self
     }
@@ -130,6 +132,8 @@ impl<'a> ReindexJob<'a> {
         if self.noop {
             return Ok(ReindexStep::AlreadyActive);
         }
+        crate::limits::check("the reindex batch size", self.batch, 1, crate::limits::MAX_BATCH)?;
+        crate::limits::check("the reindex threads", self.threads, 1, crate::limits::max_threads())?;
         let (start, total) = {
             let w = self.db.writer.lock().unwrap();
             if w.closed {
@@ -173,7 +177,7 @@ impl<'a> ReindexJob<'a> {
         self.db.catalog.put_manifest(&m)?;
         w.target.as_mut().expect("checked").commit(end - start);
         let progress = ReindexProgress { done: end, total: m.rows };
-        w.manifest = m;
+        self.db.set_manifest(&mut w, m);
         Ok(ReindexStep::Batch(progress))
     }
 
@@ -243,7 +247,7 @@ impl<'a> ReindexJob<'a> {
         let target = w.target.take().expect("target open");
         w.target_embedder = None;
         w.vectors = target;
-        w.manifest = m;
+        self.db.set_manifest(&mut w, m);
         let embedder = Arc::new(GenEmbedder::active(&w.manifest, Some(self.embedder.clone())));
         let dead_count = {
             let mut r = self.db.read.write().unwrap();
@@ -343,7 +347,7 @@ impl Db {
         let g = target.0.generation;
         m.reindex = Some(target.0);
         self.catalog.put_manifest(&m)?;
-        w.manifest = m;
+        self.set_manifest(&mut w, m);
         w.target = Some(target.1);
         w.target_embedder = Some(embedder.clone());
         Ok(job(g, false))
@@ -373,7 +377,7 @@ impl Db {
         let mut m = w.manifest.clone();
         let gone: Vec<u64> = m.kept.drain(..).map(|k| k.generation).collect();
         self.catalog.put_manifest(&m)?;
-        w.manifest = m;
+        self.set_manifest(&mut w, m);
         // Files after the manifest: no record ever names a missing file.
         let live: Vec<u64> = w.manifest.reindex.iter().map(|t| t.generation).chain([w.manifest.generation]).collect();
         let dir = self.layout.vectors_dir();

@@ -30,12 +30,14 @@ mod fulltext;
 mod gen_embedder;
 mod generations;
 mod integrity;
+mod json_input;
 mod query;
 mod snapshot;
 
 pub use document::{Document, Hit, IngestReport, Stats};
 pub use generations::{default_reindex_threads, GenerationStatus, ReindexJob, ReindexProgress, ReindexStep};
 pub use integrity::{check_at, dump_at, CheckReport, DumpReport, Problem};
+pub use json_input::{JsonFields, MetadataFields};
 pub use query::{fuse, Fused, Fusion, Mode, Query, DEFAULT_CANDIDATES, DEFAULT_MODE, DEFAULT_RRF_K, DEFAULT_VECTOR_WEIGHT};
 
 use crate::embed::{self, Embedder};
@@ -161,6 +163,9 @@ pub struct Db {
     max_text_bytes: usize,
     writer: Mutex<Writer>,
     read: RwLock<ReadState>,
+    /// The manifest as last committed, for readers (`len`, `stats`): they never take the
+    /// writer lock, which an ingest holds while it embeds a batch.
+    published: RwLock<Arc<Manifest>>,
     /// BM25 over document texts, keyed by row (shared by every generation).
     fulltext: Option<FullText>,
     /// The first row a failed full-text update missed, if any (see `fulltext.rs`).
@@ -284,6 +289,7 @@ impl Db {
             layout,
             catalog,
             max_text_bytes: opts.max_text_bytes,
+            published: RwLock::new(Arc::new(manifest.clone())),
             writer: Mutex::new(Writer { vectors, target, target_embedder: None, manifest, closed: false }),
             read: RwLock::new(read),
             fulltext,
@@ -331,7 +337,7 @@ impl Db {
 
     /// Number of live documents.
     pub fn len(&self) -> usize {
-        self.writer.lock().unwrap().manifest.documents as usize
+        self.published.read().unwrap().documents as usize
     }
 
     /// Whether the database holds no documents.
@@ -353,23 +359,35 @@ impl Db {
     }
 
     /// Figures about the database.
+    ///
+    /// Answered from what the last commit published, without waiting for a writer.
     pub fn stats(&self) -> Result<Stats> {
-        let w = self.writer.lock().unwrap();
-        let r = self.read.read().unwrap();
+        let m = self.published.read().unwrap().clone();
+        let (dead_count, graph_points) = {
+            let r = self.read.read().unwrap();
+            (r.dead_count, r.graph.len() as u64)
+        };
         Ok(Stats {
-            documents: w.manifest.documents,
-            dimension: w.manifest.dim,
-            embedder: w.manifest.embedder_fingerprint.clone(),
-            generation: w.manifest.generation,
-            tombstones: r.dead_count,
-            vector_rows: w.manifest.rows,
-            graph_points: r.graph.len() as u64,
-            snapshot_rows: w.manifest.graph.as_ref().map_or(0, |s| s.rows),
+            documents: m.documents,
+            dimension: m.dim,
+            embedder: m.embedder_fingerprint.clone(),
+            generation: m.generation,
+            tombstones: dead_count,
+            vector_rows: m.rows,
+            graph_points,
+            snapshot_rows: m.graph.as_ref().map_or(0, |s| s.rows),
             fulltext_documents: self.fulltext.as_ref().map_or(0, |f| f.num_docs()),
-            reindex: w.manifest.reindex.clone(),
-            kept_generations: w.manifest.kept.clone(),
+            reindex: m.reindex.clone(),
+            kept_generations: m.kept.clone(),
             bytes_on_disk: dir_size(self.layout.root()),
         })
+    }
+
+    /// Makes `m` the writer's manifest and publishes it to readers; called after the
+    /// catalog write that holds it is durable.
+    fn set_manifest(&self, w: &mut Writer, m: Manifest) {
+        *self.published.write().unwrap() = Arc::new(m.clone());
+        w.manifest = m;
     }
 
     /// Makes everything durable now: the catalog is fsynced (ingest and delete already

@@ -163,20 +163,22 @@ impl<'a> Query<'a> {
         self
     }
 
-    /// Candidates each ranking contributes in hybrid mode (default [`DEFAULT_CANDIDATES`]).
+    /// Candidates each ranking contributes in hybrid mode (default [`DEFAULT_CANDIDATES`];
+    /// 1 to [`crate::limits::MAX_CANDIDATES`]).
     pub fn candidates(mut self, n: usize) -> Self {
         self.candidates = n;
         self
     }
 
-    /// At most this many hits (default 10).
+    /// At most this many hits (default 10; 1 to [`crate::limits::MAX_K`]).
     pub fn limit(mut self, k: usize) -> Self {
         self.limit = k;
         self
     }
 
-    /// HNSW search beam width (default `max(64, limit)`): higher finds more of the true
-    /// nearest neighbours and costs more time.
+    /// HNSW search beam width (default `max(64, limit)`; at most
+    /// [`crate::limits::MAX_EF`]): higher finds more of the true nearest neighbours and
+    /// costs more time.
     pub fn ef(mut self, ef: usize) -> Self {
         self.ef = Some(ef);
         self
@@ -201,6 +203,12 @@ impl<'a> Query<'a> {
 
     /// Runs the query: hits, best first.
     pub fn run(mut self) -> Result<Vec<Hit>> {
+        use crate::limits::{check, MAX_CANDIDATES, MAX_EF, MAX_K};
+        check("k (hits per query)", self.limit, 1, MAX_K)?;
+        check("the hybrid candidates", self.candidates, 1, MAX_CANDIDATES)?;
+        if let Some(ef) = self.ef {
+            check("ef (the search beam)", ef, 1, MAX_EF)?;
+        }
         let state = self.db.read_state();
         let mode = self.mode;
         if self.text.trim().is_empty() && (self.vector.is_none() || mode == Mode::Text) {
@@ -210,14 +218,26 @@ impl<'a> Query<'a> {
             Mode::Text => None,
             _ => Some(self.query_vector(&state)?),
         };
-        if self.limit == 0 {
-            return Ok(Vec::new());
-        }
         let catalog = &self.db.catalog;
-        // Documents read while filtering are kept for building the hits.
+        // Documents read while filtering are kept for building the hits. A record that
+        // cannot be read is damage: the first such error ends the query (after the
+        // search, whose filter callbacks cannot return one), never a silently shorter
+        // list. A record that is absent was deleted after this snapshot was taken.
         let fetched: RefCell<HashMap<usize, Option<DocRecord>>> = RefCell::default();
-        let fetch =
-            |row: usize| -> Option<DocRecord> { fetched.borrow_mut().entry(row).or_insert_with(|| catalog.doc(state.view.iid(row)).ok().flatten()).clone() };
+        let unreadable: RefCell<Option<Error>> = RefCell::default();
+        let fetch = |row: usize| -> Option<DocRecord> {
+            fetched
+                .borrow_mut()
+                .entry(row)
+                .or_insert_with(|| match catalog.doc(state.view.iid(row)) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        unreadable.borrow_mut().get_or_insert(e);
+                        None
+                    }
+                })
+                .clone()
+        };
         let visible = |row: usize| state.is_live(row);
         let keep_filtered = |row: usize| state.is_live(row) && fetch(row).is_some_and(|d| self.matches(&d));
         let keep: &dyn Fn(usize) -> bool = if self.filters.is_empty() { &visible } else { &keep_filtered };
@@ -239,7 +259,7 @@ impl<'a> Query<'a> {
             Mode::Text => text.iter().enumerate().map(|(i, &(row, score))| Fused { row, score, vector_rank: None, text_rank: Some(i + 1) }).collect(),
             Mode::Hybrid => fuse(&vector, &text, self.fusion),
         };
-        Ok(fused
+        let hits: Vec<Hit> = fused
             .into_iter()
             .filter_map(|f| {
                 let d = fetch(f.row)?;
@@ -247,7 +267,15 @@ impl<'a> Query<'a> {
                 Some(Hit { id: d.id, score: f.score, text: d.text, metadata: d.metadata, found_by, vector_rank: f.vector_rank, text_rank: f.text_rank })
             })
             .take(self.limit)
-            .collect())
+            .collect();
+        if let Some(e) = unreadable.into_inner() {
+            return Err(Error::corrupt_from(
+                self.db.layout.catalog(),
+                "a matching document's record cannot be read; `duetdb check` lists the damage and `duetdb dump` saves every document that can still be read",
+                e,
+            ));
+        }
+        Ok(hits)
     }
 
     /// The query's embedding (or the vector given), checked and normalised.

@@ -170,7 +170,7 @@ impl Db {
         let mut m = w.manifest.clone();
         m.graph = Some(GraphSnapshot { basename, rows: m.rows, dead_at_build, files });
         self.catalog.put_manifest(&m)?;
-        w.manifest = m;
+        self.set_manifest(w, m);
         self.remove_stray_snapshots(&w.manifest);
         Ok(())
     }

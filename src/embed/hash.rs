@@ -44,6 +44,10 @@ pub struct HashEmbedder {
 impl HashEmbedder {
     /// Creates an embedder; rejects a zero dimension or an empty n-gram range.
     pub fn new(cfg: HashEmbedderConfig) -> Result<Self> {
+        crate::limits::check("the hash embedder's dimension", cfg.dim, 1, crate::limits::MAX_DIM)?;
+        // Longer n-grams only add hashing work: no text feature is usefully longer.
+        crate::limits::check("the hash embedder's word n-gram length", cfg.word_ngrams, 1, 8)?;
+        crate::limits::check("the hash embedder's longest character n-gram", cfg.char_ngrams.1, 1, 16)?;
         if cfg.dim == 0 || cfg.word_ngrams == 0 || cfg.char_ngrams.0 == 0 || cfg.char_ngrams.0 > cfg.char_ngrams.1 {
             return Err(Error::invalid(format!("hash embedder config out of range: {cfg:?}")));
         }

@@ -29,6 +29,10 @@ pub fn temp_path(path: &Path) -> PathBuf {
 /// ```
 pub fn replace_file(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let tmp = temp_path(path);
+    if tmp.exists() {
+        // Ours by its name, left by an interrupted write: replaced, and said so.
+        tracing::warn!(path = %tmp.display(), "replacing the temporary file of an interrupted write");
+    }
     if let Err(e) = write(&tmp) {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);

@@ -54,6 +54,27 @@ impl Layout {
         self.root.join(MARKER)
     }
 
+    /// The database directory that holds `path` (or is `path`), if any: the nearest of
+    /// its ancestors with a `DUETDB` marker. Files duetdb writes on a user's behalf (a
+    /// dump, a backup) must not land inside a database, where they could replace its files.
+    pub fn enclosing_database(path: &Path) -> Option<PathBuf> {
+        let abs = std::path::absolute(path).ok()?;
+        abs.ancestors().find(|a| fs::read(a.join(MARKER)).is_ok_and(|m| m.starts_with(MARKER_MAGIC.as_bytes()))).map(Path::to_path_buf)
+    }
+
+    /// Fails when `path` is inside a database directory (see [`Layout::enclosing_database`]);
+    /// `what` names the path's role in the message (`--out`, `the backup destination`).
+    pub fn refuse_inside_database(what: &str, path: &Path) -> Result<()> {
+        match Self::enclosing_database(path) {
+            Some(db) => Err(Error::invalid(format!(
+                "{what} {} is inside the database {}: writing there could replace the database's own files; choose a path outside it",
+                path.display(),
+                db.display()
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// Checks whether `root` holds a database.
     ///
     /// Returns `Ok(false)` when the path is absent or an empty directory (a new
@@ -103,6 +124,7 @@ impl Layout {
         };
         fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
         let name = self.root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "db".into());
+        remove_abandoned(&parent, &name);
         let tmp = Layout::new(parent.join(format!(".{name}.creating-{}", std::process::id())));
         let _ = fs::remove_dir_all(tmp.root());
         let result = (|| {
@@ -143,6 +165,27 @@ impl Layout {
 #[derive(Debug)]
 pub struct DirLock {
     _file: File,
+}
+
+/// Removes the temporary directories `.NAME.creating-PID` that a killed creation (a
+/// database's or a backup's) left beside `NAME`, whose process is gone; each is named in
+/// the log. A directory of a process still running is another creation in progress.
+fn remove_abandoned(parent: &Path, name: &str) {
+    // Liveness is read from /proc; without it nothing is removed.
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let prefix = format!(".{name}.creating-");
+    let Ok(entries) = fs::read_dir(parent) else { return };
+    for e in entries.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = file.strip_prefix(&prefix).and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let alive = pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists();
+        if !alive {
+            tracing::warn!(path = %e.path().display(), "removing the temporary directory of an interrupted creation (process {pid} is gone)");
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -205,6 +205,27 @@ impl TrainConfig {
         if self.temperature.is_nan() || self.temperature <= 0.0 {
             return Err(Error::invalid(format!("temperature must be positive, got {}", self.temperature)));
         }
+        // Bounds that keep an absurd number a clear error rather than an allocation that
+        // aborts or a run that never ends (crate::limits for the engine's own).
+        use crate::limits::check;
+        check("--steps", usize::try_from(self.steps).unwrap_or(usize::MAX), 1, 10_000_000)?;
+        check("--batch", self.batch, 2, 4096)?;
+        check("--accum", self.accum, 1, 1024)?;
+        check("--max-query-tokens", self.max_query_tokens, 1, 8192)?;
+        check("--max-doc-tokens", self.max_doc_tokens, 1, 8192)?;
+        check("--hard-negatives", self.hard_negatives, 0, 1000)?;
+        check("--rank (LoRA)", self.lora_rank, 1, 1024)?;
+        check("--soft-tokens", self.soft_tokens.unwrap_or(5), 0, 256)?;
+        check("--eval-size", self.eval_size, 0, 1_000_000)?;
+        check("--grad-cache", self.grad_cache.unwrap_or(1), 1, 4096)?;
+        for (name, rate) in [("--lr", self.optim.lr), ("--lr-align", self.optim.lr_align)] {
+            if !rate.is_finite() || rate <= 0.0 || rate > 10.0 {
+                return Err(Error::invalid(format!("{name} is {rate}; it must be above 0 and at most 10")));
+            }
+        }
+        if !self.temperature.is_finite() || self.temperature > 100.0 {
+            return Err(Error::invalid(format!("temperature is {}; it must be at most 100", self.temperature)));
+        }
         Ok(())
     }
 }

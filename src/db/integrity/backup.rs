@@ -22,6 +22,7 @@ impl Db {
         if dest.root().exists() {
             return Err(Error::invalid(format!("backup destination {} already exists", dest.root().display())));
         }
+        Layout::refuse_inside_database("the backup destination", dest.root())?;
         dest.create_atomically(FORMAT_VERSION, |tmp| {
             // Under the writer lock: the catalog as of the last commit, and handles on the
             // files it names (rows below the committed counts never change; a snapshot
