@@ -285,3 +285,42 @@ fn stats_len_get_and_queries_do_not_wait_for_an_ingest() {
     assert_eq!(db.len(), docs.len());
     drop(watchdog);
 }
+
+/// After a crash that left many rows past the graph snapshot (here: no snapshot at all),
+/// an open defers them to a background indexer: every document is found at once, writes
+/// go on meanwhile, and a close keeps what was indexed.
+#[test]
+fn an_open_after_a_lost_snapshot_answers_at_once_and_indexes_in_the_background() {
+    let (_d, path) = temp_db();
+    let sample = sample_docs();
+    let docs: Vec<Document> = (0..3000)
+        .map(|i| {
+            let d = &sample[i % sample.len()];
+            Document::new(format!("{}-{i}", d.id), format!("{} (copy {i}, marker q{i}z)", d.text))
+        })
+        .collect();
+    {
+        let db = common::open(&path).unwrap();
+        db.ingest(docs.clone()).unwrap();
+        db.close().unwrap();
+    }
+    // What a kill before the first snapshot leaves: no graph on disk.
+    std::fs::remove_dir_all(path.join("graph")).unwrap();
+    let db = common::open(&path).unwrap();
+    for d in docs.iter().step_by(97) {
+        let hits = db.query(&d.text).mode(Mode::Vector).limit(1).run().unwrap();
+        assert_eq!(hits[0].id, d.id, "found while the graph is being built");
+    }
+    db.ingest([Document::new("late", "a document written while the graph catches up on the crash's rows")]).unwrap();
+    assert_eq!(db.query("written while the graph catches up").mode(Mode::Vector).limit(1).run().unwrap()[0].id, "late");
+    db.close().unwrap();
+    let snapshots = std::fs::read_dir(path.join("graph")).map_or(0, |d| d.count());
+    assert!(snapshots > 0, "the close wrote a new graph snapshot");
+    let db = common::open(&path).unwrap();
+    let report = db.check().unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    for d in docs.iter().step_by(101) {
+        assert_eq!(db.query(&d.text).mode(Mode::Vector).limit(1).run().unwrap()[0].id, d.id, "after reopening");
+    }
+    assert_eq!(db.len(), 3001);
+}

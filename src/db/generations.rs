@@ -227,6 +227,8 @@ impl<'a> ReindexJob<'a> {
             // Rows arrived before ingests started writing both generations.
             return Ok(ReindexStep::Batch(ReindexProgress { done: t.rows, total: w.manifest.rows }));
         }
+        // The old generation's graph is about to be replaced: its indexer, if any, stops.
+        self.db.stop_indexer();
         let view = w.target.as_ref().expect("target open").view()?;
         let tail: Vec<usize> = (covered as usize..view.len()).filter(|r| !state.is_dead(*r)).collect();
         graph.insert_rows(&view, &tail);

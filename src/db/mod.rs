@@ -163,6 +163,9 @@ pub struct Db {
     max_text_bytes: usize,
     writer: Mutex<Writer>,
     read: RwLock<ReadState>,
+    /// The background graph indexer after a crash (see `snapshot.rs`): its stop flag
+    /// and thread.
+    indexer: Mutex<Option<(Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<()>)>>,
     /// The manifest as last committed, for readers (`len`, `stats`): they never take the
     /// writer lock, which an ingest holds while it embeds a batch.
     published: RwLock<Arc<Manifest>>,
@@ -290,6 +293,7 @@ impl Db {
             catalog,
             max_text_bytes: opts.max_text_bytes,
             published: RwLock::new(Arc::new(manifest.clone())),
+            indexer: Mutex::new(None),
             writer: Mutex::new(Writer { vectors, target, target_embedder: None, manifest, closed: false }),
             read: RwLock::new(read),
             fulltext,
@@ -400,6 +404,8 @@ impl Db {
     /// Flushes everything, writes a final graph snapshot and releases the database.
     /// Dropping a `Db` does the same on a best-effort basis.
     pub fn close(self) -> Result<()> {
+        // A background indexer stops at its next chunk; the snapshot keeps what it did.
+        self.stop_indexer();
         self.checkpoint()?;
         self.writer.lock().unwrap().closed = true;
         self.catalog.flush()
@@ -410,6 +416,7 @@ impl Drop for Db {
     fn drop(&mut self) {
         let closed = self.writer.lock().map(|w| w.closed).unwrap_or(true);
         if !closed {
+            self.stop_indexer();
             if let Err(e) = self.checkpoint() {
                 tracing::warn!(error = %e, "checkpoint on drop failed; the graph tail is re-inserted on next open");
             }

@@ -6,7 +6,19 @@ use super::{Db, Writer};
 use crate::error::{Error, Result};
 use crate::index::{Graph, GraphParams};
 use crate::store::{GraphSnapshot, Manifest, VectorView};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+/// Above this many rows past the graph snapshot, an open defers them to the background
+/// indexer instead of inserting them first (about a second of inserts on two cores).
+/// `DUETDB_DEFER_ABOVE` overrides it, for `benches/recovery.py` to measure both ways.
+fn defer_above() -> usize {
+    std::env::var("DUETDB_DEFER_ABOVE").ok().and_then(|v| v.parse().ok()).unwrap_or(1000)
+}
+
+/// Rows the background indexer inserts at a time: a commit that arrives meanwhile waits
+/// for at most one chunk.
+const INDEX_CHUNK: usize = 256;
 
 /// What readers see: an immutable snapshot swapped by writers.
 #[derive(Clone)]
@@ -80,6 +92,26 @@ impl Db {
             None => (Graph::new(params, w.manifest.rows as usize)?, 0),
         };
         let tail: Vec<usize> = (from as usize..state.view.len()).filter(|r| !state.is_dead(*r)).collect();
+        if tail.len() > defer_above() {
+            // Recovery in time proportional to nothing: the rows past the snapshot (all of
+            // them after a crash before the first one) are answered by exact scan at once
+            // and inserted into the graph in the background.
+            tracing::info!(rows = tail.len(), "rows committed after the graph snapshot are searched exactly while the graph takes them in");
+            if from == 0 && w.manifest.graph.is_some() {
+                // The snapshot the manifest names was unusable: forget it, so that the
+                // next checkpoint writes one even if it covers as many rows.
+                let mut m = w.manifest.clone();
+                m.graph = None;
+                self.catalog.put_manifest(&m)?;
+                self.set_manifest(&mut w, m);
+            }
+            graph.insert_rows(&state.view, &[]);
+            graph.defer_rows(&state.view, &tail);
+            let graph = Arc::new(graph);
+            self.read.write().unwrap().graph = graph.clone();
+            self.start_indexer(graph);
+            return Ok(());
+        }
         let rebuilt_from_scratch = from == 0 && !state.view.is_empty();
         if !tail.is_empty() {
             tracing::info!(rows = tail.len(), "inserting rows committed after the graph snapshot");
@@ -92,6 +124,37 @@ impl Db {
             self.snapshot_locked(&mut w, Some(state.dead_count))?;
         }
         Ok(())
+    }
+
+    /// Inserts the graph's deferred rows on a thread of its own, a chunk at a time, until
+    /// none remain or [`Db::stop_indexer`] asks it to stop.
+    fn start_indexer(&self, graph: Arc<Graph>) {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let spawned = std::thread::Builder::new().name("duetdb-graph".into()).spawn(move || {
+            let start = std::time::Instant::now();
+            while !flag.load(Ordering::Relaxed) && graph.index_deferred(INDEX_CHUNK) > 0 {
+                // The insert lock is not fair: without a pause between chunks a commit
+                // waiting for it could wait for the whole backlog.
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            tracing::debug!(seconds = start.elapsed().as_secs_f64(), left = graph.deferred_len(), "graph indexer done");
+        });
+        match spawned {
+            Ok(handle) => *self.indexer.lock().unwrap() = Some((stop, handle)),
+            // Without a thread the rows stay searchable by exact scan; the next open retries.
+            Err(e) => tracing::warn!(error = %e, "cannot start the graph indexer; deferred rows stay searchable by exact scan"),
+        }
+    }
+
+    /// Stops the background indexer at its next chunk and waits for it: the graph is
+    /// then quiescent (its deferred rows, if any, stay deferred).
+    pub(super) fn stop_indexer(&self) {
+        let running = self.indexer.lock().unwrap().take();
+        if let Some((stop, handle)) = running {
+            stop.store(true, Ordering::Relaxed);
+            let _ = handle.join();
+        }
     }
 
     pub(super) fn remove_stray_snapshots(&self, m: &Manifest) {
@@ -114,7 +177,10 @@ impl Db {
         if w.closed {
             return Err(Error::Closed);
         }
-        if w.manifest.graph.as_ref().map_or(0, |s| s.rows) != w.manifest.rows {
+        // What a snapshot now would cover: every row, or those below the first one the
+        // background indexer has not taken in yet. Nothing new to cover, nothing to write.
+        let covered = self.read.read().unwrap().graph.first_deferred().map_or(w.manifest.rows, |r| r as u64);
+        if w.manifest.graph.as_ref().map_or(0, |s| s.rows) != covered {
             self.snapshot_locked(&mut w, None)?;
         }
         Ok(())
@@ -128,6 +194,7 @@ impl Db {
     }
 
     pub(super) fn rebuild_locked(&self, w: &mut Writer) -> Result<()> {
+        self.stop_indexer();
         let state = self.read.read().unwrap().clone();
         let live: Vec<usize> = (0..state.view.len()).filter(|r| !state.is_dead(*r)).collect();
         tracing::info!(live = live.len(), dead = state.dead_count, "rebuilding the graph without tombstones");
@@ -152,6 +219,10 @@ impl Db {
         if dead_in_graph >= 64 && dead_in_graph * 4 > points {
             return self.rebuild_locked(w);
         }
+        if self.read.read().unwrap().graph.deferred_len() > 0 {
+            // The indexer is still taking rows in: a snapshot now would cover no more.
+            return Ok(());
+        }
         let snap = w.manifest.graph.as_ref().map_or(0, |s| s.rows);
         let tail = w.manifest.rows - snap;
         if tail >= 50_000.max(snap / 2) {
@@ -160,15 +231,17 @@ impl Db {
         Ok(())
     }
 
-    /// Dumps the current graph (which covers every committed row: the writer lock is
-    /// held) and records it in the manifest.
+    /// Dumps the current graph and records it in the manifest with the rows it covers:
+    /// every committed row (the writer lock is held), or those below the first row the
+    /// background indexer has not taken in yet.
     pub(super) fn snapshot_locked(&self, w: &mut Writer, rebuilt_with_dead: Option<u64>) -> Result<()> {
         let graph = self.read.read().unwrap().graph.clone();
         let dead_at_build = rebuilt_with_dead.unwrap_or_else(|| w.manifest.graph.as_ref().map_or(0, |s| s.dead_at_build));
         let basename = format!("g{:06}-r{:010}-{:08x}", w.manifest.generation, w.manifest.rows, fastrand_u32());
-        let files = graph.dump(&self.layout.graph_dir(), &basename)?;
+        let (files, first_deferred) = graph.dump_covering(&self.layout.graph_dir(), &basename)?;
         let mut m = w.manifest.clone();
-        m.graph = Some(GraphSnapshot { basename, rows: m.rows, dead_at_build, files });
+        let rows = first_deferred.map_or(m.rows, |r| r as u64);
+        m.graph = Some(GraphSnapshot { basename, rows, dead_at_build, files });
         self.catalog.put_manifest(&m)?;
         self.set_manifest(w, m);
         self.remove_stray_snapshots(&w.manifest);

@@ -61,11 +61,16 @@ pub struct Graph {
 }
 
 /// What searches read, swapped as one unit so that every row is in exactly one of
-/// `flat` and `pending`.
+/// `flat`, `pending` and `deferred`.
 #[derive(Clone, Default)]
 struct SearchSide {
     flat: Arc<FlatGraph>,
     pending: Arc<Vec<u32>>,
+    /// Rows not in hnsw_rs yet, in row order, answered by exact scan until
+    /// [`Graph::index_deferred`] inserts them (after a crash, the rows past the last
+    /// snapshot). While any remain, new rows join them, so hnsw_rs always holds every
+    /// row below the first deferred one and none above it: a snapshot covers a prefix.
+    deferred: Arc<Vec<u32>>,
     /// The newest view of the vector file handed to `insert_rows`: it has every row
     /// the graph has, even when a reader's own view is older.
     view: Option<VectorView>,
@@ -122,6 +127,57 @@ impl Graph {
     /// Call it with an empty `rows` after [`Graph::load`] to attach the vectors.
     pub fn insert_rows(&self, view: &VectorView, rows: &[usize]) {
         let _serial = self.insert.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.side.read().unwrap_or_else(|e| e.into_inner()).deferred.is_empty() {
+            return self.defer_locked(view, rows);
+        }
+        self.insert_locked(view, rows);
+    }
+
+    /// Adds rows to be answered by exact scan now and inserted later, by
+    /// [`Graph::index_deferred`]: what makes an open after a crash fast.
+    pub fn defer_rows(&self, view: &VectorView, rows: &[usize]) {
+        let _serial = self.insert.lock().unwrap_or_else(|e| e.into_inner());
+        self.defer_locked(view, rows);
+    }
+
+    fn defer_locked(&self, view: &VectorView, rows: &[usize]) {
+        let mut next = self.side.read().unwrap_or_else(|e| e.into_inner()).clone();
+        next.view = Some(view.clone());
+        let mut deferred: Vec<u32> = next.deferred.as_ref().clone();
+        deferred.extend(rows.iter().map(|&r| r as u32));
+        next.deferred = Arc::new(deferred);
+        *self.side.write().unwrap_or_else(|e| e.into_inner()) = next;
+    }
+
+    /// Inserts up to `max` deferred rows, oldest first; returns how many remain.
+    pub fn index_deferred(&self, max: usize) -> usize {
+        let _serial = self.insert.lock().unwrap_or_else(|e| e.into_inner());
+        let side = self.side.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let (Some(view), false) = (side.view.as_ref(), side.deferred.is_empty()) else { return 0 };
+        let n = max.min(side.deferred.len());
+        let chunk: Vec<usize> = side.deferred[..n].iter().map(|&r| r as usize).collect();
+        let rest = Arc::new(side.deferred[n..].to_vec());
+        self.insert_locked(view, &chunk);
+        let mut next = self.side.read().unwrap_or_else(|e| e.into_inner()).clone();
+        next.deferred = rest;
+        let left = next.deferred.len();
+        *self.side.write().unwrap_or_else(|e| e.into_inner()) = next;
+        left
+    }
+
+    /// The first row not yet in hnsw_rs (`None`: every row handed over is in it): a
+    /// snapshot taken now covers the rows below it.
+    pub fn first_deferred(&self) -> Option<usize> {
+        self.side.read().unwrap_or_else(|e| e.into_inner()).deferred.first().map(|&r| r as usize)
+    }
+
+    /// Rows waiting for [`Graph::index_deferred`].
+    pub fn deferred_len(&self) -> usize {
+        self.side.read().unwrap_or_else(|e| e.into_inner()).deferred.len()
+    }
+
+    /// Inserts into hnsw_rs; the caller holds `insert`.
+    fn insert_locked(&self, view: &VectorView, rows: &[usize]) {
         if rows.len() < 64 {
             for &r in rows {
                 self.hnsw.insert_slice((view.vector(r), r));
@@ -158,7 +214,8 @@ impl Graph {
             return Vec::new();
         }
         let passes = |r: u32| keep.is_none_or(|f| f(r as usize));
-        let mut recent: Vec<(f32, u32)> = side.pending.iter().filter(|&&r| passes(r)).map(|&r| (1.0 - dot(query, view.vector(r as usize)), r)).collect();
+        let mut recent: Vec<(f32, u32)> =
+            side.pending.iter().chain(side.deferred.iter()).filter(|&&r| passes(r)).map(|&r| (1.0 - dot(query, view.vector(r as usize)), r)).collect();
         recent.sort_by(|a, b| a.0.total_cmp(&b.0));
         recent.truncate(k);
         const MAX_FETCH: usize = 4096;
@@ -181,6 +238,18 @@ impl Graph {
     /// Dumps the whole graph under `dir` as `basename.hnsw.{graph,data}`, fsyncs both
     /// files, and returns their length and CRC-32 (checked again on load).
     pub fn dump(&self, dir: &Path, basename: &str) -> Result<[(u64, u32); 2]> {
+        Ok(self.dump_covering(dir, basename)?.0)
+    }
+
+    /// [`Graph::dump`], with the first row the dump does not hold (see
+    /// [`Graph::first_deferred`]), read while inserts wait so that the two agree.
+    pub fn dump_covering(&self, dir: &Path, basename: &str) -> Result<(SnapshotChecks, Option<usize>)> {
+        let _serial = self.insert.lock().unwrap_or_else(|e| e.into_inner());
+        let first = self.first_deferred();
+        Ok((self.dump_locked(dir, basename)?, first))
+    }
+
+    fn dump_locked(&self, dir: &Path, basename: &str) -> Result<[(u64, u32); 2]> {
         // hnsw_rs panics rather than failing when it cannot create its files.
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let paths = snapshot_files(dir, basename);
@@ -227,6 +296,9 @@ impl Graph {
         }
     }
 }
+
+/// Length and CRC-32 of a snapshot's two files, as [`Graph::dump`] wrote them.
+pub type SnapshotChecks = [(u64, u32); 2];
 
 /// The two files of a snapshot.
 pub fn snapshot_files(dir: &Path, basename: &str) -> [PathBuf; 2] {
@@ -308,5 +380,36 @@ mod tests {
         let hits = g.search(&vecs[1], 10, 64, Some(&even));
         assert_eq!(hits.len(), 10);
         assert!(hits.iter().all(|h| h.row % 2 == 0));
+    }
+
+    #[test]
+    fn deferred_rows_are_found_exactly_then_indexed_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut vf = VectorFile::create(&dir.path().join("v"), 16, 1).unwrap();
+        let vecs: Vec<Vec<f32>> = (0..1200).map(|i| unit(7000 + i, 16)).collect();
+        let rows: Vec<(u64, &[f32])> = vecs.iter().enumerate().map(|(i, v)| (i as u64, v.as_slice())).collect();
+        vf.write_pending(&rows).unwrap();
+        vf.commit(1200);
+        let view = vf.view().unwrap();
+        let g = Graph::new(GraphParams::default(), 1200).unwrap();
+        g.insert_rows(&view, &(0..200).collect::<Vec<_>>());
+        g.defer_rows(&view, &(200..1000).collect::<Vec<_>>());
+        // New rows join the deferred ones while any remain: hnsw_rs holds a prefix.
+        g.insert_rows(&view, &(1000..1200).collect::<Vec<_>>());
+        assert_eq!((g.len(), g.deferred_len(), g.first_deferred()), (200, 1000, Some(200)));
+        for r in [3, 500, 1100] {
+            assert_eq!(g.search(&vecs[r], 1, 64, None)[0].row, r, "row {r} before indexing");
+        }
+        let (_, first) = g.dump_covering(dir.path(), "partial").unwrap();
+        assert_eq!(first, Some(200), "the dump covers the rows below the first deferred one");
+        assert_eq!(g.index_deferred(300), 700);
+        assert_eq!((g.len(), g.first_deferred()), (500, Some(500)));
+        while g.index_deferred(256) > 0 {}
+        assert_eq!((g.len(), g.deferred_len(), g.first_deferred()), (1200, 0, None));
+        for r in [3, 500, 1100] {
+            assert_eq!(g.search(&vecs[r], 1, 64, None)[0].row, r, "row {r} after indexing");
+        }
+        g.insert_rows(&view, &[]);
+        assert_eq!(g.deferred_len(), 0, "inserts go straight in once none are deferred");
     }
 }
