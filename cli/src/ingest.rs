@@ -27,6 +27,7 @@ pub(crate) fn ingest(db: PathBuf, input: String, embedder: Option<String>, batch
         Some(n) => progress::bytes(n),
         None => progress::spinner(),
     };
+    let started = std::time::Instant::now();
     let (mut committed, mut skipped, mut written) = (0usize, 0usize, 0usize);
     let mut pending: Vec<(usize, Document)> = Vec::with_capacity(batch);
     let flush = |pending: &mut Vec<(usize, Document)>, committed: &mut usize, written: &mut usize| -> Result<()> {
@@ -40,7 +41,7 @@ pub(crate) fn ingest(db: PathBuf, input: String, embedder: Option<String>, batch
         if json {
             out(json!({"committed": *committed, "last_id": docs.last().unwrap().id}));
         }
-        bar.set_message(format!("{committed} documents"));
+        bar.set_message(format!("{committed} documents, {:.1} documents/s", *committed as f64 / started.elapsed().as_secs_f64().max(1e-9)));
         pending.clear();
         Ok(())
     };

@@ -6,7 +6,7 @@ use super::*;
 /// A backbone model file and the SHA-256 it must have.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Backbone {
-    /// File name of the GGUF, looked up in the model directories (see [`super::model_path`]).
+    /// File name of the GGUF, looked up in the model directories (see [`crate::embed::model_path`]).
     pub file: String,
     /// SHA-256 of the file, hex.
     pub sha256: String,
