@@ -24,6 +24,7 @@
 #![warn(missing_docs)]
 
 pub mod db;
+pub mod durable;
 pub mod embed;
 pub mod error;
 pub mod eval;

@@ -120,7 +120,7 @@ fn run(cli: Cli) -> Result<()> {
                 Some(f) => {
                     duetdb::store::Layout::refuse_inside_database("--out", f)?;
                     let mut report = None;
-                    duetdb::store::replace_file(f, |tmp| {
+                    duetdb::durable::replace_file(f, |tmp| {
                         let fh = std::fs::File::create(tmp).map_err(|e| Error::io(tmp, e))?;
                         let mut w = std::io::BufWriter::new(fh);
                         report = Some(duetdb::db::dump_at(&db, &mut w)?);

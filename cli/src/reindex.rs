@@ -32,10 +32,7 @@ pub(crate) fn reindex_cmd(db: PathBuf, spec: Option<String>, batch: usize, threa
         return Ok(());
     }
     // Checked before the job is created: a refused value leaves no reindex target behind.
-    duetdb::limits::check("the reindex batch size", batch, 1, duetdb::limits::MAX_BATCH)?;
-    if let Some(t) = threads {
-        duetdb::limits::check("the reindex threads", t, 1, duetdb::limits::max_threads())?;
-    }
+    duetdb::db::ReindexJob::check_settings(batch, threads.unwrap_or_else(duetdb::db::default_reindex_threads))?;
     let mut job = match &spec {
         Some(spec) => db.reindex(duetdb::embed::from_spec(spec)?)?,
         None => db.rollback()?,

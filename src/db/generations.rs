@@ -79,6 +79,15 @@ pub fn default_reindex_threads() -> usize {
 }
 
 impl<'a> ReindexJob<'a> {
+    /// Checks a batch size and a thread count against [`crate::limits`]: what
+    /// [`ReindexJob::step`] checks, for a caller that wants to refuse them before
+    /// [`Db::reindex`] records a target.
+    pub fn check_settings(batch: usize, threads: usize) -> Result<()> {
+        crate::limits::check("the reindex batch size", batch, 1, crate::limits::MAX_BATCH)?;
+        crate::limits::check("the reindex threads", threads, 1, crate::limits::max_threads())?;
+        Ok(())
+    }
+
     /// Documents embedded per durable batch (default 64; 1 to
     /// [`crate::limits::MAX_BATCH`], checked when the job runs).
     pub fn batch_size(mut self, n: usize) -> Self {
@@ -132,8 +141,7 @@ impl<'a> ReindexJob<'a> {
         if self.noop {
             return Ok(ReindexStep::AlreadyActive);
         }
-        crate::limits::check("the reindex batch size", self.batch, 1, crate::limits::MAX_BATCH)?;
-        crate::limits::check("the reindex threads", self.threads, 1, crate::limits::max_threads())?;
+        Self::check_settings(self.batch, self.threads)?;
         let (start, total) = {
             let w = self.db.writer.lock().unwrap();
             if w.closed {
@@ -389,7 +397,7 @@ impl Db {
                 std::fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
             }
         }
-        crate::store::sync_dir(&dir)?;
+        crate::durable::sync_dir(&dir)?;
         Ok(gone)
     }
 

@@ -48,7 +48,7 @@ impl HashEmbedder {
         // Longer n-grams only add hashing work: no text feature is usefully longer.
         crate::limits::check("the hash embedder's word n-gram length", cfg.word_ngrams, 1, 8)?;
         crate::limits::check("the hash embedder's longest character n-gram", cfg.char_ngrams.1, 1, 16)?;
-        if cfg.dim == 0 || cfg.word_ngrams == 0 || cfg.char_ngrams.0 == 0 || cfg.char_ngrams.0 > cfg.char_ngrams.1 {
+        if cfg.char_ngrams.0 == 0 || cfg.char_ngrams.0 > cfg.char_ngrams.1 {
             return Err(Error::invalid(format!("hash embedder config out of range: {cfg:?}")));
         }
         Ok(Self { cfg })

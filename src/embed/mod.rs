@@ -52,7 +52,7 @@ pub trait Embedder: Send + Sync {
 }
 
 /// The spec of the embedder a new database gets when none is chosen: the trained
-/// PromptEmbedder shipped with the crate, SmolLM2-135M prompting Gemma3-270M (see the
+/// PromptEmbedder shipped with the crate, SmolLM2-135M prompting Gemma3-270M (see
 /// docs/evaluation.md for how it was trained and what it scores).
 pub const DEFAULT_SPEC: &str = "default";
 

@@ -10,7 +10,7 @@
 //! documents (words split on non-alphanumerics, ASCII-folded, lowercased, English stop
 //! words dropped, Snowball-stemmed) and each term becomes one BM25 clause.
 
-use crate::error::{Error, Result};
+use crate::error::{BoxError, Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -87,7 +87,7 @@ impl FullText {
             // tantivy asserts on some malformed files: a damaged index must end in an
             // error the engine can act on (rebuild), not in a panic.
             let opened = std::panic::catch_unwind(|| Index::open_in_dir(dir)).map_err(|_| err("tantivy panicked while opening it".into()))?;
-            let index = opened.map_err(|e| Error::corrupt_from(dir, "unreadable full-text index", e))?;
+            let index = opened.map_err(|e| unreadable(dir, e))?;
             if index.schema() != schema {
                 return Err(err("not a duetdb full-text index (different schema)".into()));
             }
@@ -103,19 +103,18 @@ impl FullText {
             Index::create_in_dir(dir, schema).map_err(|e| Error::index_from(format!("creating the full-text index in {}", dir.display()), e))?
         };
         index.tokenizers().register(ANALYZER, analyzer());
-        let meta = index.load_metas().map_err(|e| Error::corrupt_from(dir, "unreadable full-text index", e))?;
+        let meta = index.load_metas().map_err(|e| unreadable(dir, e))?;
         let coverage = match meta.payload.as_deref() {
             Some(p) => serde_json::from_str(p).map_err(|e| err(format!("commit payload {p:?} is not a coverage record: {e}")))?,
             None => Coverage::default(),
         };
-        let writer = index.writer_with_num_threads(1, WRITER_BYTES).map_err(|e| Error::corrupt_from(dir, "unreadable full-text index", e))?;
-        let reader =
-            index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(|e| Error::corrupt_from(dir, "unreadable full-text index", e))?;
+        let writer = index.writer_with_num_threads(1, WRITER_BYTES).map_err(|e| unreadable(dir, e))?;
+        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(|e| unreadable(dir, e))?;
         // Touch every segment once, so that damage shows now rather than in a query.
         let searcher = reader.searcher();
         for seg in searcher.segment_readers() {
-            seg.fast_fields().u64("row").map_err(|e| Error::corrupt_from(dir, "unreadable full-text index", e))?;
-            seg.inverted_index(text).map_err(|e| Error::corrupt_from(dir, "unreadable full-text index", e))?;
+            seg.fast_fields().u64("row").map_err(|e| unreadable(dir, e))?;
+            seg.inverted_index(text).map_err(|e| unreadable(dir, e))?;
         }
         Ok((Self { dir: dir.to_path_buf(), index, reader, writer: Mutex::new(writer), row, text }, coverage))
     }
@@ -213,6 +212,11 @@ impl FullText {
     pub fn num_docs(&self) -> u64 {
         self.reader.searcher().num_docs()
     }
+}
+
+/// A full-text index that tantivy cannot read: derived state, rebuilt by the caller.
+fn unreadable(dir: &Path, e: impl Into<BoxError>) -> Error {
+    Error::corrupt_from(dir, "unreadable full-text index", e)
 }
 
 #[cfg(test)]

@@ -237,7 +237,7 @@ impl Graph {
 
     /// Dumps the whole graph under `dir` as `basename.hnsw.{graph,data}`, fsyncs both
     /// files, and returns their length and CRC-32 (checked again on load).
-    pub fn dump(&self, dir: &Path, basename: &str) -> Result<[(u64, u32); 2]> {
+    pub fn dump(&self, dir: &Path, basename: &str) -> Result<SnapshotChecks> {
         Ok(self.dump_covering(dir, basename)?.0)
     }
 
@@ -249,7 +249,7 @@ impl Graph {
         Ok((self.dump_locked(dir, basename)?, first))
     }
 
-    fn dump_locked(&self, dir: &Path, basename: &str) -> Result<[(u64, u32); 2]> {
+    fn dump_locked(&self, dir: &Path, basename: &str) -> Result<SnapshotChecks> {
         // hnsw_rs panics rather than failing when it cannot create its files.
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let paths = snapshot_files(dir, basename);
@@ -266,7 +266,7 @@ impl Graph {
             f.sync_all().map_err(|e| Error::io(p, e))?;
             *o = file_check(p)?;
         }
-        crate::store::sync_dir(dir)?;
+        crate::durable::sync_dir(dir)?;
         Ok(out)
     }
 
@@ -274,7 +274,7 @@ impl Graph {
     ///
     /// hnsw_rs asserts (panics) on malformed input; a panic becomes an error, so a
     /// damaged snapshot only costs a rebuild.
-    pub fn load(dir: &Path, basename: &str, expect: &[(u64, u32); 2], params: GraphParams) -> Result<Self> {
+    pub fn load(dir: &Path, basename: &str, expect: &SnapshotChecks, params: GraphParams) -> Result<Self> {
         for (p, want) in snapshot_files(dir, basename).iter().zip(expect) {
             let got = file_check(p)?;
             if got != *want {

@@ -1,7 +1,7 @@
 //! Where the files of a database live, how a new one is created atomically, and the
 //! process lock.
 
-use super::sync_dir;
+use crate::durable::sync_dir;
 use crate::error::{Error, Result};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;

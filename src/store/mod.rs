@@ -16,13 +16,11 @@
 //! This layer knows vectors of a fixed dimension and a fingerprint string; it knows
 //! nothing of models.
 
-mod atomic;
 mod catalog;
 mod layout;
 mod record;
 mod vectors;
 
-pub use atomic::{replace_file, sync_dir, temp_path, write_atomic};
 pub use catalog::{id_entry_digest, Catalog, CatalogBatch, DocRecord, GenerationRecord, GraphSnapshot, Manifest, FORMAT_VERSION};
 pub use layout::{DirLock, Layout};
 pub use record::{CommitState, RecordFile, RecordRead};

@@ -125,7 +125,7 @@ impl RecordFile {
             rec.file.set_len(both.len() as u64).map_err(|e| Error::io(path, e))?;
             rec.file.write_all_at(&both, 0).and_then(|_| rec.file.sync_all()).map_err(|e| Error::io(path, e))?;
             if let Some(dir) = path.parent() {
-                super::sync_dir(dir)?;
+                crate::durable::sync_dir(dir)?;
             }
         }
         Ok(rec)

@@ -19,7 +19,7 @@
 //! durable. Rows past the committed count are the remains of an interrupted write:
 //! they are cut off on open and overwritten by the next append.
 
-use super::sync_dir;
+use crate::durable::sync_dir;
 use crate::error::{Error, Result};
 use memmap2::Mmap;
 use std::fs::{File, OpenOptions};

@@ -43,12 +43,12 @@ pub use report::{LogLine, Summary};
 use run_dir::*;
 pub use trainer::Trainer;
 
+use crate::durable::{replace_file, write_atomic};
 use crate::embed::decoder::lora::{LoraConfig, Target};
 use crate::embed::decoder::Kernels;
 use crate::embed::prompt::{AlignInit, AlignSource, Backbone, Placement, Pooling, PromptConfig, PromptEmbedder};
 use crate::embed::Kind;
 use crate::error::{Error, Result};
-use crate::store::{replace_file, write_atomic};
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var};
 use data::{Fields, NegativeMiner, Pair, Schedule};

@@ -194,7 +194,7 @@ impl PromptEmbedder {
     /// one, never a torn file.
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let put = |name: &str, write: &dyn Fn(&Path) -> Result<()>| crate::store::replace_file(&dir.join(name), write);
+        let put = |name: &str, write: &dyn Fn(&Path) -> Result<()>| crate::durable::replace_file(&dir.join(name), write);
         let t: HashMap<String, Tensor> =
             [("weight".to_string(), self.align_w.as_tensor().clone()), ("bias".to_string(), self.align_b.as_tensor().clone())].into();
         put("alignment.safetensors", &|f| Ok(candle_core::safetensors::save(&t, f)?))?;

@@ -1,5 +1,7 @@
-//! Whole-file replacement that survives a crash: the one way duetdb writes a small file
-//! that must never be seen torn (checkpoints, training state, dumps).
+//! Durable file writes, shared by every layer like `error.rs`: whole-file replacement
+//! that survives a crash (checkpoints, training state, dumps) and the directory fsync
+//! that makes a rename or a new file durable. It knows no database, so `embed/` and
+//! `train/` use it without an arrow into `store/`.
 //!
 //! The new contents go to a temporary file beside the target, which is fsynced, renamed
 //! over the target, and then the directory is fsynced so the rename itself is durable. A
@@ -23,7 +25,7 @@ pub fn temp_path(path: &Path) -> PathBuf {
 /// ```
 /// let dir = tempfile::tempdir().unwrap();
 /// let p = dir.path().join("state.json");
-/// duetdb::store::replace_file(&p, |tmp| std::fs::write(tmp, b"{}").map_err(|e| duetdb::Error::io(tmp, e)))?;
+/// duetdb::durable::replace_file(&p, |tmp| std::fs::write(tmp, b"{}").map_err(|e| duetdb::Error::io(tmp, e)))?;
 /// assert_eq!(std::fs::read(&p).unwrap(), b"{}");
 /// # Ok::<(), duetdb::Error>(())
 /// ```
