@@ -183,6 +183,41 @@ pub(crate) enum Cmd {
         /// Destination directory (must not exist).
         dest: PathBuf,
     },
+    /// Write every live document with its vector to a Parquet file (id, text, metadata as JSON, vector), for other engines.
+    Export {
+        /// Database directory.
+        db: PathBuf,
+        /// The Parquet file to write (replaced atomically).
+        #[arg(long)]
+        out: PathBuf,
+        /// A kept generation's vectors instead of the active one's.
+        #[arg(long)]
+        generation: Option<u64>,
+        /// Write vectors as a variable-length list instead of a fixed-size list, for engines that need it.
+        #[arg(long)]
+        list_vectors: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ingest a Parquet file written by `export` (or any file with id, text, metadata and vector columns).
+    Import {
+        /// Database directory (created with the file's embedder if it does not exist).
+        db: PathBuf,
+        /// The Parquet file.
+        file: PathBuf,
+        /// Embed the texts again with the database's embedder instead of taking the file's vectors.
+        #[arg(long)]
+        reembed: bool,
+        /// Embedder for a new database (a spec, as for `embed`); default: the one the file names.
+        #[arg(long)]
+        embedder: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve the database over HTTP: OpenAI- and TEI-shaped embeddings, query, ingest, delete.
+    Serve(ServeArgs),
     /// Figures about a database.
     Stats {
         /// Database directory.
@@ -374,4 +409,38 @@ pub(crate) struct TrainArgs {
     /// Print one JSON line per evaluation point and a final summary.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+/// `duetdb serve`: one process owns the database and answers HTTP.
+#[derive(clap::Args, Clone)]
+pub(crate) struct ServeArgs {
+    /// Database directory (created with the default embedder, or --embedder, if it does not exist).
+    pub(crate) db: PathBuf,
+    /// Address to listen on; port 0 picks a free one (printed on the first line of stdout).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub(crate) addr: String,
+    /// Require `Authorization: Bearer KEY` on every route but /health (default: no key). Also read from DUETDB_API_KEY.
+    #[arg(long, env = "DUETDB_API_KEY", hide_env_values = true)]
+    pub(crate) api_key: Option<String>,
+    /// Embedder for a new database (a spec, as for `embed`); an existing database keeps its own.
+    #[arg(long)]
+    pub(crate) embedder: Option<String>,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = 2 * 1024 * 1024)]
+    pub(crate) max_body_bytes: usize,
+    /// Most texts in one embeddings request (as text-embeddings-inference's default).
+    #[arg(long, default_value_t = 32)]
+    pub(crate) max_inputs: usize,
+    /// Most documents in one ingest request.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) max_documents: usize,
+    /// Longest text to embed, in bytes (documents also obey the database's own limit).
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub(crate) max_text_bytes: usize,
+    /// Texts the shared embedding queue puts in one batch at most.
+    #[arg(long, default_value_t = 256)]
+    pub(crate) batch_texts: usize,
+    /// Bytes of text the shared embedding queue puts in one batch at most (its token budget).
+    #[arg(long, default_value_t = 256 * 1024)]
+    pub(crate) batch_bytes: usize,
 }

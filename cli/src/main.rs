@@ -1,13 +1,15 @@
 //! The `duetdb` command-line tool: ingest, query, get, delete, stats, eval, train,
-//! transfer, reindex and maintenance of a local database. Every command prints JSON with
+//! transfer, reindex, export/import, serve and maintenance of a local database. Every command prints JSON with
 //! `--json`; errors are one line on stderr and a non-zero exit status.
 
 mod args;
 mod eval;
 mod ingest;
+mod parquet_io;
 mod progress;
 mod reindex;
 mod search;
+mod serve;
 mod train;
 
 use args::{Cli, Cmd};
@@ -142,6 +144,9 @@ fn run(cli: Cli) -> Result<()> {
             out(format!("backed up {} documents to {}", src.len(), dest.display()));
             src.close()
         }
+        Cmd::Export { db, out: file, generation, list_vectors, json } => parquet_io::export_cmd(db, file, generation, list_vectors, json),
+        Cmd::Import { db, file, reembed, embedder, json } => parquet_io::import_cmd(parquet_io::ImportArgs { db, file, embedder, reembed, json }),
+        Cmd::Serve(args) => serve::serve_cmd(args),
         Cmd::Stats { db, json } => {
             let db = open_existing(&db)?;
             let st = db.stats()?;

@@ -35,32 +35,71 @@ impl Db {
     /// unchanged is skipped without re-embedding. Within a batch, the last document
     /// with a given id wins. An invalid document fails the whole batch and names itself.
     pub fn ingest_batch(&self, docs: &[Document]) -> Result<IngestReport> {
+        self.commit_documents(docs, None)
+    }
+
+    /// Ingests one batch with vectors computed elsewhere, atomically like
+    /// [`Db::ingest_batch`]: `vectors[i]` belongs to `docs[i]`. `fingerprint` names the
+    /// embedder that computed them ([`Embedder::fingerprint`](crate::Embedder::fingerprint)),
+    /// and it must be the active generation's: vectors of two embedders are never mixed.
+    /// The vectors are stored bit for bit, so they must already be unit length (within
+    /// 1e-3), as every embedder's are. This is how `duetdb import` restores an export
+    /// and how `duetdb serve` commits what its shared batches embedded.
+    ///
+    /// ```
+    /// use duetdb::{Db, Document, Kind};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let db = Db::options().embedder_spec("hash:64").open(dir.path().join("db")).unwrap();
+    /// let e = db.embedder().unwrap();
+    /// let v = e.embed(&["alpha beta"], Kind::Passage).unwrap();
+    /// db.ingest_embedded(&[Document::new("a", "alpha beta")], &v, &e.fingerprint()).unwrap();
+    /// assert_eq!(db.vector("a").unwrap().unwrap(), v[0]);
+    /// ```
+    pub fn ingest_embedded(&self, docs: &[Document], vectors: &[Vec<f32>], fingerprint: &str) -> Result<IngestReport> {
+        if vectors.len() != docs.len() {
+            return Err(Error::invalid(format!("{} vectors for {} documents", vectors.len(), docs.len())));
+        }
+        self.commit_documents(docs, Some((vectors, fingerprint)))
+    }
+
+    fn commit_documents(&self, docs: &[Document], given: Option<(&[Vec<f32>], &str)>) -> Result<IngestReport> {
         crate::limits::check("the documents in one batch", docs.len(), 0, crate::limits::MAX_BATCH)?;
         for d in docs {
             d.validate(self.max_text_bytes)?;
         }
         let last: HashMap<&str, usize> = docs.iter().enumerate().map(|(i, d)| (d.id.as_str(), i)).collect();
-        let docs: Vec<&Document> = docs.iter().enumerate().filter(|(i, d)| last[d.id.as_str()] == *i).map(|(_, d)| d).collect();
+        let docs: Vec<(usize, &Document)> = docs.iter().enumerate().filter(|(i, d)| last[d.id.as_str()] == *i).collect();
 
         let mut w = self.writer.lock().unwrap();
         if w.closed {
             return Err(Error::Closed);
         }
+        if let Some((_, fp)) = given {
+            if fp != w.manifest.embedder_fingerprint {
+                return Err(Error::invalid(format!(
+                    "the vectors come from embedder {fp}, but this database's active generation uses {}: import them with re-embedding instead",
+                    w.manifest.embedder_fingerprint
+                )));
+            }
+        }
         let mut todo = Vec::new();
         let mut report = IngestReport::default();
-        for d in docs {
+        for (i, d) in docs {
             let hash = d.content_hash();
             let old = self.catalog.doc_by_id(&d.id)?;
             match old {
                 Some((_, rec)) if rec.hash == hash => report.unchanged += 1,
-                old => todo.push((d, hash, old.map(|(iid, rec)| (iid, rec.row)))),
+                old => todo.push((d, hash, old.map(|(iid, rec)| (iid, rec.row)), i)),
             }
         }
         if todo.is_empty() {
             return Ok(report);
         }
         let texts: Vec<&str> = todo.iter().map(|(d, ..)| d.text.as_str()).collect();
-        let vecs = checked_vectors(self.embedder()?.embed(&texts, Kind::Passage)?, texts.len(), w.manifest.dim)?;
+        let vecs = match given {
+            None => checked_vectors(self.embedder()?.embed(&texts, Kind::Passage)?, texts.len(), w.manifest.dim)?,
+            Some((vectors, _)) => todo.iter().map(|(d, _, _, i)| given_vector(&d.id, &vectors[*i], w.manifest.dim)).collect::<Result<_>>()?,
+        };
         // A reindex that has caught up gets the batch too, so its switch never lags.
         let both = match (&w.target_embedder, &w.manifest.reindex) {
             (Some(e), Some(t)) if t.rows == w.manifest.rows => Some(checked_vectors(e.embed(&texts, Kind::Passage)?, texts.len(), t.dim)?),
@@ -79,7 +118,7 @@ impl Db {
         let mut batch = CatalogBatch::default();
         let mut replaced_rows = Vec::new();
         let mut new_docs = 0;
-        for (i, (d, hash, old)) in todo.iter().enumerate() {
+        for (i, (d, hash, old, _)) in todo.iter().enumerate() {
             let rec = DocRecord { id: d.id.clone(), text: d.text.clone(), metadata: d.metadata.clone(), hash: hash.clone(), row: first_row + i as u64 };
             batch.put.push((first_iid + i as u64, rec));
             match old {
@@ -155,6 +194,21 @@ impl Db {
         self.maintain(&mut w)?;
         Ok(batch.deleted.len())
     }
+}
+
+/// Checks a vector computed elsewhere (dimension, finite, unit length) and copies it.
+fn given_vector(id: &str, v: &[f32], dim: usize) -> Result<Vec<f32>> {
+    if v.len() != dim {
+        return Err(Error::invalid(format!("the vector of document `{id}` has {} components, the database's embedder {dim}", v.len())));
+    }
+    if v.iter().any(|x| !x.is_finite()) {
+        return Err(Error::invalid(format!("the vector of document `{id}` has a non-finite component")));
+    }
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if (norm - 1.0).abs() > 1e-3 {
+        return Err(Error::invalid(format!("the vector of document `{id}` has length {norm}, not 1: embedders return unit vectors")));
+    }
+    Ok(v.to_vec())
 }
 
 /// Checks an embedder's output (count, dimension, finite values) and L2-normalises it.
