@@ -6,7 +6,11 @@
 use duetdb::{Db, Embedder, Error, Kind, Result};
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
+
+/// The longest a batch waits for more requests after its first.
+const MAX_WINDOW: Duration = Duration::from_millis(5);
 
 /// One request's texts and where its vectors go.
 struct Job {
@@ -56,6 +60,7 @@ impl Batcher {
 fn run(db: &Db, rx: &mpsc::Receiver<Job>, budget: Budget) {
     // A job that did not fit the last batch starts the next one.
     let mut carry: Option<Job> = None;
+    let mut window = Duration::ZERO;
     loop {
         let first = match carry.take() {
             Some(j) => j,
@@ -66,9 +71,13 @@ fn run(db: &Db, rx: &mpsc::Receiver<Job>, budget: Budget) {
         };
         let (mut texts, mut bytes) = (first.texts.len(), size(&first));
         let mut jobs = vec![first];
-        // Take what is already waiting, up to the budget: no timer, so a lone request
-        // never waits for company, and a busy queue fills its batches by itself.
-        while let Ok(j) = rx.try_recv() {
+        // Take what is waiting or arrives within a short window, up to the budget. The
+        // window is a hundredth of the last batch's time (at most 5 ms): clients that
+        // send together are embedded together (a lone first request would otherwise
+        // make a batch of its own and stagger the rest), and a fast embedder, whose
+        // batches take microseconds, adds no latency.
+        let deadline = Instant::now() + window;
+        while let Ok(j) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             if texts + j.texts.len() > budget.texts || bytes + size(&j) > budget.bytes {
                 carry = Some(j);
                 break;
@@ -77,12 +86,14 @@ fn run(db: &Db, rx: &mpsc::Receiver<Job>, budget: Budget) {
             bytes += size(&j);
             jobs.push(j);
         }
+        let started = Instant::now();
         for kind in [Kind::Query, Kind::Passage] {
             let group: Vec<Job> = jobs.iter_mut().filter(|j| j.kind == kind).map(|j| std::mem::replace(j, Job::empty())).collect();
             if !group.is_empty() {
                 embed_group(db, group, kind);
             }
         }
+        window = (started.elapsed() / 100).min(MAX_WINDOW);
     }
 }
 

@@ -3,11 +3,12 @@
 //! engines can embed their queries in the same space as duetdb's documents.
 //!
 //! `api.rs` holds errors, limits and the API key, `routes.rs` the routes, `batcher.rs`
-//! the shared embedding queue. On SIGTERM or Ctrl-C the server stops accepting, answers
+//! the shared embedding queue, `committer.rs` group commit of ingests. On SIGTERM or Ctrl-C the server stops accepting, answers
 //! the requests in flight, then closes the database.
 
 mod api;
 mod batcher;
+mod committer;
 mod routes;
 
 use crate::args::ServeArgs;
@@ -16,6 +17,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use batcher::{Batcher, Budget};
+use committer::Committer;
 use duetdb::{Db, Error, Result};
 use std::sync::Arc;
 
@@ -23,6 +25,7 @@ use std::sync::Arc;
 pub(crate) struct AppState {
     pub(crate) db: Arc<Db>,
     pub(crate) batcher: Batcher,
+    pub(crate) committer: Committer,
     pub(crate) limits: Limits,
 }
 
@@ -83,7 +86,8 @@ pub(crate) fn serve_cmd(a: ServeArgs) -> Result<()> {
     db.embedder()?;
     let (batcher, worker) = Batcher::start(db.clone(), Budget { texts: a.batch_texts, bytes: a.batch_bytes });
     let limits = Limits { max_inputs: a.max_inputs, max_documents: a.max_documents, max_text_bytes: a.max_text_bytes, max_body_bytes: a.max_body_bytes };
-    let state = Arc::new(AppState { db: db.clone(), batcher, limits });
+    let (committer, commit_worker) = Committer::start(db.clone());
+    let state = Arc::new(AppState { db: db.clone(), batcher, committer, limits });
     let router = app(state, a.api_key.clone(), a.max_body_bytes);
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| Error::io("<tokio runtime>", e))?;
@@ -97,6 +101,7 @@ pub(crate) fn serve_cmd(a: ServeArgs) -> Result<()> {
     drop(rt);
     // Every handler has finished: the router held the last handles to the queue.
     let _ = worker.join();
+    let _ = commit_worker.join();
     match Arc::try_unwrap(db) {
         Ok(db) => db.close()?,
         Err(db) => db.flush()?,

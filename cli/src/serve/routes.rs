@@ -213,11 +213,8 @@ pub(crate) async fn ingest(State(s): State<Arc<AppState>>, Body(body): Body) -> 
     // Embedded in the shared queue with every other client's texts, then committed.
     let texts: Vec<String> = docs.iter().map(|d| d.text.clone()).collect();
     let embedded = s.batcher.embed(texts, Kind::Passage).await?;
-    let db = s.db.clone();
     let n = docs.len();
-    let report = tokio::task::spawn_blocking(move || db.ingest_embedded(&docs, &embedded.vectors, &embedded.fingerprint))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("ingest task failed: {e}")))??;
+    let report = s.committer.commit(docs, embedded.vectors, embedded.fingerprint).await?;
     Ok(Json(json!({"committed": n, "written": report.written, "unchanged": report.unchanged})).into_response())
 }
 
