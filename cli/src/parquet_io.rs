@@ -103,8 +103,8 @@ impl Columns {
 /// `duetdb export DB --out FILE.parquet [--generation G] [--list-vectors]`.
 pub(crate) fn export_cmd(db: PathBuf, file: PathBuf, generation: Option<u64>, list_vectors: bool, json: bool) -> Result<()> {
     duetdb::store::Layout::refuse_inside_database("--out", &file)?;
-    let db = crate::open_existing(&db)?;
-    let export = db.export(generation)?;
+    // Only the catalog and one vector file: no graph, no full-text index, flat memory.
+    let export = duetdb::db::ExportAt::open(&db, generation)?;
     let info = export.info().clone();
     let schema = schema(info.dim, list_vectors)?;
     let mut kv = vec![
@@ -126,15 +126,15 @@ pub(crate) fn export_cmd(db: PathBuf, file: PathBuf, generation: Option<u64>, li
         let fh = std::fs::File::create(tmp).map_err(|e| Error::io(tmp, e))?;
         let mut w = ArrowWriter::try_new(fh, schema.clone(), Some(props)).map_err(|e| parquet_err(tmp, e))?;
         let mut cols = Columns::new(info.dim, list_vectors);
-        for item in export {
-            let (d, v) = item?;
-            cols.push(&d, &v);
+        export.for_each(&mut |d, v| {
+            cols.push(&d, v);
             written += 1;
             if cols.rows == ROWS_PER_GROUP {
                 w.write(&cols.finish(&schema)?).map_err(|e| parquet_err(tmp, e))?;
                 bar.set_position(written);
             }
-        }
+            Ok(())
+        })?;
         if cols.rows > 0 {
             w.write(&cols.finish(&schema)?).map_err(|e| parquet_err(tmp, e))?;
         }
@@ -148,7 +148,7 @@ pub(crate) fn export_cmd(db: PathBuf, file: PathBuf, generation: Option<u64>, li
     } else {
         out(format!("exported {written} documents of generation {} ({}, {} dimensions) to {}", info.generation, info.fingerprint, info.dim, file.display()));
     }
-    db.close()
+    Ok(())
 }
 
 /// What a file's key-value metadata says about its vectors.

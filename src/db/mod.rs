@@ -36,7 +36,7 @@ mod query;
 mod snapshot;
 
 pub use document::{Document, Hit, IngestReport, Stats};
-pub use export::{Export, ExportInfo};
+pub use export::{Export, ExportAt, ExportInfo};
 pub use generations::{default_reindex_threads, GenerationStatus, ReindexJob, ReindexProgress, ReindexStep};
 pub use integrity::{check_at, dump_at, CheckReport, DumpReport, Problem};
 pub use json_input::{JsonFields, MetadataFields};

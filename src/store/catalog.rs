@@ -180,8 +180,22 @@ impl Catalog {
     ///
     /// sled can panic on damaged files; that is turned into a `Corrupt` error.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with_cache(path, None)
+    }
+
+    /// [`Catalog::open`] with sled's cache capped at `cache_bytes` (sled's default is
+    /// 1 GiB): a scan that reads every document once (an export) gains nothing from a
+    /// cache and keeps its memory flat with a small one.
+    pub fn open_with_cache(path: &Path, cache_bytes: Option<u64>) -> Result<Self> {
         let p = path.to_path_buf();
-        let open = || std::panic::catch_unwind(|| sled::Config::new().path(&p).mode(sled::Mode::HighThroughput).open());
+        let config = || {
+            let c = sled::Config::new().path(&p).mode(sled::Mode::HighThroughput);
+            match cache_bytes {
+                Some(n) => c.cache_capacity(n),
+                None => c,
+            }
+        };
+        let open = || std::panic::catch_unwind(|| config().open());
         // Callers hold the directory lock, so sled's own file lock can only be held by a
         // handle of ours that is still shutting down (its flusher thread): wait for it.
         let mut opened = open();

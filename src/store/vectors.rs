@@ -153,6 +153,20 @@ impl VectorFile {
         self.crc = self.pending_crc.take().unwrap_or(self.crc);
     }
 
+    /// The vector of one committed row, read with `pread` into `out` (no map: a scan
+    /// of a whole file this way leaves nothing of it resident in the process).
+    pub fn read_vector(&self, row: u64, out: &mut Vec<f32>) -> Result<()> {
+        if row >= self.rows {
+            return Err(Error::invalid(format!("row {row} is past the {} committed rows of {}", self.rows, self.path.display())));
+        }
+        let mut buf = vec![0u8; 4 * self.dim];
+        let off = VECTOR_HEADER_BYTES as u64 + row * row_bytes(self.dim) as u64 + PREFIX as u64;
+        self.file.read_exact_at(&mut buf, off).map_err(|e| Error::io(&self.path, e))?;
+        out.clear();
+        out.extend(buf.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))));
+        Ok(())
+    }
+
     /// Maps the committed rows for reading.
     pub fn view(&self) -> Result<VectorView> {
         if self.rows == 0 {

@@ -62,13 +62,7 @@ fn run(db: &Db, rx: &mpsc::Receiver<Job>, budget: Budget) {
     let mut carry: Option<Job> = None;
     let mut window = Duration::ZERO;
     loop {
-        let first = match carry.take() {
-            Some(j) => j,
-            None => match rx.recv() {
-                Ok(j) => j,
-                Err(_) => return,
-            },
-        };
+        let Some(first) = super::next_job(&mut carry, rx) else { return };
         let (mut texts, mut bytes) = (first.texts.len(), size(&first));
         let mut jobs = vec![first];
         // Take what is waiting or arrives within a short window, up to the budget. The

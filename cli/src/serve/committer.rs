@@ -47,13 +47,7 @@ impl Committer {
 fn run(db: &Db, rx: &mpsc::Receiver<Job>) {
     let mut carry: Option<Job> = None;
     loop {
-        let first = match carry.take() {
-            Some(j) => j,
-            None => match rx.recv() {
-                Ok(j) => j,
-                Err(_) => return,
-            },
-        };
+        let Some(first) = super::next_job(&mut carry, rx) else { return };
         let mut docs = first.docs.len();
         let mut group = vec![first];
         while let Ok(j) = rx.try_recv() {

@@ -46,6 +46,13 @@ fn app(state: Arc<AppState>, key: Option<String>, max_body: usize) -> Router {
         .with_state(state)
 }
 
+/// The job a worker thread (embedding or commit) starts its next round with: the one
+/// that did not fit the last round, or the next to arrive; `None` once every handle to
+/// the queue is gone.
+fn next_job<T>(carry: &mut Option<T>, rx: &std::sync::mpsc::Receiver<T>) -> Option<T> {
+    carry.take().or_else(|| rx.recv().ok())
+}
+
 /// Resolves on SIGTERM or Ctrl-C.
 async fn shutdown_signal() {
     let ctrl_c = async {
