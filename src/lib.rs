@@ -34,6 +34,6 @@ pub mod store;
 #[cfg(feature = "train")]
 pub mod train;
 
-pub use db::{Db, DbOptions, Document, Fusion, Hit, IngestReport, Mode, Query, ReindexJob, Stats};
+pub use db::{Db, DbOptions, Document, Filter, Fusion, Hit, IngestReport, Mode, Query, ReindexJob, Stats};
 pub use embed::{Embedder, Kind};
 pub use error::{Error, Result};

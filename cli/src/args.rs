@@ -49,6 +49,10 @@ pub(crate) enum Cmd {
         /// Metadata equality filter KEY=VALUE (VALUE is parsed as JSON if it can be, else taken as a string); repeatable.
         #[arg(long = "filter", value_name = "KEY=VALUE")]
         filters: Vec<String>,
+        /// Metadata filter expression: comparisons (= != < <= > >=), `KEY in (A, B)`, `exists(KEY)`, and/or/not, parentheses;
+        /// e.g. `year >= 2020 and section in (net, utils)`. Values are JSON (numbers, "strings", true, false, null) or bare words.
+        #[arg(long = "where", value_name = "EXPR")]
+        where_expr: Option<String>,
         #[command(flatten)]
         rank: RankArgs,
         /// Print `{"hits": [...]}`.

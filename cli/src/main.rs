@@ -36,7 +36,9 @@ pub(crate) fn open_existing(db: &Path) -> Result<Db> {
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Ingest { db, input, embedder, batch, json, skip_bad, fields } => ingest::ingest(db, input, embedder, batch, json, skip_bad, fields.json_fields()),
-        Cmd::Query { db, text, k, ef, filters, rank, json } => {
+        Cmd::Query { db, text, k, ef, filters, where_expr, rank, json } => {
+            // A bad expression is reported before the database is opened.
+            let expr = where_expr.as_deref().map(duetdb::Filter::parse).transpose()?;
             let db = open_existing(&db)?;
             let mut q = rank.apply(db.query(&text).limit(k));
             if let Some(ef) = ef {
@@ -45,6 +47,9 @@ fn run(cli: Cli) -> Result<()> {
             for f in &filters {
                 let (k, v) = search::parse_filter(f)?;
                 q = q.filter(k, v);
+            }
+            if let Some(f) = expr {
+                q = q.matching(f);
             }
             let hits = q.run()?;
             if json {

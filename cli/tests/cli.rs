@@ -54,6 +54,15 @@ fn ingest_query_get_delete_stats() {
         assert_eq!(hits.as_array().unwrap().len(), 3, "--ef {ef}");
     }
 
+    // --where: an expression over the metadata (the sample's `source` and `summary`).
+    let o = duetdb(&["query", db, "music player", "-k", "20", "--where", "source in (mpc, mpqc) and not source = mpqc", "--json"], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let hits = json_lines(&o)[0]["hits"].as_array().unwrap().clone();
+    assert!(!hits.is_empty() && hits.iter().all(|h| h["metadata"]["source"] == "mpc"), "{hits:?}");
+    let o = duetdb(&["query", db, "music player", "--where", "source in (mpc", "--json"], None);
+    assert!(!o.status.success());
+    assert!(stderr(&o).trim_end().lines().count() == 1 && stderr(&o).contains("position 15"), "{}", stderr(&o));
+
     let o = duetdb(&["get", db, "mpc", "--json"], None);
     assert_eq!(json_lines(&o)[0]["id"], "mpc");
     let o = duetdb(&["delete", db, "mpc", "nonexistent", "--json"], None);

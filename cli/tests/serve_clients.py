@@ -180,6 +180,7 @@ def check_limits():
             expect_error(http("POST", u + "/query", {"text": "regex", "k": 10**9}), 400, "k (hits per query)")
             expect_error(http("POST", u + "/query", {"text": "regex", "mode": "psychic"}), 400, "psychic")
             expect_error(http("POST", u + "/query", {"text": "regex", "colour": 1}), 400, "colour")
+            expect_error(http("POST", u + "/query", {"text": "regex", "where": "year >= "}), 400, "position 9")
             expect_error(http("POST", u + "/ingest", [{"id": f"d{i}", "text": "t"} for i in range(6)]), 413, "limit of 5")
             expect_error(http("POST", u + "/ingest", [{"id": "a", "text": ""}]), 400, "empty text")
             expect_error(http("POST", u + "/ingest", raw=b'{"id": "a", "text": "ok"}\n{"id": 5}\n'), 400, "line 2")
@@ -214,6 +215,8 @@ def check_crud():
             assert r["hits"][0]["id"] == "new-2", r
             code, r = http("POST", u + "/query", {"text": "charts", "k": 5, "mode": "text", "filters": {"lang": "en"}})
             assert [h["id"] for h in r["hits"]] == ["new-1"], r
+            code, r = http("POST", u + "/query", {"text": "a tool", "k": 50, "where": "lang in (en, fr) or not exists(lang) and id = none"})
+            assert code == 200 and [h["id"] for h in r["hits"]] == ["new-1"], r
             assert http("DELETE", u + "/documents/new-2") == (200, {"deleted": 1})
             code, r = http("POST", u + "/query", {"text": "a daemon that rotates log files every night", "k": 20})
             assert "new-2" not in [h["id"] for h in r["hits"]], r

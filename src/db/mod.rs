@@ -22,11 +22,13 @@
 //! gc), `fulltext.rs` the BM25 index as derived state (catch-up, rebuild), `query.rs`
 //! the query builder (vector, text, hybrid), `integrity/` the commit record check on
 //! open, `check`, `dump` and `backup`, `gen_embedder.rs` a generation's lazily loaded
-//! embedder, `export.rs` every live document with its vector, `document.rs` the types users hold. ARCHITECTURE.md draws the whole map.
+//! embedder, `export.rs` every live document with its vector, `filter.rs` and `filter_parse.rs` metadata filters, `document.rs` the types users hold. ARCHITECTURE.md draws the whole map.
 
 mod commit;
 mod document;
 mod export;
+mod filter;
+mod filter_parse;
 mod fulltext;
 mod gen_embedder;
 mod generations;
@@ -37,6 +39,7 @@ mod snapshot;
 
 pub use document::{Document, Hit, IngestReport, Stats};
 pub use export::{Export, ExportAt, ExportInfo};
+pub use filter::Filter;
 pub use generations::{default_reindex_threads, GenerationStatus, ReindexJob, ReindexProgress, ReindexStep};
 pub use integrity::{check_at, dump_at, CheckReport, DumpReport, Problem};
 pub use json_input::{JsonFields, MetadataFields};

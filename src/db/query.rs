@@ -1,6 +1,6 @@
 //! The query builder: vector, text (BM25) and hybrid (fused) ranking.
 
-use super::{Db, Hit};
+use super::{Db, Filter, Hit};
 use crate::embed::{normalize, Kind};
 use crate::error::{Error, Result};
 use crate::index::dot;
@@ -140,7 +140,7 @@ pub struct Query<'a> {
     vector: Option<Vec<f32>>,
     limit: usize,
     ef: Option<usize>,
-    filters: Vec<(String, serde_json::Value)>,
+    filters: Vec<Filter>,
     mode: Mode,
     fusion: Fusion,
     candidates: usize,
@@ -184,10 +184,32 @@ impl<'a> Query<'a> {
         self
     }
 
-    /// Only documents whose metadata has `key` equal to `value` (JSON equality; several
+    /// Only documents whose metadata has `key` equal to `value` ([`Filter::eq`]; several
     /// filters must all hold).
     pub fn filter(mut self, key: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
-        self.filters.push((key.into(), value.into()));
+        self.filters.push(Filter::eq(key, value));
+        self
+    }
+
+    /// Only documents whose metadata satisfies `filter` (ranges, `in`, `exists`, `and`,
+    /// `or`, `not`: see [`Filter`]); with [`Query::filter`], all must hold. The graph
+    /// walk skips what does not match, and a filter too selective for the walk is
+    /// answered by an exact scan of the matching documents.
+    ///
+    /// ```
+    /// use duetdb::{Db, Document, Filter};
+    /// use serde_json::json;
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let db = Db::options().embedder_spec("hash:64").open(dir.path().join("db")).unwrap();
+    /// db.ingest([
+    ///     Document::new("old", "a text editor").with_metadata(json!({"year": 1991})),
+    ///     Document::new("new", "a text editor").with_metadata(json!({"year": 2024})),
+    /// ]).unwrap();
+    /// let hits = db.query("text editor").matching(Filter::ge("year", 2000)).run().unwrap();
+    /// assert_eq!(hits.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(), ["new"]);
+    /// ```
+    pub fn matching(mut self, filter: Filter) -> Self {
+        self.filters.push(filter);
         self
     }
 
@@ -198,7 +220,7 @@ impl<'a> Query<'a> {
     }
 
     fn matches(&self, doc: &DocRecord) -> bool {
-        self.filters.iter().all(|(k, v)| doc.metadata.get(k) == Some(v))
+        self.filters.iter().all(|f| f.matches(&doc.metadata))
     }
 
     /// Runs the query: hits, best first.

@@ -134,6 +134,9 @@ struct QueryRequest {
     /// Metadata equality filters, `{"key": value, ...}`.
     #[serde(default)]
     filters: serde_json::Map<String, Value>,
+    /// A filter expression, as the CLI's `--where` (`year >= 2020 and tag in (a, b)`).
+    #[serde(default, rename = "where")]
+    where_expr: Option<String>,
 }
 
 fn ten() -> usize {
@@ -148,6 +151,7 @@ pub(crate) async fn query(State(s): State<Arc<AppState>>, Body(body): Body) -> R
         None => duetdb::db::DEFAULT_MODE,
     };
     s.limits.check_text(0, &req.text).map_err(|e| ApiError::new(e.status, e.message.replace("input 0", "the query text")))?;
+    let expr = req.where_expr.as_deref().map(duetdb::Filter::parse).transpose()?;
     let vector = match mode {
         Mode::Text => None,
         _ => s.batcher.embed(vec![req.text.clone()], Kind::Query).await?.vectors.pop(),
@@ -163,6 +167,9 @@ pub(crate) async fn query(State(s): State<Arc<AppState>>, Body(body): Body) -> R
         }
         for (k, v) in req.filters {
             q = q.filter(k, v);
+        }
+        if let Some(f) = expr {
+            q = q.matching(f);
         }
         q.run()
     })
