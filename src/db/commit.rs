@@ -143,6 +143,7 @@ impl Db {
         self.catalog.commit(&batch, &m)?;
         // The batch is durable from here on.
         crash_point("after-catalog-commit");
+        self.cache_metadata(todo.iter().enumerate().map(|(i, (d, ..))| (first_row + i as u64, &d.metadata)));
         self.set_manifest(&mut w, m);
         w.vectors.commit(n);
         if both.is_some() {

@@ -22,7 +22,7 @@
 //! gc), `fulltext.rs` the BM25 index as derived state (catch-up, rebuild), `query.rs`
 //! the query builder (vector, text, hybrid), `integrity/` the commit record check on
 //! open, `check`, `dump` and `backup`, `gen_embedder.rs` a generation's lazily loaded
-//! embedder, `export.rs` every live document with its vector, `filter.rs` and `filter_parse.rs` metadata filters, `document.rs` the types users hold. ARCHITECTURE.md draws the whole map.
+//! embedder, `export.rs` every live document with its vector, `filter.rs` and `filter_parse.rs` metadata filters, `meta_cache.rs` the metadata they read, `document.rs` the types users hold. ARCHITECTURE.md draws the whole map.
 
 mod commit;
 mod document;
@@ -34,6 +34,7 @@ mod gen_embedder;
 mod generations;
 mod integrity;
 mod json_input;
+mod meta_cache;
 mod query;
 mod snapshot;
 
@@ -178,6 +179,8 @@ pub struct Db {
     fulltext: Option<FullText>,
     /// The first row a failed full-text update missed, if any (see `fulltext.rs`).
     fulltext_lag: Mutex<Option<u64>>,
+    /// Every row's metadata, for filters (`meta_cache.rs`).
+    meta: RwLock<meta_cache::MetaCache>,
     _lock: DirLock,
 }
 
@@ -303,6 +306,7 @@ impl Db {
             read: RwLock::new(read),
             fulltext,
             fulltext_lag: Mutex::new(None),
+            meta: RwLock::default(),
             _lock: lock,
         };
         db.restore_graph()?;

@@ -132,6 +132,12 @@ pub fn fuse(vector: &[(usize, f32)], text: &[(usize, f32)], fusion: Fusion) -> V
     out
 }
 
+/// Rows a filtered query samples to estimate how many match.
+const SELECTIVITY_SAMPLE: usize = 1024;
+/// Estimated matching rows at or below which a filtered query scores every match
+/// exactly instead of walking the graph.
+const EXACT_BELOW: usize = 5000;
+
 /// A query under construction; see [`Db::query`].
 #[must_use = "a query does nothing until `run` is called"]
 pub struct Query<'a> {
@@ -261,7 +267,16 @@ impl<'a> Query<'a> {
                 .clone()
         };
         let visible = |row: usize| state.is_live(row);
-        let keep_filtered = |row: usize| state.is_live(row) && fetch(row).is_some_and(|d| self.matches(&d));
+        // Filters read the metadata cache (taken after `state`, so it has every row
+        // `state` has); a row past it is read from the catalog.
+        let meta = if self.filters.is_empty() { None } else { Some(self.db.metadata_rows()?) };
+        let keep_filtered = |row: usize| {
+            state.is_live(row)
+                && match meta.as_ref().and_then(|m| m.get(row)) {
+                    Some(m) => self.filters.iter().all(|f| f.matches(m.as_deref().unwrap_or(&serde_json::Value::Null))),
+                    None => fetch(row).is_some_and(|d| self.matches(&d)),
+                }
+        };
         let keep: &dyn Fn(usize) -> bool = if self.filters.is_empty() { &visible } else { &keep_filtered };
         let depth = if mode == Mode::Hybrid { self.limit.max(self.candidates) } else { self.limit };
         let vector = match &q {
@@ -332,6 +347,21 @@ impl<'a> Query<'a> {
         // The graph needs no filter when every row it holds is live.
         let filter: Option<&dyn Fn(usize) -> bool> = if self.filters.is_empty() && state.dead_count == 0 { None } else { Some(keep) };
         let ef = self.ef.unwrap_or(64).max(depth);
+        if !self.filters.is_empty() {
+            // A selective filter: estimate how many rows match from a sample, and when
+            // few do, score exactly the ones that match instead of walking the graph
+            // (a walk wide enough to find them costs more, and misses some).
+            let n = state.view.len();
+            let step = (n / SELECTIVITY_SAMPLE).max(1);
+            let sampled = n.div_ceil(step);
+            let expect = (0..n).step_by(step).filter(|&r| keep(r)).count() * n / sampled.max(1);
+            if expect <= EXACT_BELOW {
+                let mut exact: Vec<(usize, f32)> = (0..n).filter(|&r| keep(r)).map(|r| (r, dot(q, state.view.vector(r)))).collect();
+                exact.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                exact.truncate(depth);
+                return Ok(exact);
+            }
+        }
         let mut scored: Vec<(usize, f32)> =
             state.graph.search(q, depth, ef, filter).into_iter().filter(|h| state.is_live(h.row)).map(|h| (h.row, h.score)).collect();
         if !self.filters.is_empty() && scored.len() < depth {
