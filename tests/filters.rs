@@ -7,7 +7,11 @@ use duetdb::{Db, Document, Filter, Mode};
 use serde_json::json;
 
 fn docs(from: usize, to: usize) -> Vec<Document> {
-    (from..to).map(|i| Document::new(format!("d{i}"), format!("document {i} about topic {} and words {}", i % 37, i % 11)).with_metadata(json!({"n": i, "mod": i % 100}))).collect()
+    (from..to)
+        .map(|i| {
+            Document::new(format!("d{i}"), format!("document {i} about topic {} and words {}", i % 37, i % 11)).with_metadata(json!({"n": i, "mod": i % 100}))
+        })
+        .collect()
 }
 
 fn ids(db: &Db, f: Filter, k: usize) -> Vec<String> {
