@@ -1,9 +1,9 @@
 //! Metadata filters: equality, ranges, `in`, `exists`, combined with `and`, `or` and
 //! `not`; built in Rust ([`Filter::gt`] and friends) or parsed from the CLI's `--where`
-//! grammar ([`Filter::parse`]). A query applies them while it walks the graph, and falls
+//! grammar ([`Filter::parse`], in `filter_parse.rs`). A query applies them while it walks the graph, and falls
 //! back to an exact scan when the walk finds too few matches.
 
-use crate::error::{Error, Result};
+use crate::error::Error;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::cmp::Ordering;
@@ -138,24 +138,6 @@ impl Filter {
             Filter::Or(fs) => fs.iter().any(|f| f.matches(metadata)),
             Filter::Not(f) => !f.matches(metadata),
         }
-    }
-
-    /// Parses the `--where` grammar:
-    ///
-    /// ```text
-    /// expr  := and ("or" and)*
-    /// and   := unary ("and" unary)*
-    /// unary := "not" unary | "(" expr ")" | "exists" "(" KEY ")"
-    ///        | KEY ("=" | "!=" | "<" | "<=" | ">" | ">=") VALUE
-    ///        | KEY "in" "(" VALUE ("," VALUE)* ")"
-    /// VALUE := a JSON number, string ("..."), true, false or null; or a bare word (a string)
-    /// KEY   := letters, digits, `_`, `-` and `.` (nested fields)
-    /// ```
-    ///
-    /// Keywords are case-insensitive. An error names the position (1-based, in
-    /// characters) and what was expected there.
-    pub fn parse(text: &str) -> Result<Filter> {
-        super::filter_parse::parse(text)
     }
 }
 

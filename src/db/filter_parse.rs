@@ -117,7 +117,27 @@ struct Parser<'a> {
     depth: usize,
 }
 
-pub(super) fn parse(text: &str) -> Result<Filter> {
+impl Filter {
+    /// Parses the `--where` grammar:
+    ///
+    /// ```text
+    /// expr  := and ("or" and)*
+    /// and   := unary ("and" unary)*
+    /// unary := "not" unary | "(" expr ")" | "exists" "(" KEY ")"
+    ///        | KEY ("=" | "!=" | "<" | "<=" | ">" | ">=") VALUE
+    ///        | KEY "in" "(" VALUE ("," VALUE)* ")"
+    /// VALUE := a JSON number, string ("..."), true, false or null; or a bare word (a string)
+    /// KEY   := letters, digits, `_`, `-` and `.` (nested fields)
+    /// ```
+    ///
+    /// Keywords are case-insensitive. An error names the position (1-based, in
+    /// characters) and what was expected there.
+    pub fn parse(text: &str) -> Result<Filter> {
+        parse(text)
+    }
+}
+
+fn parse(text: &str) -> Result<Filter> {
     if text.trim().is_empty() {
         return Err(error_at(text, 0, "the filter is empty"));
     }
