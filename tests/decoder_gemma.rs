@@ -74,3 +74,24 @@ fn matches_candle_stock_gemma3_and_predicts_paris() {
     println!("max |logit difference| with SiLU {diff} (logits up to {scale}); stock predicts {:?}", tok.decode(&[stock_best]).unwrap());
     assert!(diff < 1e-3 * scale.max(1.0), "logits differ by {diff}");
 }
+
+#[test]
+fn the_tail_forward_equals_the_full_forwards_last_positions() {
+    // `forward_tail` runs the last block for the last n positions only (what the
+    // default embedder pools over: 5 soft tokens after the text, rows left-padded).
+    let Some((p, tok)) = gemma() else { return };
+    let dec = Decoder::load(&p, &Device::Cpu, DType::F32).unwrap();
+    let texts = ["ripgrep recursively searches directories for a regex pattern and respects gitignore", "vim", "A music player daemon"];
+    let ids: Vec<Vec<u32>> = texts.iter().map(|t| tok.encode(t).unwrap()).collect();
+    let (padded, pads) = dec.pad_left(&ids, 0).unwrap();
+    let emb = dec.embed_ids(&padded).unwrap();
+    let t = emb.dim(1).unwrap();
+    let full = dec.forward(&emb, &pads, None, Kernels::Fast).unwrap();
+    for n in [1, 5, t] {
+        let tail = dec.forward_tail(&emb, &pads, Kernels::Fast, None, n).unwrap();
+        let d = max_abs_diff(&full.narrow(1, t - n, n).unwrap(), &tail).unwrap();
+        assert!(d < 1e-3, "last {n} positions differ by {d}");
+    }
+    assert!(dec.forward_tail(&emb, &pads, Kernels::Fast, None, t + 1).is_err());
+    assert!(dec.forward_tail(&emb, &pads, Kernels::Fast, None, 0).is_err());
+}

@@ -380,6 +380,31 @@ impl Decoder {
     /// [`Decoder::forward`] with low-rank adapters on the blocks' projections; on
     /// [`Kernels::Differentiable`] gradients reach the adapters' `A` and `B`.
     pub fn forward_adapted(&self, embeds: &Tensor, left_pad: &[usize], cache: Option<&mut KvCache>, path: Kernels, lora: Option<&Lora>) -> Result<Tensor> {
+        self.forward_inner(embeds, left_pad, cache, path, lora, None)
+    }
+
+    /// The final hidden states of the last `n` positions only, (b, n, d): what a caller
+    /// that pools only over the end of each row (soft tokens after the text, or the last
+    /// token, with left padding) reads. The last block computes its queries, attention
+    /// output and MLP for those positions alone (its keys and values still cover every
+    /// position), which saves most of one block of work.
+    pub fn forward_tail(&self, embeds: &Tensor, left_pad: &[usize], path: Kernels, lora: Option<&Lora>, n: usize) -> Result<Tensor> {
+        let t = embeds.dim(1)?;
+        if n == 0 || n > t {
+            return Err(Error::invalid(format!("forward_tail of {n} positions in a sequence of {t}")));
+        }
+        self.forward_inner(embeds, left_pad, None, path, lora, Some(n))
+    }
+
+    fn forward_inner(
+        &self,
+        embeds: &Tensor,
+        left_pad: &[usize],
+        cache: Option<&mut KvCache>,
+        path: Kernels,
+        lora: Option<&Lora>,
+        tail: Option<usize>,
+    ) -> Result<Tensor> {
         if let Some(l) = lora {
             if l.layer_count() != self.blocks.len() {
                 return Err(Error::model(format!("adapters for {} blocks, model has {}", l.layer_count(), self.blocks.len())));
@@ -426,7 +451,8 @@ impl Decoder {
                 (true, Some(r), Some(m)) => (r, m),
                 _ => (&global, &global_mask),
             };
-            x = self.block(blk, li, lora, &x, &rope.0, &rope.1, mask, slot, path)?;
+            let last = (li + 1 == self.blocks.len()).then_some(tail).flatten();
+            x = self.block(blk, li, lora, &x, &rope.0, &rope.1, mask, slot, path, last)?;
         }
         if let Some(c) = cache {
             c.len += t;
@@ -469,6 +495,7 @@ impl Decoder {
         mask: &Tensor,
         cache: Option<&mut Option<(Tensor, Tensor)>>,
         path: Kernels,
+        tail: Option<usize>,
     ) -> Result<Tensor> {
         let c = &self.cfg;
         // A projection: the frozen product, plus the adapter's update when there is one.
@@ -501,6 +528,12 @@ impl Decoder {
         let interleaved = c.arch == Arch::Llama;
         let q = ops::rope(&q, cos, sin, interleaved, path)?;
         let k = ops::rope(&k, cos, sin, interleaved, path)?;
+        // Only the last `tail` positions' outputs are read: their queries alone attend.
+        let (q, mask, x, t) = match tail {
+            Some(n) if n < t => (q.narrow(2, t - n, n)?, mask.narrow(2, t - n, n)?, x.narrow(1, t - n, n)?, n),
+            _ => (q, mask.clone(), x.clone(), t),
+        };
+        let (mask, x) = (&mask, &x);
         let (k, v) = match cache {
             Some(slot) => {
                 let kv = match slot.take() {

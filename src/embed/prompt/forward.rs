@@ -105,6 +105,15 @@ impl PromptEmbedder {
             self.pooling_weights(&mut weights[i * total..(i + 1) * total], text_at..text_at + ids.len(), soft_span)?;
         }
         let x = Tensor::stack(&rows, 0)?;
+        // Pooling that reads only the end of each row (soft tokens after the text, or
+        // the last token; rows are left-padded) needs M's last block there alone.
+        let first_read = (0..total).find(|&j| (0..b).any(|i| weights[i * total + j] != 0.0)).unwrap_or(0);
+        let n = total - first_read;
+        if path == Kernels::Fast && n < total {
+            let h = m.forward_tail(&x, &pads, path, self.m_lora.as_ref(), n)?;
+            let w: Vec<f32> = (0..b).flat_map(|i| weights[i * total + first_read..(i + 1) * total].iter().copied()).collect();
+            return self.pool(&h, w);
+        }
         let h = m.forward_adapted(&x, &pads, None, path, self.m_lora.as_ref())?;
         self.pool(&h, weights)
     }
