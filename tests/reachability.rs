@@ -17,7 +17,15 @@ fn filler(rng: &mut fastrand::Rng, n: usize) -> Vec<Document> {
         .collect()
 }
 
-fn reopen(path: &std::path::Path) -> Db {
+/// A `hash` database of `docs` plus 3,000 filler documents, shuffled, closed and
+/// reopened: every row is then in the graph's copy of the links, none answered by the
+/// exact scan of recent rows.
+fn database(path: &std::path::Path, rng: &mut fastrand::Rng, mut docs: Vec<Document>) -> Db {
+    docs.extend(filler(rng, 3000));
+    rng.shuffle(&mut docs);
+    let db = Db::options().embedder_spec("hash").open(path).unwrap();
+    db.ingest(docs).unwrap();
+    db.close().unwrap();
     Db::options().create_if_missing(false).open(path).unwrap()
 }
 
@@ -26,14 +34,7 @@ fn exact_duplicates_are_all_returned_when_k_covers_their_ties() {
     let (_dir, path) = common::temp_db();
     let mut rng = fastrand::Rng::with_seed(7);
     let text = "a tool that reads configuration files and prints the settings it finds in them";
-    let mut docs: Vec<Document> = (0..600).map(|i| Document::new(format!("dup{i}"), text)).collect();
-    docs.extend(filler(&mut rng, 3000));
-    rng.shuffle(&mut docs);
-    let db = Db::options().embedder_spec("hash").open(&path).unwrap();
-    db.ingest(docs).unwrap();
-    db.close().unwrap();
-    // Reopened: every row is in the graph's copy of the links, none answered by exact scan.
-    let db = reopen(&path);
+    let db = database(&path, &mut rng, (0..600).map(|i| Document::new(format!("dup{i}"), text)).collect());
     let hits = db.query(text).mode(Mode::Vector).limit(600).run().unwrap();
     let found = hits.iter().filter(|h| h.id.starts_with("dup")).count();
     assert_eq!(found, 600, "exact duplicates returned for their text with k = 600");
@@ -51,13 +52,7 @@ fn every_near_duplicate_is_its_own_first_hit() {
             Document::new(format!("near{i}"), w.join(" "))
         })
         .collect();
-    let mut docs = near.clone();
-    docs.extend(filler(&mut rng, 3000));
-    rng.shuffle(&mut docs);
-    let db = Db::options().embedder_spec("hash").open(&path).unwrap();
-    db.ingest(docs).unwrap();
-    db.close().unwrap();
-    let db = reopen(&path);
+    let db = database(&path, &mut rng, near.clone());
     let missed: Vec<&str> = near
         .iter()
         .filter(|d| db.query(&d.text).mode(Mode::Vector).limit(1).run().unwrap().first().map(|h| h.id.as_str()) != Some(d.id.as_str()))
