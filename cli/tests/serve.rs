@@ -49,6 +49,11 @@ fn query_ingest_get_delete_and_a_clean_sigterm() {
 }
 
 #[test]
+fn sigterm_answers_the_ingests_in_flight_then_closes() {
+    check("drain");
+}
+
+#[test]
 fn kill_9_during_concurrent_ingests_loses_nothing_acknowledged() {
     check("kill");
 }

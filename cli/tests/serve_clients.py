@@ -3,7 +3,7 @@ curl in text-embeddings-inference's shape, and plain HTTP for the database's own
 
 Run by cli/tests/serve.rs, one check per call:
     python3 serve_clients.py DUETDB_BIN FIXTURES_DIR CHECK
-CHECK is one of: openai, default-model, limits, crud, kill. Needs `pip install -r
+CHECK is one of: openai, default-model, limits, crud, drain, kill. Needs `pip install -r
 cli/tests/requirements.txt`. Every server is started here on port 0, and stopped (or
 killed) here, each step bounded in time.
 """
@@ -230,6 +230,30 @@ def check_crud():
         print("  after SIGTERM: the database opens, holds the server's writes and checks clean")
 
 
+def check_drain():
+    """SIGTERM while ingests are in flight: each is answered, durable, then the server exits."""
+    with tempfile.TemporaryDirectory() as tmp:
+        db = hash_db(tmp)
+        s = Server(db)
+        results = {}
+
+        def client(c):
+            docs = [{"id": f"t{c}-{i}", "text": f"client {c} document {i} on subject {i % 13}"} for i in range(1000)]
+            results[c] = http("POST", s.url + "/ingest", docs)[0]
+
+        threads = [threading.Thread(target=client, args=(c,)) for c in range(8)]
+        for t in threads:
+            t.start()
+        time.sleep(0.05)
+        s.stop()  # SIGTERM, then asserts a clean exit and "database closed"
+        for t in threads:
+            t.join(60)
+        assert results == {c: 200 for c in range(8)}, results
+        ids = {json.loads(l)["id"] for l in run("dump", db).splitlines()}
+        assert all(f"t{c}-{i}" in ids for c in range(8) for i in range(1000))
+        print("  SIGTERM with 8 ingests of 1,000 documents in flight: all answered 200, all durable, clean exit")
+
+
 def check_kill():
     """kill -9 during concurrent ingests loses nothing the server acknowledged."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -271,5 +295,5 @@ def check_kill():
         print(f"  kill -9 after {len(acked)} acknowledged documents from 8 clients: none lost ({len(dumped) - 505} new in the database), check clean")
 
 
-{"openai": check_openai, "default-model": check_default_model, "limits": check_limits, "crud": check_crud, "kill": check_kill}[CHECK]()
+{"openai": check_openai, "default-model": check_default_model, "limits": check_limits, "crud": check_crud, "drain": check_drain, "kill": check_kill}[CHECK]()
 print(f"ok: {CHECK}")
