@@ -5,6 +5,7 @@
 # (scripts/fetch-models.sh), and `pip install --target /opt/anchors torch transformers
 # gguf accelerate` and `pip install --target /opt/llamacpp llama-cpp-python`.
 #   MODEL=SmolLM2-135M-Instruct.Q4_1.gguf N=256 BUDGET=2048 MAX_TOKENS=256 benches/decoder.sh
+#   MODEL=gemma-3-270m-q4_k_m.gguf TOKENIZER=models/gemma3-tokenizer.json benches/decoder.sh   (the default's M)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=bench-out/decoder; mkdir -p "$out"

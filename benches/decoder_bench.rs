@@ -24,7 +24,13 @@ fn main() {
     let max_tokens: usize = a.get(5).map_or(256, |s| s.parse().unwrap());
     let dev = Device::Cpu;
     let dec = Decoder::load(std::path::Path::new(model), &dev, DType::F32).unwrap();
-    let tok = TextTokenizer::from_gguf(&Gguf::open(std::path::Path::new(model)).unwrap()).unwrap();
+    // Gemma3's GGUF carries a SentencePiece vocabulary: its tokenizer.json comes from
+    // TOKENIZER (models/gemma3-tokenizer.json).
+    let gguf = Gguf::open(std::path::Path::new(model)).unwrap();
+    let tok = match std::env::var("TOKENIZER") {
+        Ok(p) => TextTokenizer::from_file(std::path::Path::new(&p), gguf.meta_u32("tokenizer.ggml.bos_token_id").ok(), None).unwrap(),
+        Err(_) => TextTokenizer::from_gguf(&gguf).unwrap(),
+    };
     let mut seqs: Vec<Vec<u32>> = std::fs::read_to_string(texts)
         .unwrap()
         .lines()
