@@ -269,12 +269,12 @@ pub(crate) fn import_cmd(a: ImportArgs) -> Result<()> {
             };
             docs.push(Document::new(id, text).with_metadata(meta));
         }
-        let report = match (&vecs, &info) {
+        let report = match (vecs, &info) {
             (Some(v), Some(i)) => {
                 let v: Vec<Vec<f32>> = v
-                    .iter()
+                    .into_iter()
                     .enumerate()
-                    .map(|(k, v)| v.clone().ok_or_else(|| Error::invalid(format!("{} row {}: `vector` is null", path.display(), rows + k as u64 + 1))))
+                    .map(|(k, v)| v.ok_or_else(|| Error::invalid(format!("{} row {}: `vector` is null", path.display(), rows + k as u64 + 1))))
                     .collect::<Result<_>>()?;
                 db.ingest_embedded(&docs, &v, &i.fingerprint)
             }

@@ -63,10 +63,7 @@ impl Iterator for Export<'_> {
                 Err(e) => return Some(Err(e)),
             };
             if row >= self.vectors.len() {
-                return Some(Err(Error::invalid(format!(
-                    "generation {} has no vector for document `{}` (ingested after the database left that generation): roll back to it first",
-                    self.info.generation, rec.id
-                ))));
+                return Some(Err(no_vector(self.info.generation, &rec.id)));
             }
             let v = self.vectors.vector(row).to_vec();
             return Some(Ok((Document { id: rec.id, text: rec.text, metadata: rec.metadata }, v)));
@@ -94,6 +91,13 @@ fn pick_generation(m: &Manifest, generation: Option<u64>) -> Result<GenerationRe
             if kept.is_empty() { "none".to_string() } else { kept.join(", ") }
         ))
     })
+}
+
+/// A kept generation lacks the rows ingested after the database left it.
+fn no_vector(generation: u64, id: &str) -> Error {
+    Error::invalid(format!(
+        "generation {generation} has no vector for document `{id}` (ingested after the database left that generation): roll back to it first"
+    ))
 }
 
 fn info_of(record: GenerationRecord, documents: u64) -> ExportInfo {
@@ -160,10 +164,7 @@ impl ExportAt {
             let (id, iid) = entry?;
             let rec = self.catalog.doc(iid)?.ok_or_else(|| Error::corrupt(&self.catalog_path, format!("document `{id}` has no record")))?;
             if rec.row >= self.vectors.rows() {
-                return Err(Error::invalid(format!(
-                    "generation {} has no vector for document `{id}` (ingested after the database left that generation): roll back to it first",
-                    self.info.generation
-                )));
+                return Err(no_vector(self.info.generation, &id));
             }
             self.vectors.read_vector(rec.row, &mut v)?;
             each(Document { id: rec.id, text: rec.text, metadata: rec.metadata }, &v)?;

@@ -280,7 +280,7 @@ impl<'a> Query<'a> {
         let keep: &dyn Fn(usize) -> bool = if self.filters.is_empty() { &visible } else { &keep_filtered };
         let depth = if mode == Mode::Hybrid { self.limit.max(self.candidates) } else { self.limit };
         let vector = match &q {
-            Some(q) => self.vector_ranking(q, &state, depth, keep, &fetched)?,
+            Some(q) => self.vector_ranking(q, &state, depth, keep),
             None => Vec::new(),
         };
         let text = match mode {
@@ -336,51 +336,36 @@ impl<'a> Query<'a> {
     }
 
     /// The `depth` nearest live (and matching) rows, best first.
-    fn vector_ranking(
-        &self,
-        q: &[f32],
-        state: &super::snapshot::ReadState,
-        depth: usize,
-        keep: &dyn Fn(usize) -> bool,
-        fetched: &RefCell<HashMap<usize, Option<DocRecord>>>,
-    ) -> Result<Vec<(usize, f32)>> {
+    fn vector_ranking(&self, q: &[f32], state: &super::snapshot::ReadState, depth: usize, keep: &dyn Fn(usize) -> bool) -> Vec<(usize, f32)> {
         // The graph needs no filter when every row it holds is live.
         let filter: Option<&dyn Fn(usize) -> bool> = if self.filters.is_empty() && state.dead_count == 0 { None } else { Some(keep) };
         let ef = self.ef.unwrap_or(64).max(depth);
+        let n = state.view.len();
+        // Every matching row, scored exactly.
+        let exact = || {
+            let mut exact: Vec<(usize, f32)> = (0..n).filter(|&r| keep(r)).map(|r| (r, dot(q, state.view.vector(r)))).collect();
+            exact.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            exact.truncate(depth);
+            exact
+        };
         if !self.filters.is_empty() {
             // A selective filter: estimate how many rows match from a sample, and when
             // few do, score exactly the ones that match instead of walking the graph
             // (a walk wide enough to find them costs more, and misses some).
-            let n = state.view.len();
             let step = (n / SELECTIVITY_SAMPLE).max(1);
             let sampled = n.div_ceil(step);
             let expect = (0..n).step_by(step).filter(|&r| keep(r)).count() * n / sampled.max(1);
             if expect <= EXACT_BELOW {
-                let mut exact: Vec<(usize, f32)> = (0..n).filter(|&r| keep(r)).map(|r| (r, dot(q, state.view.vector(r)))).collect();
-                exact.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-                exact.truncate(depth);
-                return Ok(exact);
+                return exact();
             }
         }
-        let mut scored: Vec<(usize, f32)> =
+        let scored: Vec<(usize, f32)> =
             state.graph.search(q, depth, ef, filter).into_iter().filter(|h| state.is_live(h.row)).map(|h| (h.row, h.score)).collect();
         if !self.filters.is_empty() && scored.len() < depth {
-            // A selective filter can leave the graph walk short: fall back to an exact
-            // scan over the matching documents.
-            let mut exact = Vec::new();
-            for item in self.db.catalog.docs() {
-                let (_, doc) = item?;
-                let row = doc.row as usize;
-                if state.is_live(row) && self.matches(&doc) {
-                    exact.push((row, dot(q, state.view.vector(row))));
-                    fetched.borrow_mut().insert(row, Some(doc));
-                }
-            }
-            exact.sort_by(|a, b| b.1.total_cmp(&a.1));
-            exact.truncate(depth);
-            scored = exact;
+            // The sample overestimated the matches and the walk came back short.
+            return exact();
         }
-        Ok(scored)
+        scored
     }
 }
 

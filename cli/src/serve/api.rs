@@ -75,17 +75,18 @@ impl Limits {
             return Err(ApiError::too_large(format!("{} inputs in one request, more than the limit of {} (split the request)", texts.len(), self.max_inputs)));
         }
         for (i, t) in texts.iter().enumerate() {
-            self.check_text(i, t)?;
+            self.check_text(&format!("input {i}"), t)?;
         }
         Ok(())
     }
 
-    pub(crate) fn check_text(&self, i: usize, t: &str) -> Result<(), ApiError> {
+    /// Checks one text, named `what` in the error (`input 3`, `the query text`).
+    pub(crate) fn check_text(&self, what: &str, t: &str) -> Result<(), ApiError> {
         if t.trim().is_empty() {
-            return Err(ApiError::bad(format!("input {i} is empty")));
+            return Err(ApiError::bad(format!("{what} is empty")));
         }
         if t.len() > self.max_text_bytes {
-            return Err(ApiError::too_large(format!("input {i} has {} bytes, more than the limit of {}", t.len(), self.max_text_bytes)));
+            return Err(ApiError::too_large(format!("{what} has {} bytes, more than the limit of {}", t.len(), self.max_text_bytes)));
         }
         Ok(())
     }
@@ -105,6 +106,14 @@ impl FromRequest<Arc<super::AppState>> for Body {
             }
             status => ApiError::new(status, e.body_text()),
         })
+    }
+}
+
+/// Runs blocking database work off the async threads; a task that panicked is a 500.
+pub(crate) async fn blocking<T: Send + 'static>(what: &str, f: impl FnOnce() -> duetdb::Result<T> + Send + 'static) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(ApiError::from),
+        Err(e) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{what} task failed: {e}"))),
     }
 }
 

@@ -81,20 +81,13 @@ fn run(db: &Db, rx: &mpsc::Receiver<Job>, budget: Budget) {
             jobs.push(j);
         }
         let started = Instant::now();
-        for kind in [Kind::Query, Kind::Passage] {
-            let group: Vec<Job> = jobs.iter_mut().filter(|j| j.kind == kind).map(|j| std::mem::replace(j, Job::empty())).collect();
+        let (queries, passages): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.kind == Kind::Query);
+        for (group, kind) in [(queries, Kind::Query), (passages, Kind::Passage)] {
             if !group.is_empty() {
                 embed_group(db, group, kind);
             }
         }
         window = (started.elapsed() / 100).min(MAX_WINDOW);
-    }
-}
-
-impl Job {
-    /// A placeholder left behind when a job is moved into its kind's group.
-    fn empty() -> Self {
-        Job { texts: Vec::new(), kind: Kind::Query, reply: oneshot::channel().0 }
     }
 }
 

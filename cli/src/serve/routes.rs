@@ -1,7 +1,7 @@
 //! The routes: embeddings in OpenAI's and text-embeddings-inference's shapes, and the
 //! database's own query, ingest, get, delete and stats, in and out as the CLI's `--json`.
 
-use super::api::{parse_json, ApiError, Body};
+use super::api::{blocking, parse_json, ApiError, Body};
 use super::AppState;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -150,14 +150,14 @@ pub(crate) async fn query(State(s): State<Arc<AppState>>, Body(body): Body) -> R
         Some(m) => Mode::parse(m)?,
         None => duetdb::db::DEFAULT_MODE,
     };
-    s.limits.check_text(0, &req.text).map_err(|e| ApiError::new(e.status, e.message.replace("input 0", "the query text")))?;
+    s.limits.check_text("the query text", &req.text)?;
     let expr = req.where_expr.as_deref().map(duetdb::Filter::parse).transpose()?;
     let vector = match mode {
         Mode::Text => None,
         _ => s.batcher.embed(vec![req.text.clone()], Kind::Query).await?.vectors.pop(),
     };
     let db = s.db.clone();
-    let hits = tokio::task::spawn_blocking(move || {
+    let hits = blocking("query", move || {
         let mut q = db.query(&req.text).limit(req.k).mode(mode);
         if let Some(v) = vector {
             q = q.vector(v);
@@ -173,8 +173,7 @@ pub(crate) async fn query(State(s): State<Arc<AppState>>, Body(body): Body) -> R
         }
         q.run()
     })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("query task failed: {e}")))??;
+    .await?;
     Ok(Json(json!({"hits": hits})).into_response())
 }
 
@@ -215,7 +214,7 @@ pub(crate) async fn ingest(State(s): State<Arc<AppState>>, Body(body): Body) -> 
     }
     for (i, d) in docs.iter().enumerate() {
         s.db.check_document(d).map_err(|e| ApiError::bad(format!("document {i}: {e}")))?;
-        s.limits.check_text(i, &d.text).map_err(|e| ApiError::new(e.status, format!("document `{}`: {}", d.id, e.message)))?;
+        s.limits.check_text(&format!("document `{}`", d.id), &d.text)?;
     }
     // Embedded in the shared queue with every other client's texts, then committed.
     let texts: Vec<String> = docs.iter().map(|d| d.text.clone()).collect();
@@ -237,9 +236,7 @@ pub(crate) async fn get_document(State(s): State<Arc<AppState>>, Path(id): Path<
 pub(crate) async fn delete_document(State(s): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let db = s.db.clone();
     let key = id.clone();
-    let n = tokio::task::spawn_blocking(move || db.delete(&[key]))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("delete task failed: {e}")))??;
+    let n = blocking("delete", move || db.delete(&[key])).await?;
     if n == 0 {
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no document with id `{id}`")));
     }
