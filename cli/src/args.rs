@@ -156,6 +156,14 @@ pub(crate) enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Rewrite the database without the rows of replaced and deleted documents: vector files, catalog, graph and full-text index. Safe to kill; queries of a running `serve` go on meanwhile. Runs on its own after a write that leaves half the rows dead (`DUETDB_AUTO_COMPACT=off` or a fraction changes that).
+    Compact {
+        /// Database directory.
+        db: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete the generations kept for rollback.
     Gc {
         /// Database directory.

@@ -6,7 +6,7 @@
 use crate::args::RankArgs;
 use crate::{out, progress};
 use duetdb::eval::{read_pairs, Fields, RankMetrics};
-use duetdb::{Db, Document, Result};
+use duetdb::{Document, Result};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
@@ -37,7 +37,7 @@ pub(crate) fn eval_cmd(a: EvalArgs, rank: RankArgs, json: bool) -> Result<()> {
         let _ = std::fs::remove_dir_all(&dir);
     }
     let result = (|| -> Result<Value> {
-        let mut opts = Db::options();
+        let mut opts = crate::db_options()?;
         match &a.embedder {
             Some(s) => opts = opts.embedder_spec(s.as_str()),
             None if a.keep.is_none() || !dir.exists() => opts = opts.embedder_spec(duetdb::embed::DEFAULT_SPEC),

@@ -2,7 +2,7 @@
 
 use crate::{out, progress};
 use duetdb::db::JsonFields;
-use duetdb::{Db, Document, Error, Result};
+use duetdb::{Document, Error, Result};
 use serde_json::json;
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -10,7 +10,7 @@ use std::path::PathBuf;
 /// Ingests `input` (a file, or `-` for standard input) into `db`, in durable batches.
 pub(crate) fn ingest(db: PathBuf, input: String, embedder: Option<String>, batch: usize, json: bool, skip_bad: bool, fields: JsonFields) -> Result<()> {
     let batch = duetdb::limits::check("--batch", batch, 1, duetdb::limits::MAX_BATCH)?;
-    let mut opts = Db::options();
+    let mut opts = crate::db_options()?;
     if let Some(e) = embedder {
         opts = opts.embedder_spec(e);
     }

@@ -28,9 +28,23 @@ pub(crate) fn out(line: impl std::fmt::Display) {
     }
 }
 
+/// Options every command opens a database with: the library's defaults, and automatic
+/// compaction as `DUETDB_AUTO_COMPACT` sets it (a fraction of dead rows, or `off`).
+pub(crate) fn db_options() -> Result<duetdb::DbOptions> {
+    let opts = Db::options();
+    match std::env::var("DUETDB_AUTO_COMPACT") {
+        Err(_) => Ok(opts),
+        Ok(v) if v == "off" => Ok(opts.auto_compact(None)),
+        Ok(v) => match v.parse::<f64>() {
+            Ok(r) => Ok(opts.auto_compact(Some(r))),
+            Err(_) => Err(Error::invalid(format!("DUETDB_AUTO_COMPACT={v:?} is neither a fraction of dead rows (like 0.5) nor `off`"))),
+        },
+    }
+}
+
 /// Opens a database that must exist already: read and maintenance commands never create one.
 pub(crate) fn open_existing(db: &Path) -> Result<Db> {
-    Db::options().create_if_missing(false).open(db)
+    db_options()?.create_if_missing(false).open(db)
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -102,6 +116,23 @@ fn run(cli: Cli) -> Result<()> {
                 out(json!({"removed_generations": gone}));
             } else {
                 out(format!("removed {} kept generation(s) {gone:?}", gone.len()));
+            }
+            db.close()
+        }
+        Cmd::Compact { db, json } => {
+            let db = open_existing(&db)?;
+            let r = db.compact()?;
+            if json {
+                out(serde_json::to_string(&r).unwrap());
+            } else {
+                out(format!(
+                    "compacted {} rows to {} in {:.2} s: {:.1} MB -> {:.1} MB",
+                    r.rows_before,
+                    r.rows_after,
+                    r.seconds,
+                    r.bytes_before as f64 / 1e6,
+                    r.bytes_after as f64 / 1e6
+                ));
             }
             db.close()
         }

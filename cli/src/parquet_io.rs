@@ -8,7 +8,7 @@ use arrow_array::builder::{FixedSizeListBuilder, Float32Builder, ListBuilder, St
 use arrow_array::{Array, ArrayRef, FixedSizeListArray, LargeListArray, ListArray, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
 use duetdb::db::ExportInfo;
-use duetdb::{Db, Document, Error, Result};
+use duetdb::{Document, Error, Result};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
@@ -226,7 +226,7 @@ pub(crate) fn import_cmd(a: ImportArgs) -> Result<()> {
     let total = meta.num_rows().max(0) as u64;
     let reader = builder.with_batch_size(IMPORT_BATCH).build().map_err(|e| parquet_err(path, e))?;
 
-    let mut opts = Db::options();
+    let mut opts = crate::db_options()?;
     // A new database takes the embedder the vectors came from, unless told otherwise;
     // an existing one keeps its own (and the check below compares).
     match (&a.embedder, info.as_ref().and_then(|i| i.spec.clone())) {

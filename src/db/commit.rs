@@ -86,7 +86,7 @@ impl Db {
         let mut report = IngestReport::default();
         for (i, d) in docs {
             let hash = d.content_hash();
-            let old = self.catalog.doc_by_id(&d.id)?;
+            let old = self.catalog().doc_by_id(&d.id)?;
             match old {
                 Some((_, rec)) if rec.hash == hash => report.unchanged += 1,
                 old => todo.push((d, hash, old.map(|(iid, rec)| (iid, rec.row)), i)),
@@ -140,7 +140,7 @@ impl Db {
             t.rows += n;
             t.rows_crc = Some(w.target.as_ref().expect("checked").pending_crc());
         }
-        self.catalog.commit(&batch, &m)?;
+        self.catalog().commit(&batch, &m)?;
         // The batch is durable from here on.
         crash_point("after-catalog-commit");
         self.cache_metadata(todo.iter().enumerate().map(|(i, (d, ..))| (first_row + i as u64, &d.metadata)));
@@ -177,7 +177,7 @@ impl Db {
             if !seen.insert(id) {
                 continue;
             }
-            if let Some((iid, rec)) = self.catalog.doc_by_id(id)? {
+            if let Some((iid, rec)) = self.catalog().doc_by_id(id)? {
                 batch.deleted.push((iid, rec.id, rec.row));
             }
         }
@@ -186,7 +186,7 @@ impl Db {
         }
         let mut m = w.manifest.clone();
         m.documents -= batch.deleted.len() as u64;
-        self.catalog.commit(&batch, &m)?;
+        self.catalog().commit(&batch, &m)?;
         crash_point("after-catalog-commit");
         self.set_manifest(&mut w, m);
         self.read.write().unwrap().mark_dead(batch.deleted.iter().map(|d| d.2));

@@ -139,4 +139,10 @@ pub struct Stats {
     /// Generations kept for rollback, newest first.
     #[serde(default)]
     pub kept_generations: Vec<crate::store::GenerationRecord>,
+    /// Compactions done over the database's life.
+    #[serde(default)]
+    pub compactions: u64,
+    /// The dead-row fraction at which this handle compacts after a write (`None`: off).
+    #[serde(default)]
+    pub auto_compact: Option<f64>,
 }

@@ -30,7 +30,8 @@ pub struct ExportInfo {
 /// not in it, and one deleted or replaced meanwhile is skipped. Memory stays flat: one
 /// document is read at a time.
 pub struct Export<'a> {
-    db: &'a Db,
+    /// Borrowed so that the database stays open while the export reads its files.
+    _db: &'a Db,
     state: ReadState,
     vectors: VectorView,
     row: usize,
@@ -57,7 +58,7 @@ impl Iterator for Export<'_> {
         while self.row < self.state.view.len() {
             let row = self.row;
             self.row += 1;
-            let rec = match self.state.live_record(&self.db.catalog, row as u64) {
+            let rec = match self.state.live_record(row as u64) {
                 Ok(Some(rec)) => rec,
                 Ok(None) => continue,
                 Err(e) => return Some(Err(e)),
@@ -199,6 +200,6 @@ impl Db {
             VectorFile::open(&self.layout.vectors(record.generation), record.dim, record.generation, record.rows, record.rows_crc)?.view()?
         };
         let info = info_of(record, m.documents);
-        Ok(Export { db: self, state, vectors, row: 0, info })
+        Ok(Export { _db: self, state, vectors, row: 0, info })
     }
 }

@@ -5,7 +5,7 @@ use super::snapshot::ReadState;
 use super::Db;
 use crate::error::Result;
 use crate::index::fulltext::{Coverage, FullText};
-use crate::store::{Catalog, Layout, Manifest};
+use crate::store::{Layout, Manifest};
 
 /// Rows indexed per full-text commit while catching up, so that a long first build
 /// keeps its progress if it is interrupted.
@@ -14,7 +14,8 @@ const CATCH_UP_CHUNK: usize = 10_000;
 /// Opens the full-text index and brings it to the catalog: rebuilt from scratch when it
 /// is missing, unreadable or ahead of the catalog; rows committed after its coverage
 /// indexed; tombstones recorded since applied.
-pub(super) fn restore(layout: &Layout, catalog: &Catalog, m: &Manifest, state: &ReadState) -> Result<FullText> {
+pub(super) fn restore(layout: &Layout, m: &Manifest, state: &ReadState) -> Result<FullText> {
+    let catalog = &state.catalog;
     let dir = layout.fulltext_dir();
     let existed = dir.exists();
     let (ft, mut cov) = match FullText::open(&dir) {
@@ -41,7 +42,7 @@ pub(super) fn restore(layout: &Layout, catalog: &Catalog, m: &Manifest, state: &
     }
     let mut chunk: Vec<(u64, String)> = Vec::new();
     for r in cov.rows..m.rows {
-        if let Some(d) = state.live_record(catalog, r)? {
+        if let Some(d) = state.live_record(r)? {
             chunk.push((r, d.text));
         }
         if chunk.len() == CATCH_UP_CHUNK || r + 1 == m.rows {
@@ -59,8 +60,11 @@ impl Db {
     /// durable: a failure here only leaves the index behind, and the next open catches
     /// it up, so it is logged rather than returned.
     pub(super) fn fulltext_apply(&self, docs: &[(u64, &str)], dead: &[u64], rows: u64) {
-        let Some(ft) = &self.fulltext else { return };
-        let dead_count = self.read.read().unwrap().dead_count;
+        let (fulltext, dead_count) = {
+            let r = self.read.read().unwrap();
+            (r.fulltext.clone(), r.dead_count)
+        };
+        let Some(ft) = fulltext else { return };
         let mut lag = self.fulltext_lag.lock().unwrap();
         // After a failure the recorded coverage stays before the first row missed, so the
         // next open indexes again from there.

@@ -159,7 +159,7 @@ impl<'a> ReindexJob<'a> {
         let mut texts = Vec::new();
         let mut slots = Vec::new();
         for r in start..end {
-            let text = state.live_record(&self.db.catalog, r)?.map(|d| d.text);
+            let text = state.live_record(r)?.map(|d| d.text);
             slots.push((state.view.iid(r as usize), text.as_ref().map(|_| texts.len())));
             if let Some(t) = text {
                 texts.push(t);
@@ -182,7 +182,7 @@ impl<'a> ReindexJob<'a> {
         let t = m.reindex.as_mut().expect("checked");
         t.rows = end;
         t.rows_crc = Some(crc);
-        self.db.catalog.put_manifest(&m)?;
+        self.db.catalog().put_manifest(&m)?;
         w.target.as_mut().expect("checked").commit(end - start);
         let progress = ReindexProgress { done: end, total: m.rows };
         self.db.set_manifest(&mut w, m);
@@ -252,7 +252,7 @@ impl<'a> ReindexJob<'a> {
         m.rows_crc = t.rows_crc;
         m.reindex = None;
         m.graph = None;
-        self.db.catalog.put_manifest(&m)?;
+        self.db.catalog().put_manifest(&m)?;
         // The switch is durable: the next open serves the new generation.
         let target = w.target.take().expect("target open");
         w.target_embedder = None;
@@ -261,9 +261,8 @@ impl<'a> ReindexJob<'a> {
         let embedder = Arc::new(GenEmbedder::active(&w.manifest, Some(self.embedder.clone())));
         let dead_count = {
             let mut r = self.db.read.write().unwrap();
-            let dead = r.dead.clone();
             let dead_count = r.dead_count;
-            *r = ReadState { view, graph: Arc::new(graph), dead, dead_count, embedder };
+            *r = ReadState { view, graph: Arc::new(graph), embedder, ..r.clone() };
             dead_count
         };
         let built_with = state.dead_count.min(dead_count);
@@ -356,7 +355,7 @@ impl Db {
         };
         let g = target.0.generation;
         m.reindex = Some(target.0);
-        self.catalog.put_manifest(&m)?;
+        self.catalog().put_manifest(&m)?;
         self.set_manifest(&mut w, m);
         w.target = Some(target.1);
         w.target_embedder = Some(embedder.clone());
@@ -386,7 +385,7 @@ impl Db {
         }
         let mut m = w.manifest.clone();
         let gone: Vec<u64> = m.kept.drain(..).map(|k| k.generation).collect();
-        self.catalog.put_manifest(&m)?;
+        self.catalog().put_manifest(&m)?;
         self.set_manifest(&mut w, m);
         // Files after the manifest: no record ever names a missing file.
         let live: Vec<u64> = w.manifest.reindex.iter().map(|t| t.generation).chain([w.manifest.generation]).collect();

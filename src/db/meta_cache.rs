@@ -16,7 +16,16 @@ pub(super) type MetaRows = Arc<Vec<Option<Arc<Value>>>>;
 #[derive(Default)]
 pub(super) struct MetaCache {
     built: bool,
+    /// The row numbering it was built for (`ReadState::epoch`).
+    epoch: u64,
     rows: MetaRows,
+}
+
+impl MetaCache {
+    /// An empty cache for a new numbering of rows (after a compaction).
+    pub(super) fn reset(&mut self, epoch: u64) {
+        *self = MetaCache { built: false, epoch, rows: MetaRows::default() };
+    }
 }
 
 fn set(rows: &mut MetaRows, row: u64, metadata: &Value) {
@@ -29,25 +38,35 @@ fn set(rows: &mut MetaRows, row: u64, metadata: &Value) {
 }
 
 impl Db {
-    /// The metadata of every row, building the cache on first use.
-    pub(super) fn metadata_rows(&self) -> Result<MetaRows> {
+    /// The metadata of every row of `epoch`'s numbering, building the cache on first
+    /// use; `None` for a reader still on a numbering a compaction replaced (it reads
+    /// each candidate's record instead).
+    pub(super) fn metadata_rows(&self, epoch: u64) -> Result<Option<MetaRows>> {
         {
             let c = self.meta.read().unwrap_or_else(|e| e.into_inner());
+            if c.epoch != epoch {
+                return Ok(None);
+            }
             if c.built {
-                return Ok(c.rows.clone());
+                return Ok(Some(c.rows.clone()));
             }
         }
         let mut c = self.meta.write().unwrap_or_else(|e| e.into_inner());
+        if c.epoch != epoch {
+            return Ok(None);
+        }
         if !c.built {
             let t = std::time::Instant::now();
-            for item in self.catalog.docs() {
+            // The writer lock is not held: take the catalog of this numbering.
+            let catalog = self.catalog();
+            for item in catalog.docs() {
                 let (_, rec) = item?;
                 set(&mut c.rows, rec.row, &rec.metadata);
             }
             c.built = true;
             tracing::debug!(rows = c.rows.len(), ms = t.elapsed().as_millis() as u64, "metadata cache built");
         }
-        Ok(c.rows.clone())
+        Ok(Some(c.rows.clone()))
     }
 
     /// Records the metadata of rows a commit wrote, if the cache is built.

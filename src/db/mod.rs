@@ -25,6 +25,7 @@
 //! embedder, `export.rs` every live document with its vector, `filter.rs` and `filter_parse.rs` metadata filters, `meta_cache.rs` the metadata they read, `document.rs` the types users hold. ARCHITECTURE.md draws the whole map.
 
 mod commit;
+mod compact;
 mod document;
 mod export;
 mod filter;
@@ -38,6 +39,7 @@ mod meta_cache;
 mod query;
 mod snapshot;
 
+pub use compact::{CompactReport, AUTO_COMPACT_MIN_DEAD, DEFAULT_AUTO_COMPACT};
 pub use document::{Document, Hit, IngestReport, Stats};
 pub use export::{Export, ExportAt, ExportInfo};
 pub use filter::Filter;
@@ -48,7 +50,6 @@ pub use query::{fuse, Fused, Fusion, Mode, Query, DEFAULT_CANDIDATES, DEFAULT_MO
 
 use crate::embed::{self, Embedder};
 use crate::error::{Error, Result};
-use crate::index::fulltext::FullText;
 use crate::index::{Graph, GraphParams};
 use crate::store::{Catalog, DirLock, Layout, Manifest, RecordFile, VectorFile, FORMAT_VERSION};
 use gen_embedder::GenEmbedder;
@@ -68,11 +69,20 @@ pub struct DbOptions {
     max_text_bytes: usize,
     create: bool,
     full_text: bool,
+    auto_compact: Option<f64>,
 }
 
 impl Default for DbOptions {
     fn default() -> Self {
-        Self { embedder: None, embedder_spec: None, graph: GraphParams::default(), max_text_bytes: DEFAULT_MAX_TEXT_BYTES, create: true, full_text: true }
+        Self {
+            embedder: None,
+            embedder_spec: None,
+            graph: GraphParams::default(),
+            max_text_bytes: DEFAULT_MAX_TEXT_BYTES,
+            create: true,
+            full_text: true,
+            auto_compact: Some(DEFAULT_AUTO_COMPACT),
+        }
     }
 }
 
@@ -85,6 +95,7 @@ impl std::fmt::Debug for DbOptions {
             .field("max_text_bytes", &self.max_text_bytes)
             .field("create", &self.create)
             .field("full_text", &self.full_text)
+            .field("auto_compact", &self.auto_compact)
             .finish()
     }
 }
@@ -121,6 +132,22 @@ impl DbOptions {
     /// catches up on the next open that has it. For bulk loads and benchmarks.
     pub fn full_text(mut self, yes: bool) -> Self {
         self.full_text = yes;
+        self
+    }
+
+    /// Compacts automatically (see [`Db::compact`]) after a write that leaves at least
+    /// this fraction of the active vector file's rows dead, and at least
+    /// [`AUTO_COMPACT_MIN_DEAD`] of them; `None` turns it off. Default
+    /// [`DEFAULT_AUTO_COMPACT`]. The write that crosses the threshold returns once the
+    /// compaction is done.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let db = duetdb::Db::options().embedder_spec("hash").auto_compact(None).open(dir.path().join("db")).unwrap();
+    /// assert_eq!(db.stats().unwrap().auto_compact, None);
+    /// ```
+    pub fn auto_compact(mut self, ratio: Option<f64>) -> Self {
+        self.auto_compact = ratio;
         self
     }
 
@@ -165,7 +192,6 @@ struct Writer {
 /// ```
 pub struct Db {
     layout: Layout,
-    catalog: Catalog,
     max_text_bytes: usize,
     writer: Mutex<Writer>,
     read: RwLock<ReadState>,
@@ -175,10 +201,10 @@ pub struct Db {
     /// The manifest as last committed, for readers (`len`, `stats`): they never take the
     /// writer lock, which an ingest holds while it embeds a batch.
     published: RwLock<Arc<Manifest>>,
-    /// BM25 over document texts, keyed by row (shared by every generation).
-    fulltext: Option<FullText>,
     /// The first row a failed full-text update missed, if any (see `fulltext.rs`).
     fulltext_lag: Mutex<Option<u64>>,
+    /// The dead-row fraction that starts a compaction after a write (`None`: never).
+    auto_compact: Option<f64>,
     /// Every row's metadata, for filters (`meta_cache.rs`).
     meta: RwLock<meta_cache::MetaCache>,
     _lock: DirLock,
@@ -214,6 +240,9 @@ impl Db {
     }
 
     fn open_with(path: &Path, opts: DbOptions) -> Result<Db> {
+        if let Some(r) = opts.auto_compact.filter(|r| !(r.is_finite() && *r > 0.0 && *r <= 1.0)) {
+            return Err(Error::invalid(format!("auto-compaction ratio {r} is not a fraction of rows in (0, 1]")));
+        }
         let layout = Layout::new(path);
         let mut requested = opts.resolve_embedder()?;
         if !layout.probe(FORMAT_VERSION)? {
@@ -242,6 +271,7 @@ impl Db {
                     graph: None,
                     reindex: None,
                     kept: Vec::new(),
+                    compactions: 0,
                 })?;
                 VectorFile::create(&tmp.vectors(1), e.dim(), 1)?;
                 let (state, _) = catalog.commit_state()?.ok_or_else(|| Error::corrupt(tmp.catalog(), "the new catalog has no manifest"))?;
@@ -289,22 +319,24 @@ impl Db {
         }
         let view = vectors.view()?;
         let embedder = Arc::new(GenEmbedder::active(&manifest, requested));
-        let mut read = ReadState { view, graph: Arc::new(Graph::new(GraphParams::default(), 0)?), dead: Arc::new(Vec::new()), dead_count: 0, embedder };
         let dead_rows = catalog.tombstone_rows()?;
         if let Some(bad) = dead_rows.iter().find(|r| **r >= manifest.rows) {
             return Err(Error::corrupt(layout.catalog(), format!("tombstone for row {bad} beyond the {} committed rows", manifest.rows)));
         }
+        let graph = Arc::new(Graph::new(GraphParams::default(), 0)?);
+        let mut read = ReadState { view, graph, dead: Arc::new(Vec::new()), dead_count: 0, embedder, catalog: Arc::new(catalog), fulltext: None, epoch: 0 };
         read.mark_dead(dead_rows);
-        let fulltext = if opts.full_text { Some(fulltext::restore(&layout, &catalog, &manifest, &read)?) } else { None };
+        if opts.full_text {
+            read.fulltext = Some(Arc::new(fulltext::restore(&layout, &manifest, &read)?));
+        }
         let db = Db {
             layout,
-            catalog,
             max_text_bytes: opts.max_text_bytes,
+            auto_compact: opts.auto_compact,
             published: RwLock::new(Arc::new(manifest.clone())),
             indexer: Mutex::new(None),
             writer: Mutex::new(Writer { vectors, target, target_embedder: None, manifest, closed: false }),
             read: RwLock::new(read),
-            fulltext,
             fulltext_lag: Mutex::new(None),
             meta: RwLock::default(),
             _lock: lock,
@@ -332,7 +364,7 @@ impl Db {
     /// The stored vector of the document with this id, in the active generation.
     pub fn vector(&self, id: &str) -> Result<Option<Vec<f32>>> {
         let state = self.read_state();
-        Ok(match self.catalog.doc_by_id(id)? {
+        Ok(match self.catalog().doc_by_id(id)? {
             Some((_, rec)) if (rec.row as usize) < state.view.len() => Some(state.view.vector(rec.row as usize).to_vec()),
             _ => None,
         })
@@ -345,7 +377,7 @@ impl Db {
 
     /// The stored document with this id.
     pub fn get(&self, id: &str) -> Result<Option<Document>> {
-        Ok(self.catalog.doc_by_id(id)?.map(|(_, r)| Document { id: r.id, text: r.text, metadata: r.metadata }))
+        Ok(self.catalog().doc_by_id(id)?.map(|(_, r)| Document { id: r.id, text: r.text, metadata: r.metadata }))
     }
 
     /// Number of live documents.
@@ -376,9 +408,9 @@ impl Db {
     /// Answered from what the last commit published, without waiting for a writer.
     pub fn stats(&self) -> Result<Stats> {
         let m = self.published.read().unwrap().clone();
-        let (dead_count, graph_points) = {
+        let (dead_count, graph_points, fulltext) = {
             let r = self.read.read().unwrap();
-            (r.dead_count, r.graph.len() as u64)
+            (r.dead_count, r.graph.len() as u64, r.fulltext.clone())
         };
         Ok(Stats {
             documents: m.documents,
@@ -389,9 +421,11 @@ impl Db {
             vector_rows: m.rows,
             graph_points,
             snapshot_rows: m.graph.as_ref().map_or(0, |s| s.rows),
-            fulltext_documents: self.fulltext.as_ref().map_or(0, |f| f.num_docs()),
+            fulltext_documents: fulltext.as_ref().map_or(0, |f| f.num_docs()),
             reindex: m.reindex.clone(),
             kept_generations: m.kept.clone(),
+            compactions: m.compactions,
+            auto_compact: self.auto_compact,
             bytes_on_disk: dir_size(self.layout.root()),
         })
     }
@@ -406,7 +440,7 @@ impl Db {
     /// Makes everything durable now: the catalog is fsynced (ingest and delete already
     /// do this before returning) and the graph is snapshotted (see [`Db::checkpoint`]).
     pub fn flush(&self) -> Result<()> {
-        self.catalog.flush()?;
+        self.catalog().flush()?;
         self.checkpoint()
     }
 
@@ -417,7 +451,7 @@ impl Db {
         self.stop_indexer();
         self.checkpoint()?;
         self.writer.lock().unwrap().closed = true;
-        self.catalog.flush()
+        self.catalog().flush()
     }
 }
 

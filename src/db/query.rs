@@ -246,7 +246,7 @@ impl<'a> Query<'a> {
             Mode::Text => None,
             _ => Some(self.query_vector(&state)?),
         };
-        let catalog = &self.db.catalog;
+        let catalog = &state.catalog;
         // Documents read while filtering are kept for building the hits. A record that
         // cannot be read is damage: the first such error ends the query (after the
         // search, whose filter callbacks cannot return one), never a silently shorter
@@ -269,7 +269,7 @@ impl<'a> Query<'a> {
         let visible = |row: usize| state.is_live(row);
         // Filters read the metadata cache (taken after `state`, so it has every row
         // `state` has); a row past it is read from the catalog.
-        let meta = if self.filters.is_empty() { None } else { Some(self.db.metadata_rows()?) };
+        let meta = if self.filters.is_empty() { None } else { self.db.metadata_rows(state.epoch)? };
         let keep_filtered = |row: usize| {
             state.is_live(row)
                 && match meta.as_ref().and_then(|m| m.get(row)) {
@@ -285,7 +285,7 @@ impl<'a> Query<'a> {
         };
         let text = match mode {
             Mode::Vector => Vec::new(),
-            _ => match (&self.db.fulltext, mode) {
+            _ => match (&state.fulltext, mode) {
                 (Some(ft), _) => ft.search(self.text, depth, keep)?,
                 (None, Mode::Text) => return Err(Error::invalid("this database was opened without its full-text index (DbOptions::full_text)")),
                 (None, _) => Vec::new(),

@@ -4,8 +4,9 @@
 
 use super::{Db, Writer};
 use crate::error::{Error, Result};
+use crate::index::fulltext::FullText;
 use crate::index::{Graph, GraphParams};
-use crate::store::{GraphSnapshot, Manifest, VectorView};
+use crate::store::{Catalog, GraphSnapshot, Manifest, VectorView};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -31,6 +32,15 @@ pub(super) struct ReadState {
     /// The embedder of the generation `view` belongs to: a query embeds with it, so it
     /// never mixes two embedders across a switch.
     pub(super) embedder: Arc<super::gen_embedder::GenEmbedder>,
+    /// The catalog the rows of `view` are recorded in: a compaction renumbers rows and
+    /// switches to a new catalog, and a reader keeps the pair it started with.
+    pub(super) catalog: Arc<Catalog>,
+    /// BM25 over document texts, keyed by the same rows (shared by every generation);
+    /// `None` when the database was opened without it.
+    pub(super) fulltext: Option<Arc<FullText>>,
+    /// Which numbering of rows this state uses: raised by every compaction, so that
+    /// row-keyed caches built for another numbering are never applied to it.
+    pub(super) epoch: u64,
 }
 
 impl ReadState {
@@ -43,11 +53,11 @@ impl ReadState {
     }
     /// The record of the live document version at `row`; `None` for a dead row (whose
     /// record may already be purged).
-    pub(super) fn live_record(&self, catalog: &crate::store::Catalog, row: u64) -> Result<Option<crate::store::DocRecord>> {
+    pub(super) fn live_record(&self, row: u64) -> Result<Option<crate::store::DocRecord>> {
         if !self.is_live(row as usize) {
             return Ok(None);
         }
-        Ok(catalog.doc(self.view.iid(row as usize))?.filter(|d| d.row == row))
+        Ok(self.catalog.doc(self.view.iid(row as usize))?.filter(|d| d.row == row))
     }
     pub(super) fn mark_dead(&mut self, rows: impl IntoIterator<Item = u64>) {
         let bits = Arc::make_mut(&mut self.dead);
@@ -102,7 +112,7 @@ impl Db {
                 // next checkpoint writes one even if it covers as many rows.
                 let mut m = w.manifest.clone();
                 m.graph = None;
-                self.catalog.put_manifest(&m)?;
+                self.catalog().put_manifest(&m)?;
                 self.set_manifest(&mut w, m);
             }
             graph.insert_rows(&state.view, &[]);
@@ -202,14 +212,28 @@ impl Db {
         g.insert_rows(&state.view, &live);
         self.read.write().unwrap().graph = Arc::new(g);
         self.snapshot_locked(w, Some(state.dead_count))?;
-        let purged = self.catalog.purge_dead_records()?;
+        let purged = self.catalog().purge_dead_records()?;
         tracing::debug!(purged, "dropped records of dead documents");
         Ok(())
     }
 
-    /// Housekeeping after a write: rebuild when tombstones fill the graph, snapshot
-    /// when many rows were added since the last snapshot.
+    /// Housekeeping after a write: compact when dead rows pass the auto-compaction
+    /// threshold, rebuild when tombstones fill the graph, snapshot when many rows were
+    /// added since the last snapshot.
     pub(super) fn maintain(&self, w: &mut Writer) -> Result<()> {
+        if self.compaction_due(w) {
+            // The write itself is durable already: a compaction that fails before its
+            // switch leaves the database as it was, so it is logged, not returned (unless
+            // it closed the database, which the caller must learn).
+            return match self.compact_locked(w) {
+                Ok(_) => Ok(()),
+                Err(e) if w.closed => Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, "automatic compaction failed; the database is unchanged");
+                    Ok(())
+                }
+            };
+        }
         let (points, dead) = {
             let r = self.read.read().unwrap();
             (r.graph.len() as u64, r.dead_count)
@@ -242,7 +266,7 @@ impl Db {
         let mut m = w.manifest.clone();
         let rows = first_deferred.map_or(m.rows, |r| r as u64);
         m.graph = Some(GraphSnapshot { basename, rows, dead_at_build, files });
-        self.catalog.put_manifest(&m)?;
+        self.catalog().put_manifest(&m)?;
         self.set_manifest(w, m);
         self.remove_stray_snapshots(&w.manifest);
         Ok(())
@@ -250,6 +274,11 @@ impl Db {
 
     pub(super) fn read_state(&self) -> ReadState {
         self.read.read().unwrap().clone()
+    }
+
+    /// The current catalog (writers hold the writer lock, so it is the one they commit to).
+    pub(super) fn catalog(&self) -> Arc<Catalog> {
+        self.read.read().unwrap().catalog.clone()
     }
 }
 

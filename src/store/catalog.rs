@@ -59,6 +59,13 @@ pub struct Manifest {
     /// Generations kept after a switch, newest first, for rollback (until `gc`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kept: Vec<GenerationRecord>,
+    /// Compactions done over the database's life (absent, and 0, before the first).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub compactions: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Manifest {
@@ -329,6 +336,45 @@ impl Catalog {
         Ok(copy)
     }
 
+    /// Writes a new catalog at `dest` (which must not exist) holding `docs` (internal id
+    /// and record, every one live), the id map built from them, no tombstones, and
+    /// `manifest`, as write number `seq`; flushes it and returns its commit state. For a
+    /// compaction: nothing reads `dest` until its switch is committed, so no transaction
+    /// is needed, only the final flush.
+    pub fn write_fresh(dest: &Path, docs: impl Iterator<Item = Result<(u64, DocRecord)>>, manifest: &Manifest, seq: u64) -> Result<CommitState> {
+        const CHUNK: usize = 4096;
+        let c = Catalog::open(dest)?;
+        let (mut digest, mut n) = (0u64, 0u64);
+        let (mut tdocs, mut tids, mut pending) = (sled::Batch::default(), sled::Batch::default(), 0);
+        let apply = |tdocs: &mut sled::Batch, tids: &mut sled::Batch| -> Result<()> {
+            c.docs.apply_batch(std::mem::take(tdocs)).map_err(|e| c.sled_err(e))?;
+            c.ids.apply_batch(std::mem::take(tids)).map_err(|e| c.sled_err(e))
+        };
+        for item in docs {
+            let (iid, rec) = item?;
+            tdocs.insert(&key(iid), serde_json::to_vec(&rec).expect("record serialises"));
+            tids.insert(rec.id.as_bytes(), &key(iid));
+            digest = digest.wrapping_add(id_entry_digest(rec.id.as_bytes(), iid));
+            n += 1;
+            pending += 1;
+            if pending == CHUNK {
+                apply(&mut tdocs, &mut tids)?;
+                pending = 0;
+            }
+        }
+        apply(&mut tdocs, &mut tids)?;
+        if n != manifest.documents {
+            return Err(Error::corrupt(dest, format!("the compacted catalog holds {n} documents, the manifest counts {}", manifest.documents)));
+        }
+        let mjson = serde_json::to_vec(manifest).expect("manifest serialises");
+        c.meta.insert(SEQ_KEY, &seq.to_be_bytes()).map_err(|e| c.sled_err(e))?;
+        c.meta.insert(IDS_DIGEST_KEY, &digest.to_be_bytes()).map_err(|e| c.sled_err(e))?;
+        c.meta.insert(MANIFEST_KEY, mjson.as_slice()).map_err(|e| c.sled_err(e))?;
+        c.flush()?;
+        let (state, _) = c.commit_state()?.expect("the manifest was just written");
+        Ok(state)
+    }
+
     /// The internal id of an external id.
     pub fn iid(&self, id: &str) -> Result<Option<u64>> {
         self.ids.get(id.as_bytes()).map_err(|e| self.sled_err(e))?.map(|b| unkey(&self.path, &b)).transpose()
@@ -447,6 +493,7 @@ mod tests {
             graph: None,
             reindex: None,
             kept: Vec::new(),
+            compactions: 0,
         }
     }
 

@@ -49,6 +49,14 @@ impl Layout {
     pub fn record(&self) -> PathBuf {
         self.root.join("COMMIT")
     }
+    /// Where a compaction builds the compacted database before switching to it.
+    pub fn compact_dir(&self) -> PathBuf {
+        self.root.join("compact")
+    }
+    /// The intent file that commits a compaction's switch (see `compaction.rs`).
+    pub fn compact_intent(&self) -> PathBuf {
+        self.root.join("COMPACT")
+    }
     /// The marker file that says the directory is a database.
     pub fn marker(&self) -> PathBuf {
         self.root.join(MARKER)
@@ -149,12 +157,18 @@ impl Layout {
         result
     }
 
-    /// Takes the process lock of the database, failing at once if it is held.
+    /// Takes the process lock of the database, failing at once if it is held; then
+    /// settles a compaction a killed process left (see `compaction.rs`), so that whoever
+    /// holds the lock reads one consistent database.
     pub fn lock(&self) -> Result<DirLock> {
         let path = self.root.join("LOCK");
         let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| Error::io(&path, e))?;
         match file.try_lock() {
-            Ok(()) => Ok(DirLock { _file: file }),
+            Ok(()) => {
+                let lock = DirLock { _file: file };
+                super::compaction::settle(self)?;
+                Ok(lock)
+            }
             Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked { path: self.root.clone() }),
             Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
         }

@@ -11,12 +11,14 @@
 //!   vectors/g000001.vec       append-only vector file of generation 1 (one per generation)
 //!   graph/                    hnsw_rs snapshots, derived and rebuildable
 //!   fulltext/                 tantivy BM25 index, derived and rebuildable
+//!   compact/, COMPACT         only during a compaction: its staging directory and intent (compaction.rs)
 //! ```
 //!
 //! This layer knows vectors of a fixed dimension and a fingerprint string; it knows
 //! nothing of models.
 
 mod catalog;
+pub mod compaction;
 mod layout;
 mod record;
 mod vectors;

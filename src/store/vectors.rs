@@ -104,6 +104,13 @@ impl VectorFile {
         Ok(Self { path: path.to_path_buf(), file, dim, rows: committed_rows, crc, pending_crc: None })
     }
 
+    /// The same open file after it was renamed to `path` (a compaction's switch moves its
+    /// new files into place): only the name changes.
+    pub fn renamed(mut self, path: std::path::PathBuf) -> Self {
+        self.path = path;
+        self
+    }
+
     /// CRC-32 of the committed rows.
     pub fn crc(&self) -> u32 {
         self.crc

@@ -84,7 +84,7 @@ pub(crate) fn serve_cmd(a: ServeArgs) -> Result<()> {
     if a.api_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
         return Err(Error::invalid("--api-key is empty"));
     }
-    let mut opts = Db::options();
+    let mut opts = crate::db_options()?;
     if let Some(e) = &a.embedder {
         opts = opts.embedder_spec(e.clone());
     }

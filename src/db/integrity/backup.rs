@@ -32,8 +32,8 @@ impl Db {
                 if w.closed {
                     return Err(Error::Closed);
                 }
-                self.catalog.flush()?;
-                let copy = self.catalog.export_to(&tmp.catalog())?;
+                self.catalog().flush()?;
+                let copy = self.catalog().export_to(&tmp.catalog())?;
                 let m = w.manifest.clone();
                 let mut gens: Vec<GenerationRecord> = vec![m.active_generation()];
                 gens.extend(m.reindex.iter().cloned());

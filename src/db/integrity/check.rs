@@ -85,7 +85,7 @@ impl Db {
     pub fn check(&self) -> Result<CheckReport> {
         let _w = self.writer.lock().unwrap();
         let mut report = CheckReport::default();
-        check_parts(&self.layout, &self.catalog, false, &mut report);
+        check_parts(&self.layout, &self.catalog(), false, &mut report);
         Ok(report)
     }
 }
