@@ -23,10 +23,16 @@ pub struct KilledRun {
 /// Runs the `duetdb` binary with `args` and SIGKILLs it after `after` unless it exits
 /// on its own first; returns what it printed.
 pub fn run_killed_after(args: &[&str], after: std::time::Duration) -> KilledRun {
+    run_killed_after_env(args, after, &[])
+}
+
+/// [`run_killed_after`] with these environment variables set for the child.
+pub fn run_killed_after_env(args: &[&str], after: std::time::Duration, env: &[(&str, &str)]) -> KilledRun {
     use std::io::{BufRead, Read};
     use std::sync::{Arc, Mutex};
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_duetdb"))
         .args(args)
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
