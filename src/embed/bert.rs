@@ -12,6 +12,8 @@ use std::path::Path;
 const MINILM_SHA256: &str = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db";
 /// The length all-MiniLM-L6-v2 was trained with.
 const MAX_TOKENS: usize = 256;
+/// Texts per forward.
+const BATCH: usize = 32;
 
 /// A BERT sentence embedder (all-MiniLM-L6-v2).
 pub struct BertEmbedder {
@@ -71,9 +73,18 @@ impl BertEmbedder {
 
 impl Embedder for BertEmbedder {
     fn embed(&self, texts: &[&str], _kind: Kind) -> Result<Vec<Vec<f32>>> {
-        let mut out = Vec::with_capacity(texts.len());
-        for chunk in texts.chunks(32) {
-            out.extend(self.embed_batch(chunk)?);
+        // Batches of similar lengths: a batch is padded to its longest text, and texts
+        // in input order put a long one in nearly every batch (Debian descriptions: median
+        // 64 tokens, cut at 256). Sorted by length, a batch pads to within a few tokens.
+        let lens: Vec<usize> = texts.iter().map(|t| t.len()).collect();
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(lens[i]));
+        let mut out = vec![Vec::new(); texts.len()];
+        for chunk in order.chunks(BATCH) {
+            let batch: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
+            for (&i, v) in chunk.iter().zip(self.embed_batch(&batch)?) {
+                out[i] = v;
+            }
         }
         Ok(out)
     }
