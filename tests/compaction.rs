@@ -16,7 +16,7 @@ fn words(rng: &mut fastrand::Rng) -> String {
 
 fn doc(i: usize, version: usize, rng: &mut fastrand::Rng) -> Document {
     Document::new(format!("d{i}"), format!("document {i} version {version} {}", words(rng)))
-        .with_metadata(json!({"n": i, "version": version, "even": i % 2 == 0}))
+        .with_metadata(json!({"n": i, "version": version, "even": i.is_multiple_of(2)}))
 }
 
 fn no_auto(path: &std::path::Path) -> Db {

@@ -50,6 +50,9 @@ pub enum Activation {
     Silu,
     /// GELU, tanh approximation (gemma3's `gelu_pytorch_tanh`).
     GeluTanh,
+    /// GELU, exact (`x Phi(x)` with the error function: BERT's `gelu`); not a decoder's,
+    /// but computed by the same fast kernels (`activation.rs`).
+    GeluErf,
 }
 
 /// Hyper-parameters read from the GGUF metadata.
@@ -567,6 +570,7 @@ impl Decoder {
             a if path == Kernels::Fast && activation::wanted(&gate) => gate.contiguous()?.apply_op1_no_bwd(&activation::FastActivation(a))?,
             Activation::Silu => gate.silu()?,
             Activation::GeluTanh => gate.gelu()?,
+            Activation::GeluErf => gate.gelu_erf()?,
         };
         let up = proj(&h, Target::Up)?;
         let mut mlp = proj(&(gate * up)?, Target::Down)?;

@@ -76,6 +76,7 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, path: Kernels) -> Result<Tenso
 /// Softmax over the last dimension.
 pub fn softmax(x: &Tensor, path: Kernels) -> Result<Tensor> {
     match path {
+        Kernels::Fast if super::activation::wanted(x) => x.contiguous()?.apply_op1_no_bwd(&super::activation::FastSoftmax),
         Kernels::Fast => candle_nn::ops::softmax_last_dim(x),
         Kernels::Differentiable => candle_nn::ops::softmax(x, D::Minus1),
     }
