@@ -53,6 +53,8 @@ fn logits_match_candle_stock_model_and_predict_paris() {
 #[test]
 fn padded_batch_equals_one_text_at_a_time() {
     need_model!(SMOLLM2);
+    // The f32 kernels' agreement (bfloat16 batches are checked in tests/precision.rs).
+    duetdb::embed::set_precision(duetdb::embed::Precision::F32);
     let texts = ["ripgrep recursively searches directories for a regex pattern", "a music player", "The quick brown fox jumps over the lazy dog."];
     let (batch, pads) = hidden(&texts, Kernels::Fast);
     for (i, t) in texts.iter().enumerate() {
@@ -76,6 +78,8 @@ fn padded_batch_equals_one_text_at_a_time() {
 #[test]
 fn fast_and_differentiable_paths_agree() {
     need_model!(SMOLLM2);
+    // The f32 fast path against the differentiable one (bfloat16: tests/precision.rs).
+    duetdb::embed::set_precision(duetdb::embed::Precision::F32);
     let texts = ["Instruct: represent this package description\nQuery: a terminal file manager", "short"];
     let (a, _) = hidden(&texts, Kernels::Fast);
     let (b, _) = hidden(&texts, Kernels::Differentiable);

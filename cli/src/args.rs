@@ -9,6 +9,9 @@ use std::path::PathBuf;
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) cmd: Cmd,
+    /// Arithmetic of the embedder's batched products (ingest, eval, reindex): f32, bf16 (CPUs with AVX-512 BF16; f32 elsewhere) or auto. Default: $DUETDB_PRECISION, else auto.
+    #[arg(long, global = true)]
+    pub(crate) precision: Option<String>,
 }
 
 #[derive(Subcommand)]

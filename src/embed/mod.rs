@@ -9,11 +9,13 @@ pub mod bert;
 pub mod decoder;
 pub mod gguf;
 mod hash;
+pub(crate) mod precision;
 pub mod prompt;
 mod threads;
 pub mod tokenizer;
 
 pub use hash::{HashEmbedder, HashEmbedderConfig};
+pub use precision::{precision, set_precision, Precision, DEFAULT_PRECISION};
 
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};

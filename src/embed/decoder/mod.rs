@@ -8,6 +8,7 @@
 //! keep their weights private, hence this forward (ARCHITECTURE.md, "What we learned about candle").
 
 pub mod activation;
+pub mod bf16;
 pub mod lora;
 pub mod ops;
 pub mod packed;
@@ -107,6 +108,9 @@ struct Block {
     /// Byte-per-weight copies of the seven projections for few-row products, built on
     /// first use (`None` for a matrix that is not of the packed form).
     packed: [OnceLock<Option<PackedWeight>>; 7],
+    /// Bfloat16 copies of the seven projections for many-row products when that
+    /// precision is asked for (`bf16.rs`), built on first use.
+    bf16: [OnceLock<bf16::Bf16Weight>; 7],
 }
 
 impl Block {
@@ -121,6 +125,17 @@ impl Block {
             Target::Up => &self.w_up,
             Target::Down => &self.w_down,
         }
+    }
+
+    /// The bfloat16 copy of a projection, built on first use.
+    fn bf16(&self, t: Target) -> Result<&bf16::Bf16Weight> {
+        if let Some(w) = self.bf16[t as usize].get() {
+            return Ok(w);
+        }
+        let w = self.weight(t);
+        let (out, inn) = w.dims2()?;
+        let packed = bf16::Bf16Weight::new(&w.flatten_all()?.to_vec1::<f32>()?, out, inn);
+        Ok(self.bf16[t as usize].get_or_init(|| packed))
     }
 
     /// The packed copy of a projection, built on first use.
@@ -267,6 +282,7 @@ impl Decoder {
                 w_up: t("ffn_up.weight")?,
                 w_down: t("ffn_down.weight")?,
                 packed: Default::default(),
+                bf16: Default::default(),
             });
         }
         let (cos, sin) = rope_tables(cfg.head_dim, cfg.rope_base, cfg.max_positions, device, dtype)?;
@@ -506,6 +522,7 @@ impl Decoder {
             let packed = if path == Kernels::Fast && packed::wanted(x) { blk.packed(t) } else { None };
             let y = match packed {
                 Some(p) => x.contiguous()?.apply_op1_no_bwd(&PackedMatmul(p))?,
+                None if path == Kernels::Fast && bf16::wanted(x) => x.contiguous()?.apply_op1_no_bwd(&bf16::Bf16Matmul(blk.bf16(t)?))?,
                 None => ops::linear(x, blk.weight(t), path)?,
             };
             Ok(match lora.map(|l| l.delta(li, t, x, path)).transpose()?.flatten() {
