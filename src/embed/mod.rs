@@ -9,7 +9,7 @@ pub mod bert;
 pub mod decoder;
 pub mod gguf;
 mod hash;
-pub(crate) mod precision;
+mod precision;
 pub mod prompt;
 mod threads;
 pub mod tokenizer;

@@ -82,19 +82,3 @@ pub fn precision() -> Precision {
         }
     }
 }
-
-/// Whether many-row products run in bfloat16 now.
-pub(crate) fn use_bf16() -> bool {
-    match precision() {
-        Precision::F32 => false,
-        Precision::Auto => super::decoder::bf16::available(),
-        Precision::Bf16 => {
-            let ok = super::decoder::bf16::available();
-            if !ok {
-                static SAID: std::sync::Once = std::sync::Once::new();
-                SAID.call_once(|| tracing::warn!("bf16 precision asked for, but this CPU has no AVX-512 BF16: using f32"));
-            }
-            ok
-        }
-    }
-}

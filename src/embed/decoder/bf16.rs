@@ -35,7 +35,25 @@ pub fn available() -> bool {
 /// also checks the instructions).
 pub fn wanted(x: &candle_core::Tensor) -> bool {
     let rows = x.elem_count() / x.dims().last().copied().unwrap_or(1).max(1);
-    rows > *super::packed::ROWS.end() && x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && crate::embed::precision::use_bf16()
+    rows > *super::packed::ROWS.end() && x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && chosen()
+}
+
+/// Whether the process's precision ([`crate::embed::precision`]) makes many-row
+/// products run in bfloat16 on this CPU.
+fn chosen() -> bool {
+    use crate::embed::Precision;
+    match crate::embed::precision() {
+        Precision::F32 => false,
+        Precision::Auto => available(),
+        Precision::Bf16 => {
+            let ok = available();
+            if !ok {
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| tracing::warn!("bf16 precision asked for, but this CPU has no AVX-512 BF16: using f32"));
+            }
+            ok
+        }
+    }
 }
 
 /// f32 to bfloat16, rounding to nearest even.
