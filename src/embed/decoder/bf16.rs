@@ -1,11 +1,11 @@
-//! Products of many rows (a batch of documents) in bfloat16 with f32 accumulation, on
+//! The decoders' products for documents in bfloat16 with f32 accumulation, on
 //! CPUs with AVX-512 BF16 (`vdpbf16ps`: 32 multiply-adds an instruction, twice f32 FMA's
 //! rate; measured 232 against 115 GFLOP/s on one core of the development machine).
 //!
 //! Weights and activations are rounded to bfloat16 (8 bits of mantissa) and products are
 //! summed in f32. That changes the function slightly, so it is a precision the caller
 //! chooses (`embed::set_precision`, `DUETDB_PRECISION`); quality is measured in
-//! docs/benchmarks.md. Chosen at run time: a CPU without the instructions keeps the f32
+//! docs/benchmarks.md. Only documents take it ([`for_documents`]). Chosen at run time: a CPU without the instructions keeps the f32
 //! path, and nothing depends on `target-cpu`.
 
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape};
@@ -30,12 +30,33 @@ pub fn available() -> bool {
     false
 }
 
-/// Whether a fast-path product with input `x` should run in bfloat16: more rows than
-/// the few-row kernels take, f32 on the CPU, and the process's precision says so (which
-/// also checks the instructions).
+thread_local! {
+    /// Set while this thread embeds documents (see [`for_documents`]).
+    static DOCUMENTS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with this thread's products in the process's precision: what embedding
+/// documents does. Everything else (queries, training, transfer, the decoders' own
+/// forwards) stays in f32: a query is a few rows, for which the byte-per-weight f32
+/// kernels are the fast ones, and training compares fast and differentiable forwards. A
+/// document takes the same path alone or in a batch, so its vector does not depend on
+/// the batching.
+pub fn for_documents<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            DOCUMENTS.with(|h| h.set(self.0));
+        }
+    }
+    let _restore = Restore(DOCUMENTS.with(|h| h.replace(true)));
+    f()
+}
+
+/// Whether a fast-path product with input `x` should run in bfloat16: f32 on the CPU,
+/// inside [`for_documents`], and the process's precision says so (which also checks the
+/// instructions).
 pub fn wanted(x: &candle_core::Tensor) -> bool {
-    let rows = x.elem_count() / x.dims().last().copied().unwrap_or(1).max(1);
-    rows > *super::packed::ROWS.end() && x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && chosen()
+    x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && DOCUMENTS.with(|h| h.get()) && chosen()
 }
 
 /// Whether the process's precision ([`crate::embed::precision`]) makes many-row

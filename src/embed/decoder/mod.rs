@@ -519,11 +519,14 @@ impl Decoder {
         let c = &self.cfg;
         // A projection: the frozen product, plus the adapter's update when there is one.
         let proj = |x: &Tensor, t: Target| -> Result<Tensor> {
-            let packed = if path == Kernels::Fast && packed::wanted(x) { blk.packed(t) } else { None };
-            let y = match packed {
-                Some(p) => x.contiguous()?.apply_op1_no_bwd(&PackedMatmul(p))?,
-                None if path == Kernels::Fast && bf16::wanted(x) => x.contiguous()?.apply_op1_no_bwd(&bf16::Bf16Matmul(blk.bf16(t)?))?,
-                None => ops::linear(x, blk.weight(t), path)?,
+            let y = if path == Kernels::Fast && bf16::wanted(x) {
+                x.contiguous()?.apply_op1_no_bwd(&bf16::Bf16Matmul(blk.bf16(t)?))?
+            } else {
+                let packed = if path == Kernels::Fast && packed::wanted(x) { blk.packed(t) } else { None };
+                match packed {
+                    Some(p) => x.contiguous()?.apply_op1_no_bwd(&PackedMatmul(p))?,
+                    None => ops::linear(x, blk.weight(t), path)?,
+                }
             };
             Ok(match lora.map(|l| l.delta(li, t, x, path)).transpose()?.flatten() {
                 Some(d) => (y + d)?,

@@ -295,7 +295,13 @@ impl Embedder for PromptEmbedder {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(self.embed_tensor(texts, kind, Kernels::Fast)?.to_vec2()?)
+        let run = || -> Result<Vec<Vec<f32>>> { Ok(self.embed_tensor(texts, kind, Kernels::Fast)?.to_vec2()?) };
+        match kind {
+            // Documents in the process's precision; queries, a few rows each, in f32
+            // (see `decoder/bf16.rs`).
+            Kind::Passage => crate::embed::decoder::bf16::for_documents(run),
+            Kind::Query => run(),
+        }
     }
 
     fn dim(&self) -> usize {
