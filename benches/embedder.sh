@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Ingest documents/s and query latency p50/p99 of a database with the default embedder,
 # in both conditioning modes (soft prompt from the instruction alone: `default`; from
-# instruction and text: `prompt-text`), plus `hash` as the no-model reference.
+# instruction and text: `prompt-text`), plus `hash` as the no-model reference. Each
+# spec runs at each precision of PRECISIONS (`auto`: bfloat16 documents on CPUs with
+# AVX-512 BF16; `f32`).
 # Needs ../shared/data and scripts/fetch-models.sh.   N=10000 Q=200 benches/embedder.sh
+#   SPECS="hash minilm default" PRECISIONS="auto f32" N=1000 benches/embedder.sh   (the README's table)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=bench-out/embedder; mkdir -p "$out"
@@ -19,14 +22,18 @@ for name, xs in (("docs", docs), ("queries", queries)):
 PY
 ./scripts/fetch-models.sh >/dev/null
 embed_bench=$(benches/driver.sh embed_bench)
+PRECISIONS=${PRECISIONS:-auto}
 for spec in ${SPECS:-hash default prompt-text}; do
-  "$embed_bench" "$out/docs.jsonl" "$out/queries.jsonl" "$N" "$spec" "$out" > "$out/$spec.json"
+  for p in $PRECISIONS; do
+    DUETDB_PRECISION=$p "$embed_bench" "$out/docs.jsonl" "$out/queries.jsonl" "$N" "$spec" "$out" > "$out/$spec-$p.json"
+  done
 done
-python3 - "$out" ${SPECS:-hash default prompt-text} <<'PY'
+python3 - "$out" "$PRECISIONS" ${SPECS:-hash default prompt-text} <<'PY'
 import json, sys
-out, specs = sys.argv[1], sys.argv[2:]
-print(f"{'embedder':<12} {'docs':>6} {'docs/s':>9} {'query p50 ms':>13} {'query p99 ms':>13}")
+out, precisions, specs = sys.argv[1], sys.argv[2].split(), sys.argv[3:]
+print(f"{'embedder':<12} {'precision':<9} {'docs':>6} {'docs/s':>9} {'query p50 ms':>13} {'query p99 ms':>13}")
 for s in specs:
-    r = json.load(open(f"{out}/{s}.json"))
-    print(f"{s:<12} {r['docs']:>6} {r['docs_per_s']:>9.1f} {r['p50_ms']:>13.1f} {r['p99_ms']:>13.1f}")
+    for p in precisions:
+        r = json.load(open(f"{out}/{s}-{p}.json"))
+        print(f"{s:<12} {p:<9} {r['docs']:>6} {r['docs_per_s']:>9.1f} {r['p50_ms']:>13.1f} {r['p99_ms']:>13.1f}")
 PY

@@ -52,6 +52,18 @@ pub fn for_documents<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Runs `f` in f32 even inside [`for_documents`] (the Prompting LLM's forward).
+pub fn in_f32<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            DOCUMENTS.with(|h| h.set(self.0));
+        }
+    }
+    let _restore = Restore(DOCUMENTS.with(|h| h.replace(false)));
+    f()
+}
+
 /// Whether a fast-path product with input `x` should run in bfloat16: f32 on the CPU,
 /// inside [`for_documents`], and the process's precision says so (which also checks the
 /// instructions).

@@ -52,7 +52,14 @@ impl PromptEmbedder {
     }
 
     /// [`PromptEmbedder::soft_prompts`] from token ids of P.
+    ///
+    /// P runs in f32 whatever the precision: its relaxed decoding amplifies rounding,
+    /// and the shipped prompts it must reproduce were computed in f32.
     pub fn soft_prompts_ids(&self, seqs: &[Vec<u32>], path: Kernels) -> Result<Tensor> {
+        crate::embed::decoder::bf16::in_f32(|| self.soft_prompts_ids_f32(seqs, path))
+    }
+
+    fn soft_prompts_ids_f32(&self, seqs: &[Vec<u32>], path: Kernels) -> Result<Tensor> {
         let align_path = path;
         let path = if self.prompting_frozen { Kernels::Fast } else { path };
         let pr = self.prompting()?;
