@@ -42,26 +42,25 @@ thread_local! {
 /// document takes the same path alone or in a batch, so its vector does not depend on
 /// the batching.
 pub fn for_documents<R>(f: impl FnOnce() -> R) -> R {
+    with_documents(true, f)
+}
+
+/// Runs `f` with this thread's "embedding documents" flag set to `on`, restoring it
+/// afterwards (also when `f` panics).
+fn with_documents<R>(on: bool, f: impl FnOnce() -> R) -> R {
     struct Restore(bool);
     impl Drop for Restore {
         fn drop(&mut self) {
             DOCUMENTS.with(|h| h.set(self.0));
         }
     }
-    let _restore = Restore(DOCUMENTS.with(|h| h.replace(true)));
+    let _restore = Restore(DOCUMENTS.with(|h| h.replace(on)));
     f()
 }
 
 /// Runs `f` in f32 even inside [`for_documents`] (the Prompting LLM's forward).
 pub fn in_f32<R>(f: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            DOCUMENTS.with(|h| h.set(self.0));
-        }
-    }
-    let _restore = Restore(DOCUMENTS.with(|h| h.replace(false)));
-    f()
+    with_documents(false, f)
 }
 
 /// Whether a fast-path product with input `x` should run in bfloat16: f32 on the CPU,
