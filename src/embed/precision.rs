@@ -24,7 +24,7 @@ pub enum Precision {
 
 /// The precision when neither [`set_precision`] nor `DUETDB_PRECISION` says otherwise:
 /// bfloat16 where the CPU has it. On the Debian dev split the default embedder's MRR@10
-/// was 0.7579 with it and 0.7562 in f32, at 1.75x the documents/s (docs/benchmarks.md).
+/// was 0.7578 with it and 0.7562 in f32, at 1.55x the documents/s (docs/benchmarks.md).
 pub const DEFAULT_PRECISION: Precision = Precision::Auto;
 
 impl std::str::FromStr for Precision {
