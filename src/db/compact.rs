@@ -17,7 +17,7 @@ use super::{Db, Writer};
 use crate::error::{Error, Result};
 use crate::index::fulltext::{Coverage, FullText};
 use crate::index::Graph;
-use crate::store::compaction::{self, SwitchPlan};
+use crate::store::compaction::{self, pause, SwitchPlan};
 use crate::store::{Catalog, GraphSnapshot, Layout, Manifest, RecordFile, VectorFile};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -47,12 +47,6 @@ pub struct CompactReport {
     pub bytes_after: u64,
     /// Wall time of the whole compaction.
     pub seconds: f64,
-}
-
-/// Test hook: `DUETDB_COMPACT_PAUSE_MS` sleeps at each step of a compaction, so that a
-/// test killing the process at random moments lands in every step, the switch included.
-fn pause() {
-    compaction::pause();
 }
 
 impl Db {
@@ -217,7 +211,7 @@ impl Db {
                 _ => Err(Error::corrupt(self.layout.catalog(), format!("live row {row} has no document record (internal id {iid}); run `duetdb check`"))),
             }
         });
-        let commit_state = Catalog::write_fresh(&staging.catalog(), docs, &manifest, old_seq + 1)?;
+        let (catalog, commit_state) = Catalog::write_fresh(&staging.catalog(), docs, &manifest, old_seq + 1)?;
         RecordFile::open(&staging.record(), &commit_state, true)?;
         plan.moves.extend(["catalog".to_string(), "COMMIT".to_string()]);
 
@@ -225,7 +219,7 @@ impl Db {
         // (the next open that has one builds it).
         pause();
         if state.fulltext.is_some() {
-            build_fulltext(&staging.catalog(), &staging.fulltext_dir(), n)?;
+            build_fulltext(&catalog, &staging.fulltext_dir(), n)?;
             plan.moves.push("fulltext".into());
         } else {
             plan.drops.push("fulltext".into());
@@ -248,10 +242,9 @@ fn copy_rows(f: &mut VectorFile, view: &crate::store::VectorView, rows: &[usize]
     Ok(())
 }
 
-/// Indexes every document of the catalog at `catalog_dir` into a new full-text index in
-/// `dir`, covering `rows` rows with no tombstones.
-fn build_fulltext(catalog_dir: &std::path::Path, dir: &std::path::Path, rows: u64) -> Result<()> {
-    let catalog = Catalog::open(catalog_dir)?;
+/// Indexes every document of `catalog` into a new full-text index in `dir`, covering
+/// `rows` rows with no tombstones.
+fn build_fulltext(catalog: &Catalog, dir: &std::path::Path, rows: u64) -> Result<()> {
     let ft = FullText::recreate(dir)?;
     let cov = Coverage { rows, dead: 0 };
     let mut chunk: Vec<(u64, String)> = Vec::with_capacity(CHUNK);

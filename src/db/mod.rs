@@ -363,8 +363,9 @@ impl Db {
 
     /// The stored vector of the document with this id, in the active generation.
     pub fn vector(&self, id: &str) -> Result<Option<Vec<f32>>> {
+        // The catalog of the same snapshot: a compaction renumbers rows.
         let state = self.read_state();
-        Ok(match self.catalog().doc_by_id(id)? {
+        Ok(match state.catalog.doc_by_id(id)? {
             Some((_, rec)) if (rec.row as usize) < state.view.len() => Some(state.view.vector(rec.row as usize).to_vec()),
             _ => None,
         })

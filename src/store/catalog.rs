@@ -338,10 +338,10 @@ impl Catalog {
 
     /// Writes a new catalog at `dest` (which must not exist) holding `docs` (internal id
     /// and record, every one live), the id map built from them, no tombstones, and
-    /// `manifest`, as write number `seq`; flushes it and returns its commit state. For a
+    /// `manifest`, as write number `seq`; flushes it and returns it with its commit state. For a
     /// compaction: nothing reads `dest` until its switch is committed, so no transaction
     /// is needed, only the final flush.
-    pub fn write_fresh(dest: &Path, docs: impl Iterator<Item = Result<(u64, DocRecord)>>, manifest: &Manifest, seq: u64) -> Result<CommitState> {
+    pub fn write_fresh(dest: &Path, docs: impl Iterator<Item = Result<(u64, DocRecord)>>, manifest: &Manifest, seq: u64) -> Result<(Catalog, CommitState)> {
         const CHUNK: usize = 4096;
         let c = Catalog::open(dest)?;
         let (mut digest, mut n) = (0u64, 0u64);
@@ -372,7 +372,7 @@ impl Catalog {
         c.meta.insert(MANIFEST_KEY, mjson.as_slice()).map_err(|e| c.sled_err(e))?;
         c.flush()?;
         let (state, _) = c.commit_state()?.expect("the manifest was just written");
-        Ok(state)
+        Ok((c, state))
     }
 
     /// The internal id of an external id.

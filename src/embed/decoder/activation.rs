@@ -30,12 +30,7 @@ impl CustomOp1 for FastActivation {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(x) = s else { bail!("fast-activation takes f32") };
-        let Some((a, b)) = l.contiguous_offsets() else { bail!("fast-activation takes a contiguous input") };
-        if !super::skinny::available() {
-            bail!("fast-activation needs AVX2 and FMA");
-        }
-        let mut y = x[a..b].to_vec();
+        let mut y = input(self.name(), s, l)?;
         #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX2 and FMA are checked above.
         unsafe {
@@ -48,6 +43,16 @@ impl CustomOp1 for FastActivation {
 /// Abramowitz and Stegun 7.1.26: `erf(z) = 1 - t P(t) e^(-z^2)`, `t = 1 / (1 + P z)`, z >= 0.
 const ERF_P: f32 = 0.327_591_1;
 const ERF_A: [f32; 5] = [0.254_829_6, -0.284_496_72, 1.421_413_8, -1.453_152_1, 1.061_405_4];
+
+/// A copy of a fast op's input: contiguous f32, on a CPU with AVX2 and FMA.
+fn input(op: &str, s: &CpuStorage, l: &Layout) -> Result<Vec<f32>> {
+    let CpuStorage::F32(x) = s else { bail!("{op} takes f32") };
+    let Some((a, b)) = l.contiguous_offsets() else { bail!("{op} takes a contiguous input") };
+    if !super::skinny::available() {
+        bail!("{op} needs AVX2 and FMA");
+    }
+    Ok(x[a..b].to_vec())
+}
 
 /// The scalar definition, for the tail and for tests.
 pub fn reference(x: f32, a: Activation) -> f32 {
@@ -107,13 +112,8 @@ impl CustomOp1 for FastSoftmax {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         use rayon::prelude::*;
-        let CpuStorage::F32(x) = s else { bail!("fast-softmax takes f32") };
-        let Some((a, b)) = l.contiguous_offsets() else { bail!("fast-softmax takes a contiguous input") };
+        let mut y = input(self.name(), s, l)?;
         let n = l.dims().last().copied().unwrap_or(1).max(1);
-        if !super::skinny::available() {
-            bail!("fast-softmax needs AVX2 and FMA");
-        }
-        let mut y = x[a..b].to_vec();
         // Rows per parallel task: enough work to pay for the hand-off.
         let rows = (4096 / n).max(1);
         y.par_chunks_mut(rows * n).for_each(|c| {
