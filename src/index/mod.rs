@@ -130,7 +130,7 @@ impl Graph {
         if !self.side.read().unwrap_or_else(|e| e.into_inner()).deferred.is_empty() {
             return self.defer_locked(view, rows);
         }
-        self.insert_locked(view, rows);
+        self.insert_locked(view, rows, 0);
     }
 
     /// Adds rows to be answered by exact scan now and inserted later, by
@@ -156,13 +156,8 @@ impl Graph {
         let (Some(view), false) = (side.view.as_ref(), side.deferred.is_empty()) else { return 0 };
         let n = max.min(side.deferred.len());
         let chunk: Vec<usize> = side.deferred[..n].iter().map(|&r| r as usize).collect();
-        let rest = Arc::new(side.deferred[n..].to_vec());
-        self.insert_locked(view, &chunk);
-        let mut next = self.side.read().unwrap_or_else(|e| e.into_inner()).clone();
-        next.deferred = rest;
-        let left = next.deferred.len();
-        *self.side.write().unwrap_or_else(|e| e.into_inner()) = next;
-        left
+        self.insert_locked(view, &chunk, n);
+        side.deferred.len() - n
     }
 
     /// The first row not yet in hnsw_rs (`None`: every row handed over is in it): a
@@ -176,8 +171,10 @@ impl Graph {
         self.side.read().unwrap_or_else(|e| e.into_inner()).deferred.len()
     }
 
-    /// Inserts into hnsw_rs; the caller holds `insert`.
-    fn insert_locked(&self, view: &VectorView, rows: &[usize]) {
+    /// Inserts into hnsw_rs; the caller holds `insert`. The first `from_deferred`
+    /// deferred rows are the ones inserted: they leave `deferred` in the same swap that
+    /// adds them to `pending`, so no search ever sees a row twice.
+    fn insert_locked(&self, view: &VectorView, rows: &[usize], from_deferred: usize) {
         if rows.len() < 64 {
             for &r in rows {
                 self.hnsw.insert_slice((view.vector(r), r));
@@ -199,6 +196,9 @@ impl Graph {
             pending.clear();
         }
         next.pending = Arc::new(pending);
+        if from_deferred > 0 {
+            next.deferred = Arc::new(next.deferred[from_deferred..].to_vec());
+        }
         *self.side.write().unwrap_or_else(|e| e.into_inner()) = next;
     }
 
@@ -422,5 +422,39 @@ mod tests {
         }
         g.insert_rows(&view, &[]);
         assert_eq!(g.deferred_len(), 0, "inserts go straight in once none are deferred");
+    }
+
+    #[test]
+    fn a_search_during_deferred_indexing_never_sees_a_row_twice() {
+        // CI once saw an exact-text query return its document twice after a crash:
+        // rows reached `pending` in one swap and left `deferred` in the next.
+        let dir = tempfile::tempdir().unwrap();
+        let mut vf = VectorFile::create(&dir.path().join("v"), 8, 1).unwrap();
+        let vecs: Vec<Vec<f32>> = (0..3000).map(|i| unit(90_000 + i, 8)).collect();
+        let rows: Vec<(u64, &[f32])> = vecs.iter().enumerate().map(|(i, v)| (i as u64, v.as_slice())).collect();
+        vf.write_pending(&rows).unwrap();
+        vf.commit(3000);
+        let view = vf.view().unwrap();
+        let g = Graph::new(GraphParams { m: 8, ef_construction: 16 }, 3000).unwrap();
+        g.defer_rows(&view, &(0..3000).collect::<Vec<_>>());
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let (twice, searches) = std::thread::scope(|s| {
+            let reader = s.spawn(|| {
+                let (mut twice, mut n) = (0, 0u64);
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    // The row being indexed now: the one a torn swap would show twice.
+                    let q = &vecs[g.first_deferred().unwrap_or(0)];
+                    let hits = g.search(q, 5, 16, None);
+                    twice += hits.windows(2).filter(|w| w[0].row == w[1].row).count();
+                    n += 1;
+                }
+                (twice, n)
+            });
+            while g.index_deferred(1) > 0 {}
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            reader.join().unwrap()
+        });
+        assert!(searches > 0);
+        assert_eq!(twice, 0, "{twice} duplicated hits in {searches} searches");
     }
 }

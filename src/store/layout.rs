@@ -157,13 +157,27 @@ impl Layout {
         result
     }
 
-    /// Takes the process lock of the database, failing at once if it is held; then
-    /// settles a compaction a killed process left (see `compaction.rs`), so that whoever
-    /// holds the lock reads one consistent database.
+    /// Takes the process lock of the database, failing if another holder keeps it for a
+    /// second; then settles a compaction a killed process left (see `compaction.rs`), so
+    /// that whoever holds the lock reads one consistent database.
     pub fn lock(&self) -> Result<DirLock> {
         let path = self.root.join("LOCK");
         let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| Error::io(&path, e))?;
-        match file.try_lock() {
+        // A lock released a moment ago can still be held by a copy of its descriptor: a
+        // process that another thread of ours is spawning holds every descriptor from fork
+        // to exec (the likely cause of a `Locked` error CI saw once, under load, when a test
+        // reopened a database it had just closed). So a busy lock is retried for up to a second before it is an error.
+        let mut tried = 0;
+        let locked = loop {
+            match file.try_lock() {
+                Err(std::fs::TryLockError::WouldBlock) if tried < 50 => {
+                    tried += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other,
+            }
+        };
+        match locked {
             Ok(()) => {
                 let lock = DirLock { _file: file };
                 super::compaction::settle(self)?;
