@@ -25,6 +25,9 @@ pub struct Pair {
     /// Pairs of one group (a Debian source package) are near-duplicates: never each
     /// other's negatives.
     pub group: String,
+    /// The pair's source (`Fields::domain`; empty without one): the trainer draws each
+    /// batch from one source and evaluates each source on its own.
+    pub domain: String,
 }
 
 /// Which fields of each JSON line to read.
@@ -36,6 +39,8 @@ pub struct Fields {
     pub doc: String,
     /// Field naming the pair's group; `None`: every pair is its own group.
     pub group: Option<String>,
+    /// Field naming the pair's source (domain); `None`: one source.
+    pub domain: Option<String>,
 }
 
 /// Reads the pairs of a JSON Lines file; lines without both texts are skipped (their
@@ -59,7 +64,8 @@ pub fn read_pairs(path: &Path, fields: &Fields) -> Result<(Vec<Pair>, usize)> {
             Some(g) => field(g),
             None => format!("#{}", pairs.len()),
         };
-        pairs.push(Pair { query, doc, group });
+        let domain = fields.domain.as_deref().map(field).unwrap_or_default();
+        pairs.push(Pair { query, doc, group, domain });
     }
     if pairs.is_empty() {
         return Err(Error::invalid(format!("no line of {} has both `{}` and `{}`", path.display(), fields.query, fields.doc)));

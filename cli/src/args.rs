@@ -101,8 +101,10 @@ pub(crate) enum Cmd {
     /// Retrieval quality of an embedder on a JSON Lines file of (query, document) pairs:
     /// every document is indexed, every query run; its relevant document is the one on its line.
     Eval {
-        /// JSON Lines file.
-        file: PathBuf,
+        /// JSON Lines file; several files (one per source) are evaluated each on its own
+        /// corpus and reported with their macro-average.
+        #[arg(required = true, num_args = 1..)]
+        file: Vec<PathBuf>,
         /// Field holding the query.
         #[arg(long)]
         query_field: String,
@@ -115,7 +117,8 @@ pub(crate) enum Cmd {
         embedder: Option<String>,
         /// Keep the indexed documents in this database (created if missing) instead of a
         /// temporary one, so it can be measured again, e.g. after `reindex`. Documents
-        /// already stored unchanged are not embedded again.
+        /// already stored unchanged are not embedded again. With several files, one
+        /// database per file under this directory, named after the file.
         #[arg(long)]
         db: Option<PathBuf>,
         /// Only the first N usable lines.
@@ -334,6 +337,10 @@ pub(crate) struct TrainArgs {
     /// Field naming a pair's group: pairs of one group are never each other's negatives.
     #[arg(long)]
     pub(crate) group_field: Option<String>,
+    /// Field naming a pair's source: each micro-batch comes from one source, and the dev
+    /// MRR@10 is averaged over sources (each on its own documents).
+    #[arg(long)]
+    pub(crate) domain_field: Option<String>,
     /// Dev pairs (same fields) for MRR@10 at evaluation points.
     #[arg(long)]
     pub(crate) dev: Option<PathBuf>,
@@ -411,6 +418,7 @@ pub(crate) struct TrainArgs {
     #[arg(long, requires = "resume")]
     pub(crate) evaluate_only: bool,
     /// Transfer: the trained checkpoint directory whose Prompting LLM and adapters are kept.
+    /// Prompt modes: the trained checkpoint to go on training (fine-tuning).
     #[arg(long)]
     pub(crate) from: Option<PathBuf>,
     /// The new Embedding LLM (qwen2.5, gemma3, smollm2 or a .gguf file): the target of a

@@ -8,12 +8,12 @@ use crate::{out, progress};
 use duetdb::eval::{read_pairs, Fields, RankMetrics};
 use duetdb::{Document, Result};
 use serde_json::{json, Value};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-/// What `eval` measures and where: the pairs file and its fields, the embedder, and a
+/// What `eval` measures and where: the pairs files and their fields, the embedder, and a
 /// directory to keep the database in (a temporary one otherwise).
 pub(crate) struct EvalArgs {
-    pub(crate) file: PathBuf,
+    pub(crate) files: Vec<PathBuf>,
     pub(crate) query_field: String,
     pub(crate) doc_field: String,
     pub(crate) embedder: Option<String>,
@@ -21,26 +21,59 @@ pub(crate) struct EvalArgs {
     pub(crate) limit: Option<usize>,
 }
 
-/// Runs one evaluation and prints its metrics and speeds.
+/// Runs one evaluation per file and prints its metrics and speeds (and, with several
+/// files, each file's and their macro-average: every source weighs the same).
 pub(crate) fn eval_cmd(a: EvalArgs, rank: RankArgs, json: bool) -> Result<()> {
     if let Some(l) = a.limit {
         // `--limit 0` evaluated one pair once; no pairs is no measurement.
         duetdb::limits::check("--limit", l, 1, usize::MAX)?;
     }
-    let fields = Fields { query: a.query_field.clone(), doc: a.doc_field.clone(), group: None };
-    let (mut pairs, skipped) = read_pairs(&a.file, &fields)?;
+    if a.files.len() == 1 {
+        let r = eval_file(&a, &a.files[0], a.keep.clone(), &rank)?;
+        print_one(&r, json);
+        return Ok(());
+    }
+    let mut names: Vec<String> = Vec::new();
+    let mut results = serde_json::Map::new();
+    for f in &a.files {
+        let name = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        if names.contains(&name) {
+            return Err(duetdb::Error::invalid(format!("two files named `{name}`: sources are reported by file name")));
+        }
+        let keep = a.keep.as_ref().map(|k| k.join(&name));
+        let r = eval_file(&a, f, keep, &rank)?;
+        if !json {
+            print_one(&r, false);
+            out(format!("  ({})", f.display()));
+        }
+        names.push(name.clone());
+        results.insert(name, r);
+    }
+    let mean = |k: &str| results.values().map(|r| r[k].as_f64().unwrap_or(f64::NAN)).sum::<f64>() / results.len() as f64;
+    let (mrr, ndcg, r1, r10) = (mean("mrr10"), mean("ndcg10"), mean("recall1"), mean("recall10"));
+    match json {
+        true => out(json!({"sources": results, "macro": {"mrr10": mrr, "ndcg10": ndcg, "recall1": r1, "recall10": r10, "sources": names.len()}})),
+        false => out(format!("macro-average over {} sources: MRR@10 {mrr:.4}  nDCG@10 {ndcg:.4}  Recall@1 {r1:.4}  Recall@10 {r10:.4}", names.len())),
+    }
+    Ok(())
+}
+
+/// One file's evaluation in a database at `keep` (a temporary one if `None`).
+fn eval_file(a: &EvalArgs, file: &Path, keep: Option<PathBuf>, rank: &RankArgs) -> Result<Value> {
+    let fields = Fields { query: a.query_field.clone(), doc: a.doc_field.clone(), group: None, domain: None };
+    let (mut pairs, skipped) = read_pairs(file, &fields)?;
     if let Some(l) = a.limit {
         pairs.truncate(l);
     }
-    let dir = a.keep.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("duetdb-eval-{}", std::process::id())));
-    if a.keep.is_none() {
+    let dir = keep.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("duetdb-eval-{}", std::process::id())));
+    if keep.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
     }
     let result = (|| -> Result<Value> {
         let mut opts = crate::db_options()?;
         match &a.embedder {
             Some(s) => opts = opts.embedder_spec(s.as_str()),
-            None if a.keep.is_none() || !dir.exists() => opts = opts.embedder_spec(duetdb::embed::DEFAULT_SPEC),
+            None if keep.is_none() || !dir.exists() => opts = opts.embedder_spec(duetdb::embed::DEFAULT_SPEC),
             None => {}
         }
         let db = opts.open(&dir)?;
@@ -69,12 +102,15 @@ pub(crate) fn eval_cmd(a: EvalArgs, rank: RankArgs, json: bool) -> Result<()> {
                   "docs_per_s": docs_per_s, "queries_per_s": queries_per_s, "pairs": pairs.len(), "skipped": skipped,
                   "embedder": embedder.fingerprint(), "mode": rank.mode}))
     })();
-    if a.keep.is_none() {
+    if keep.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
     }
-    let r = result?;
+    result
+}
+
+fn print_one(r: &Value, json: bool) {
     if json {
-        out(r);
+        out(r.clone());
     } else {
         let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
         out(format!(
@@ -91,5 +127,4 @@ pub(crate) fn eval_cmd(a: EvalArgs, rank: RankArgs, json: bool) -> Result<()> {
             f("queries_per_s")
         ));
     }
-    Ok(())
 }

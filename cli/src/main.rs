@@ -101,7 +101,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Embed { texts, embedder, kind, json } => search::embed_cmd(texts, embedder, kind, json),
         Cmd::Eval { file, query_field, doc_field, embedder, db, limit, rank, json } => {
-            eval::eval_cmd(eval::EvalArgs { file, query_field, doc_field, embedder, keep: db, limit }, rank, json)
+            eval::eval_cmd(eval::EvalArgs { files: file, query_field, doc_field, embedder, keep: db, limit }, rank, json)
         }
         Cmd::Train(args) => train::train_cmd(args),
         Cmd::Transfer(mut args) => {

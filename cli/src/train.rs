@@ -48,6 +48,7 @@ pub(crate) fn train_cmd(args: TrainArgs) -> Result<()> {
         let data = args.data.ok_or_else(|| Error::invalid("--data is needed for a new run"))?;
         let mut c = TrainConfig::new(data, &args.query_field, &args.doc_field, Mode::parse(&args.mode)?);
         c.group_field = args.group_field;
+        c.domain_field = args.domain_field;
         c.dev = args.dev;
         c.steps = args.steps;
         c.batch = args.batch;
@@ -71,8 +72,8 @@ pub(crate) fn train_cmd(args: TrainArgs) -> Result<()> {
         c.grad_cache = args.grad_cache;
         c.seed = args.seed;
         c.backbone = args.backbone.as_deref().map(duetdb::embed::prompt::backbone).transpose()?;
+        c.from = args.from;
         if c.mode == Mode::Transfer {
-            c.from = args.from;
             c.align_init = Some(duetdb::embed::prompt::AlignInit::parse(&args.align_init)?);
         }
         Trainer::create(c, &args.out)?

@@ -155,6 +155,16 @@ fn embed_and_eval_json_shapes() {
     }
     let (mrr, r1, r10) = (r["mrr10"].as_f64().unwrap(), r["recall1"].as_f64().unwrap(), r["recall10"].as_f64().unwrap());
     assert!(r1 <= mrr && mrr <= r10 && r10 <= 1.0 && mrr > 0.3, "{r}");
+    // Two sources: each on its own corpus, and their macro-average.
+    let (a, b) = (dir.path().join("first.jsonl"), dir.path().join("second.jsonl"));
+    std::fs::write(&a, lines[..150].join("\n")).unwrap();
+    std::fs::write(&b, lines[150..400].join("\n")).unwrap();
+    let o = duetdb(&["eval", a.to_str().unwrap(), b.to_str().unwrap(), "--query-field", "q", "--doc-field", "d", "--embedder", "hash", "--json"], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = &json_lines(&o)[0];
+    let (m1, m2) = (r["sources"]["first"]["mrr10"].as_f64().unwrap(), r["sources"]["second"]["mrr10"].as_f64().unwrap());
+    assert_eq!((r["sources"]["first"]["pairs"].as_u64(), r["sources"]["second"]["pairs"].as_u64()), (Some(150), Some(250)));
+    assert!((r["macro"]["mrr10"].as_f64().unwrap() - (m1 + m2) / 2.0).abs() < 1e-12, "{r}");
     let o = duetdb(&["eval", pairs.to_str().unwrap(), "--query-field", "nope", "--doc-field", "d", "--embedder", "hash"], None);
     assert!(!o.status.success() && stderr(&o).contains("`nope`"), "{}", stderr(&o));
 }

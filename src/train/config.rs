@@ -99,6 +99,12 @@ pub struct TrainConfig {
     pub doc_field: String,
     /// Field of the group (pairs of one group are never each other's negatives).
     pub group_field: Option<String>,
+    /// Field of the pair's source (domain): each micro-batch is drawn from one source
+    /// (so in-batch and hard negatives are of that domain), sources weighted by the square
+    /// root of their size, and the dev MRR@10 is the average over the sources, each
+    /// evaluated on its own documents. `None`: one source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain_field: Option<String>,
     /// Pairs for the dev MRR@10 at evaluation points (same fields); none: no evaluation.
     pub dev: Option<PathBuf>,
     /// What is trained.
@@ -127,7 +133,8 @@ pub struct TrainConfig {
     /// What feeds the alignment (`None`: the relaxed embeddings).
     #[serde(default)]
     pub align_from: Option<AlignSource>,
-    /// Transfer: the trained checkpoint whose P and adapters are kept.
+    /// Transfer: the trained checkpoint whose P and adapters are kept. Other modes: the
+    /// checkpoint training starts from (its configuration and weights; `None`: fresh).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<PathBuf>,
     /// Transfer: the new Embedding LLM; lora-m: the model adapted (`None`: SmolLM2).
@@ -164,6 +171,7 @@ impl TrainConfig {
             query_field: query_field.into(),
             doc_field: doc_field.into(),
             group_field: None,
+            domain_field: None,
             dev: None,
             mode,
             steps: 1000,
@@ -189,7 +197,7 @@ impl TrainConfig {
     }
 
     pub(super) fn fields(&self) -> Fields {
-        Fields { query: self.query_field.clone(), doc: self.doc_field.clone(), group: self.group_field.clone() }
+        Fields { query: self.query_field.clone(), doc: self.doc_field.clone(), group: self.group_field.clone(), domain: self.domain_field.clone() }
     }
 
     pub(super) fn check(&self) -> Result<()> {
@@ -198,6 +206,9 @@ impl TrainConfig {
         }
         if self.mode == Mode::Transfer && (self.from.is_none() || self.backbone.is_none()) {
             return Err(Error::invalid("a transfer needs the source checkpoint (--from) and the new backbone (--backbone)"));
+        }
+        if self.from.is_some() && self.mode == Mode::LoraM {
+            return Err(Error::invalid("--from starts a prompt-mode run from a trained checkpoint; lora-m trains M from scratch"));
         }
         if self.backbone.is_some() && !matches!(self.mode, Mode::Transfer | Mode::LoraM) {
             return Err(Error::invalid(format!("--backbone applies to transfer and lora-m runs, not {}", self.mode.name())));

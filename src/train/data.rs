@@ -8,8 +8,8 @@ use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
 pub use crate::eval::{read_pairs, Fields, Pair};
 
 /// Hard negatives from the lexical `hash` embedder: for a pair, the documents of other
-/// groups that rank highest for its query (never its own document, nor one with the same
-/// text). The documents are embedded once; each query is scored when its batch comes,
+/// groups of its own source that rank highest for its query (never its own document, nor
+/// one with the same text). The documents are embedded once; each query is scored when its batch comes,
 /// by exact search, so the result depends on the data alone and costs nothing up front.
 pub struct NegativeMiner {
     docs: Vec<f32>,
@@ -46,7 +46,10 @@ impl NegativeMiner {
             idx.truncate(take);
         }
         idx.sort_by(by_score);
-        idx.into_iter().filter(|&j| pairs[j as usize].group != me.group && pairs[j as usize].doc != me.doc).take(self.k).collect()
+        idx.into_iter()
+            .filter(|&j| pairs[j as usize].group != me.group && pairs[j as usize].doc != me.doc && pairs[j as usize].domain == me.domain)
+            .take(self.k)
+            .collect()
     }
 }
 
@@ -61,40 +64,84 @@ pub struct Batch {
 
 /// The deterministic order of examples: epoch `e` visits the pairs in a permutation
 /// seeded by `(seed, e)`, and micro-batch `i` takes examples `i * size ..` of that
-/// endless sequence. A resumed run only needs the micro-batch counter.
+/// endless sequence. With sources ([`Schedule::by_domain`]), micro-batch `i` first draws
+/// its source (seeded by `(seed, i)`), then takes the next `size` examples of that
+/// source's own endless sequence. A resumed run only needs the micro-batch counter.
 #[derive(Debug, Clone)]
 pub struct Schedule {
     n: usize,
     size: usize,
     seed: u64,
+    /// Pair indices of each source, and each source's share of the micro-batches.
+    domains: Option<(Vec<Vec<usize>>, Vec<f64>)>,
 }
 
 impl Schedule {
     /// An order over `n` pairs in micro-batches of `size`.
     pub fn new(n: usize, size: usize, seed: u64) -> Self {
-        Self { n, size, seed }
+        Self { n, size, seed, domains: None }
     }
 
-    fn permutation(&self, epoch: u64) -> Vec<usize> {
-        let mut p: Vec<usize> = (0..self.n).collect();
-        p.shuffle(&mut StdRng::seed_from_u64(self.seed ^ epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15)));
+    /// An order in which each micro-batch comes from one source (`domain` of each pair),
+    /// a source's share of batches proportional to the square root of its size: small
+    /// sources are seen more often than their size alone would give, without the largest
+    /// one being drowned.
+    pub fn by_domain(domain: &[&str], size: usize, seed: u64) -> Self {
+        let mut names: Vec<&str> = domain.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        let members: Vec<Vec<usize>> = names.iter().map(|n| (0..domain.len()).filter(|&i| domain[i] == *n).collect()).collect();
+        let total: f64 = members.iter().map(|m| (m.len() as f64).sqrt()).sum();
+        let share = members.iter().map(|m| (m.len() as f64).sqrt() / total).collect();
+        Self { n: domain.len(), size, seed, domains: Some((members, share)) }
+    }
+
+    fn permutation(&self, n: usize, salt: u64, epoch: u64) -> Vec<usize> {
+        let mut p: Vec<usize> = (0..n).collect();
+        p.shuffle(&mut StdRng::seed_from_u64(self.seed ^ salt ^ epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15)));
         p
+    }
+
+    /// Positions `start .. start + size` of an endless sequence of epochs over `n` items.
+    fn take(&self, n: usize, salt: u64, start: usize) -> Vec<usize> {
+        let mut perm: Option<(u64, Vec<usize>)> = None;
+        (start..start + self.size)
+            .map(|j| {
+                let epoch = (j / n) as u64;
+                if perm.as_ref().is_none_or(|(e, _)| *e != epoch) {
+                    perm = Some((epoch, self.permutation(n, salt, epoch)));
+                }
+                perm.as_ref().expect("set above").1[j % n]
+            })
+            .collect()
+    }
+
+    /// The source micro-batch `i` is drawn from.
+    fn domain_of(&self, share: &[f64], i: u64) -> usize {
+        let x: f64 = StdRng::seed_from_u64(self.seed ^ 0xd0_0a11 ^ i.wrapping_mul(0x2545_f491_4f6c_dd1d)).random();
+        let mut acc = 0.0;
+        share
+            .iter()
+            .position(|s| {
+                acc += s;
+                x < acc
+            })
+            .unwrap_or(share.len() - 1)
     }
 
     /// Micro-batch number `i`, with one hard negative per query drawn from its
     /// candidates (`negatives(pair)`) by a generator seeded from `(seed, i)`.
     pub fn batch(&self, i: u64, negatives: &dyn Fn(usize) -> Vec<u32>) -> Batch {
-        let start = i as usize * self.size;
-        let mut perm: Option<(u64, Vec<usize>)> = None;
-        let pairs: Vec<usize> = (start..start + self.size)
-            .map(|j| {
-                let epoch = (j / self.n) as u64;
-                if perm.as_ref().is_none_or(|(e, _)| *e != epoch) {
-                    perm = Some((epoch, self.permutation(epoch)));
-                }
-                perm.as_ref().expect("set above").1[j % self.n]
-            })
-            .collect();
+        let pairs = match &self.domains {
+            None => self.take(self.n, 0, i as usize * self.size),
+            Some((members, share)) => {
+                let d = self.domain_of(share, i);
+                // The batches of this source before this one: where its sequence stands.
+                let before = (0..i).filter(|&j| self.domain_of(share, j) == d).count();
+                let salt = (d as u64).wrapping_mul(0x5851_f42d_4c95_7f2d);
+                self.take(members[d].len(), salt, before * self.size).into_iter().map(|k| members[d][k]).collect()
+            }
+        };
         let mut rng = StdRng::seed_from_u64(self.seed.wrapping_add(1).wrapping_mul(0x2545_f491_4f6c_dd1d) ^ i);
         let negatives = pairs
             .iter()
@@ -112,7 +159,7 @@ mod tests {
     use super::*;
 
     fn pair(q: &str, d: &str, g: &str) -> Pair {
-        Pair { query: q.into(), doc: d.into(), group: g.into() }
+        Pair { query: q.into(), doc: d.into(), group: g.into(), domain: String::new() }
     }
 
     #[test]
@@ -145,5 +192,33 @@ mod tests {
         first.sort();
         assert_eq!(first, (0..10).collect::<Vec<_>>());
         assert_ne!(Schedule::new(10, 4, 8).batch(0, &negs), all[0], "another seed, another order");
+    }
+
+    #[test]
+    fn a_batch_by_domain_comes_from_one_source_and_small_sources_are_not_drowned() {
+        // 900 pairs of "big", 100 of "small": shares sqrt(900) : sqrt(100) = 3 : 1.
+        let domain: Vec<&str> = (0..1000).map(|i| if i % 10 == 0 { "small" } else { "big" }).collect();
+        let s = Schedule::by_domain(&domain, 8, 3);
+        let none = |_: usize| Vec::new();
+        let batches: Vec<Batch> = (0..400).map(|i| s.batch(i, &none)).collect();
+        let mut small_batches = 0;
+        let mut small_seen = Vec::new();
+        for b in &batches {
+            let d = domain[b.pairs[0]];
+            assert!(b.pairs.iter().all(|&p| domain[p] == d), "a batch mixes sources");
+            if d == "small" {
+                small_batches += 1;
+                small_seen.extend(b.pairs.iter().copied());
+            }
+        }
+        assert!((70..130).contains(&small_batches), "{small_batches} of 400 batches from the small source, expected about 100");
+        // The small source's first epoch visits each of its pairs once.
+        let mut first: Vec<usize> = small_seen[..100].to_vec();
+        first.sort();
+        assert_eq!(first, (0..100).map(|i| i * 10).collect::<Vec<_>>());
+        assert_eq!(Schedule::by_domain(&domain, 8, 3).batch(123, &none), batches[123], "a function of the batch number");
+        // One source is the plain schedule's order too.
+        let one = vec!["x"; 10];
+        assert_eq!(Schedule::by_domain(&one, 4, 7).batch(2, &none).pairs, Schedule::new(10, 4, 7).batch(2, &none).pairs);
     }
 }

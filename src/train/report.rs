@@ -18,9 +18,12 @@ pub struct LogLine {
     pub step_s: f64,
     /// Peak resident memory of the process so far, MiB.
     pub peak_rss_mib: f64,
-    /// Dev MRR@10, at evaluation points.
+    /// Dev MRR@10, at evaluation points (with sources: their average).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dev_mrr10: Option<f64>,
+    /// Dev MRR@10 of each source, at evaluation points of a run with sources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev_by_domain: Option<std::collections::BTreeMap<String, f64>>,
 }
 
 /// What a finished (or stopped) run reports.

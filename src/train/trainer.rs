@@ -33,6 +33,8 @@ impl Trainer {
             (Some(from), Some(b)) if cfg.mode == Mode::Transfer => {
                 PromptEmbedder::transfer(from, b.clone(), cfg.align_init.unwrap_or(AlignInit::LeastSquares))?
             }
+            // Fine-tuning: a trained checkpoint, as it is, goes on training.
+            (Some(from), None) => PromptEmbedder::load(from)?,
             _ => {
                 let mut ecfg = cfg.mode.embedder_config(cfg.lora_rank);
                 // LoRA on another backbone from scratch: the baseline a transfer is
@@ -68,7 +70,7 @@ impl Trainer {
     pub fn evaluate_saved(out: &Path) -> Result<(u64, Option<f64>)> {
         let (cfg, dir, step) = latest_state(out)?;
         let dev = read_dev(&cfg)?;
-        Ok((step, dev_mrr10(&PromptEmbedder::load(&dir)?, &dev)?))
+        Ok((step, dev_by_domain(&PromptEmbedder::load(&dir)?, &dev)?.map(|(m, _)| m)))
     }
 
     fn assemble(cfg: TrainConfig, out: &Path, mut embedder: PromptEmbedder, opt_state: Option<(PathBuf, u64)>) -> Result<Self> {
@@ -92,7 +94,10 @@ impl Trainer {
         tracing::info!(pairs = pairs.len(), skipped, "training data read");
         let miner = if cfg.hard_negatives > 0 { Some(NegativeMiner::new(&pairs, cfg.hard_negatives)?) } else { None };
         let dev = read_dev(&cfg)?;
-        let schedule = Schedule::new(pairs.len(), cfg.batch, cfg.seed);
+        let schedule = match cfg.domain_field {
+            Some(_) => Schedule::by_domain(&pairs.iter().map(|p| p.domain.as_str()).collect::<Vec<_>>(), cfg.batch, cfg.seed),
+            None => Schedule::new(pairs.len(), cfg.batch, cfg.seed),
+        };
         Ok(Self {
             cfg,
             out: out.to_path_buf(),
@@ -235,12 +240,28 @@ impl Trainer {
         }
         let r = self.opt.step(&total)?;
         self.embedder.clear_prompt_cache();
-        Ok(LogLine { step: step + 1, loss, lr: r.lr, grad_norm: r.grad_norm, step_s: t.elapsed().as_secs_f64(), peak_rss_mib: peak_rss_mib(), dev_mrr10: None })
+        Ok(LogLine {
+            step: step + 1,
+            loss,
+            lr: r.lr,
+            grad_norm: r.grad_norm,
+            step_s: t.elapsed().as_secs_f64(),
+            peak_rss_mib: peak_rss_mib(),
+            dev_mrr10: None,
+            dev_by_domain: None,
+        })
     }
 
-    /// MRR@10 on the dev pairs (their documents are the corpus), exact search.
+    /// MRR@10 on the dev pairs (their documents are the corpus), exact search; with
+    /// sources, their average (each source's documents its own corpus).
     pub fn evaluate(&self) -> Result<Option<f64>> {
-        dev_mrr10(&self.embedder, &self.dev)
+        Ok(self.evaluate_by_domain()?.map(|(m, _)| m))
+    }
+
+    /// [`Trainer::evaluate`] with each source's MRR@10 (one entry, named "", without a
+    /// domain field).
+    pub fn evaluate_by_domain(&self) -> Result<Option<(f64, std::collections::BTreeMap<String, f64>)>> {
+        dev_by_domain(&self.embedder, &self.dev)
     }
 
     /// Writes the current state as `train/step-NNNNNNN/`, points `train/latest` at it,
@@ -296,7 +317,10 @@ impl Trainer {
             losses.push(line.loss);
             let s = line.step;
             if (every > 0 && s % every == 0) || s == self.cfg.steps {
-                line.dev_mrr10 = self.evaluate()?;
+                if let Some((m, by)) = self.evaluate_by_domain()? {
+                    line.dev_mrr10 = Some(m);
+                    line.dev_by_domain = self.cfg.domain_field.is_some().then_some(by);
+                }
                 last_mrr = line.dev_mrr10.or(last_mrr);
             }
             self.log(&line)?;
