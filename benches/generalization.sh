@@ -8,8 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench-out/generalization}; mkdir -p "$OUT"
-DEV=(${DEV:-bench-out/corpus/dev-*.jsonl})
-[ -s "${DEV[0]}" ] || scripts/fetch-data.sh
+[ -s bench-out/corpus/dev-debian.jsonl ] || scripts/fetch-data.sh
+# Every source's dev split (not dev-all.jsonl, their concatenation for the trainer).
+DEV=(${DEV:-$(ls bench-out/corpus/dev-*.jsonl | grep -v /dev-all.jsonl)})
 cargo build --release --quiet
 bin=target/release/duetdb
 ev() { "$bin" eval "${DEV[@]}" --query-field summary --doc-field description --json "$@"; }

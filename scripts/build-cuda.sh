@@ -5,6 +5,7 @@
 # PTX for CUDA_COMPUTE_CAP (default 90: H100/H200) and loads the CUDA libraries at run
 # time, so the binary runs on any machine with an NVIDIA driver and those libraries.
 #   scripts/build-cuda.sh            # -> target/cuda/release/duetdb
+#   scripts/build-cuda.sh gpu_check  # -> the GPU check's driver (benches/gpu_check.sh build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cuda_dir=${CUDA_WHEELS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/duetdb/cuda13}
@@ -32,5 +33,14 @@ export PATH=$root/bin:$PATH CUDA_ROOT=$root CUDA_PATH=$root CUDA_TOOLKIT_ROOT_DI
 export LIBRARY_PATH=$link:$root/lib${LIBRARY_PATH:+:$LIBRARY_PATH}
 export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target/cuda}
+if [ "${1:-}" = gpu_check ]; then
+  cargo bench --no-run --quiet --features cuda --bench gpu_check --message-format=json | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "gpu_check":
+        print(m["executable"])'
+  exit
+fi
 cargo build --release --features cuda -p duetdb-cli "$@"
 echo "built $CARGO_TARGET_DIR/release/duetdb (CUDA compute capability $CUDA_COMPUTE_CAP)"

@@ -12,6 +12,9 @@ pub(crate) struct Cli {
     /// Arithmetic of the embedder's batched products (ingest, eval, reindex): f32, bf16 (CPUs with AVX-512 BF16; f32 elsewhere) or auto. Default: $DUETDB_PRECISION, else auto.
     #[arg(long, global = true)]
     pub(crate) precision: Option<String>,
+    /// Where the model embedders run: cpu, cuda, cuda:N or auto (a GPU if this build has the `cuda` feature and the machine one). Default: $DUETDB_DEVICE, else cpu (auto with the feature).
+    #[arg(long, global = true)]
+    pub(crate) device: Option<String>,
 }
 
 #[derive(Subcommand)]

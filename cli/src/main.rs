@@ -51,6 +51,9 @@ fn run(cli: Cli) -> Result<()> {
     if let Some(p) = &cli.precision {
         duetdb::embed::set_precision(p.parse()?);
     }
+    if let Some(d) = &cli.device {
+        duetdb::embed::set_device(d.parse()?);
+    }
     match cli.cmd {
         Cmd::Ingest { db, input, embedder, batch, json, skip_bad, fields } => ingest::ingest(db, input, embedder, batch, json, skip_bad, fields.json_fields()),
         Cmd::Query { db, text, k, ef, filters, where_expr, rank, json } => {

@@ -112,6 +112,13 @@ impl DbOptions {
         self.embedder_spec = Some(spec.into());
         self
     }
+    /// The device of the model embedders loaded from now on (CPU, or a GPU with the
+    /// `cuda` feature). Like the precision, a setting of the process
+    /// ([`embed::set_device`]): it applies to every embedder loaded after this call.
+    pub fn device(self, d: embed::DeviceChoice) -> Self {
+        embed::set_device(d);
+        self
+    }
     /// HNSW parameters for a new database (an existing one keeps its own).
     pub fn graph_params(mut self, p: GraphParams) -> Self {
         self.graph = p;

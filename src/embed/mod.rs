@@ -7,6 +7,7 @@
 
 pub mod bert;
 pub mod decoder;
+mod device;
 pub mod gguf;
 mod hash;
 mod precision;
@@ -14,6 +15,7 @@ pub mod prompt;
 mod threads;
 pub mod tokenizer;
 
+pub use device::{device, device_choice, set_device, DeviceChoice, DEFAULT_DEVICE};
 pub use hash::{HashEmbedder, HashEmbedderConfig};
 pub use precision::{precision, set_precision, Precision, DEFAULT_PRECISION};
 

@@ -31,7 +31,7 @@ impl PromptEmbedder {
             }
             other => return Err(Error::UnknownEmbedder { spec: other.into(), detail: "not a built-in PromptEmbedder".into() }),
         }
-        let mut e = Self::new(cfg, &Device::Cpu)?;
+        let mut e = Self::new(cfg, &crate::embed::device()?)?;
         e.spec = Some(name.into());
         Ok(e)
     }
@@ -47,7 +47,7 @@ impl PromptEmbedder {
             pooling: if pooling == "m-last" { Pooling::LastToken } else { Pooling::MeanText },
             ..PromptConfig::default()
         };
-        let mut e = Self::new(cfg, &Device::Cpu)?;
+        let mut e = Self::new(cfg, &crate::embed::device()?)?;
         e.spec = Some(format!("{pooling}:{name}"));
         Ok(e)
     }

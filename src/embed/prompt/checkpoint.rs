@@ -108,7 +108,7 @@ impl PromptEmbedder {
 
     /// A checkpoint from its files' contents; `origin` names them in errors.
     pub(super) fn from_files(cfg: PromptConfig, files: &CheckpointFiles, origin: &Path, spec: Option<String>) -> Result<Self> {
-        let device = Device::Cpu;
+        let device = crate::embed::device()?;
         let (align_w, align_b) = files.alignment(origin, &device)?;
         let m = Arc::new(load_model(&cfg.embedding, &device)?);
         let m_lora = match (&cfg.embedding_lora, &files.embedding_lora) {
