@@ -30,6 +30,7 @@ def metrics(scores):
         "recall1": sum(r == 0 for r in ranks) / n,
         "recall10": sum(r is not None for r in ranks) / n,
         "pairs": n,
+        "ranks": ranks,
     }
 
 

@@ -97,10 +97,12 @@ fn eval_file(a: &EvalArgs, file: &Path, keep: Option<PathBuf>, rank: &RankArgs) 
         }
         let queries_per_s = pairs.len() as f64 / t.elapsed().as_secs_f64();
         bar.finish_and_clear();
-        let m = RankMetrics::from_ranks(ranks);
+        let m = RankMetrics::from_ranks(ranks.clone());
+        // Each query's 0-based rank of its document (null past 10), in file order: what a
+        // paired comparison of two rows needs (benches/paired_bootstrap.py).
         Ok(json!({"mrr10": m.mrr10, "ndcg10": m.ndcg10, "recall1": m.recall1, "recall10": m.recall10,
                   "docs_per_s": docs_per_s, "queries_per_s": queries_per_s, "pairs": pairs.len(), "skipped": skipped,
-                  "embedder": embedder.fingerprint(), "mode": rank.mode}))
+                  "embedder": embedder.fingerprint(), "mode": rank.mode, "ranks": ranks}))
     })();
     if keep.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
