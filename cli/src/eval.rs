@@ -97,7 +97,7 @@ fn eval_file(a: &EvalArgs, file: &Path, keep: Option<PathBuf>, rank: &RankArgs) 
         }
         let queries_per_s = pairs.len() as f64 / t.elapsed().as_secs_f64();
         bar.finish_and_clear();
-        let m = RankMetrics::from_ranks(ranks.clone());
+        let m = RankMetrics::from_ranks(ranks.iter().copied());
         // Each query's 0-based rank of its document (null past 10), in file order: what a
         // paired comparison of two rows needs (benches/paired_bootstrap.py).
         Ok(json!({"mrr10": m.mrr10, "ndcg10": m.ndcg10, "recall1": m.recall1, "recall10": m.recall10,

@@ -333,15 +333,22 @@ mod tests {
         v
     }
 
+    /// `n` random unit vectors of `dim` (seeds `seed..seed + n`), committed to a vector
+    /// file in `dir`, and the view of them.
+    fn unit_rows(dir: &std::path::Path, n: usize, dim: usize, seed: u64) -> (Vec<Vec<f32>>, crate::store::VectorView) {
+        let mut vf = VectorFile::create(&dir.join("v"), dim, 1).unwrap();
+        let vecs: Vec<Vec<f32>> = (0..n as u64).map(|i| unit(seed + i, dim)).collect();
+        let rows: Vec<(u64, &[f32])> = vecs.iter().enumerate().map(|(i, v)| (i as u64, v.as_slice())).collect();
+        vf.write_pending(&rows).unwrap();
+        vf.commit(n as u64);
+        let view = vf.view().unwrap();
+        (vecs, view)
+    }
+
     #[test]
     fn search_dump_load_roundtrip() {
         let dir = tempfile::tempdir().unwrap();
-        let mut vf = VectorFile::create(&dir.path().join("v"), 32, 1).unwrap();
-        let vecs: Vec<Vec<f32>> = (0..500).map(|i| unit(i, 32)).collect();
-        let rows: Vec<(u64, &[f32])> = vecs.iter().enumerate().map(|(i, v)| (i as u64, v.as_slice())).collect();
-        vf.write_pending(&rows).unwrap();
-        vf.commit(500);
-        let view = vf.view().unwrap();
+        let (vecs, view) = unit_rows(dir.path(), 500, 32, 0);
         let g = Graph::new(GraphParams::default(), 500).unwrap();
         g.insert_rows(&view, &(0..500).collect::<Vec<_>>());
         let hits = g.search(&vecs[42], 5, 64, None);
@@ -367,12 +374,7 @@ mod tests {
     #[test]
     fn flat_copy_and_pending_rows_agree_with_exact_search() {
         let dir = tempfile::tempdir().unwrap();
-        let mut vf = VectorFile::create(&dir.path().join("v"), 24, 1).unwrap();
-        let vecs: Vec<Vec<f32>> = (0..4000).map(|i| unit(1000 + i, 24)).collect();
-        let rows: Vec<(u64, &[f32])> = vecs.iter().enumerate().map(|(i, v)| (i as u64, v.as_slice())).collect();
-        vf.write_pending(&rows).unwrap();
-        vf.commit(4000);
-        let view = vf.view().unwrap();
+        let (vecs, view) = unit_rows(dir.path(), 4000, 24, 1000);
         let g = Graph::new(GraphParams::default(), 4000).unwrap();
         g.insert_rows(&view, &(0..3000).collect::<Vec<_>>()); // over the threshold: copied flat
         g.insert_rows(&view, &(3000..4000).collect::<Vec<_>>()); // pending, scanned exactly
@@ -396,12 +398,7 @@ mod tests {
     #[test]
     fn deferred_rows_are_found_exactly_then_indexed_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let mut vf = VectorFile::create(&dir.path().join("v"), 16, 1).unwrap();
-        let vecs: Vec<Vec<f32>> = (0..1200).map(|i| unit(7000 + i, 16)).collect();
-        let rows: Vec<(u64, &[f32])> = vecs.iter().enumerate().map(|(i, v)| (i as u64, v.as_slice())).collect();
-        vf.write_pending(&rows).unwrap();
-        vf.commit(1200);
-        let view = vf.view().unwrap();
+        let (vecs, view) = unit_rows(dir.path(), 1200, 16, 7000);
         let g = Graph::new(GraphParams::default(), 1200).unwrap();
         g.insert_rows(&view, &(0..200).collect::<Vec<_>>());
         g.defer_rows(&view, &(200..1000).collect::<Vec<_>>());
@@ -429,12 +426,7 @@ mod tests {
         // CI once saw an exact-text query return its document twice after a crash:
         // rows reached `pending` in one swap and left `deferred` in the next.
         let dir = tempfile::tempdir().unwrap();
-        let mut vf = VectorFile::create(&dir.path().join("v"), 8, 1).unwrap();
-        let vecs: Vec<Vec<f32>> = (0..3000).map(|i| unit(90_000 + i, 8)).collect();
-        let rows: Vec<(u64, &[f32])> = vecs.iter().enumerate().map(|(i, v)| (i as u64, v.as_slice())).collect();
-        vf.write_pending(&rows).unwrap();
-        vf.commit(3000);
-        let view = vf.view().unwrap();
+        let (vecs, view) = unit_rows(dir.path(), 3000, 8, 90_000);
         let g = Graph::new(GraphParams { m: 8, ef_construction: 16 }, 3000).unwrap();
         g.defer_rows(&view, &(0..3000).collect::<Vec<_>>());
         let done = std::sync::atomic::AtomicBool::new(false);
