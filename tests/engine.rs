@@ -324,3 +324,59 @@ fn an_open_after_a_lost_snapshot_answers_at_once_and_indexes_in_the_background()
     }
     assert_eq!(db.len(), 3001);
 }
+
+#[test]
+fn a_stream_commits_in_order_and_re_embeds_what_changed_behind_it() {
+    let (_d, path) = temp_db();
+    let db = common::open(&path).unwrap();
+    let e = db.embedder().unwrap();
+    // d0 changes in batch 1 and changes back in batch 2. Batch 2 is embedded while batch
+    // 1 waits (the callback holds the committer after batch 0), so it finds d0 as batch
+    // 0 left it, unchanged, and has no vector for it: the commit must embed it then.
+    let texts = ["alpha beta gamma", "delta epsilon", "alpha beta gamma"];
+    let batches = texts.iter().enumerate().map(|(b, t)| Ok((b, vec![Document::new("d0", *t), Document::new(format!("x{b}"), format!("other text {b}"))])));
+    let mut order = Vec::new();
+    let r = db
+        .ingest_stream(batches, |b, docs, r| {
+            if b == 0 {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+            }
+            order.push((b, docs.len(), r.written));
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(order, [(0, 2, 2), (1, 2, 2), (2, 2, 2)]);
+    assert_eq!(r.written, 6);
+    assert_eq!(db.get("d0").unwrap().unwrap().text, texts[2]);
+    let mut expected = e.embed(&[texts[2]], duetdb::Kind::Passage).unwrap().remove(0);
+    duetdb::embed::normalize(&mut expected);
+    assert_eq!(db.vector("d0").unwrap().unwrap(), expected);
+    assert_eq!(db.len(), 4);
+    // Ingesting the same stream again writes nothing.
+    let again = texts.iter().enumerate().map(|(b, t)| Ok((b, vec![Document::new("d0", *t), Document::new(format!("x{b}"), format!("other text {b}"))])));
+    let r = db.ingest_stream(again.skip(2), |_, _, _| Ok(())).unwrap();
+    assert_eq!((r.written, r.unchanged), (0, 2));
+}
+
+#[test]
+fn a_stream_stops_at_the_first_error_with_what_came_before_committed() {
+    let (_d, path) = temp_db();
+    let db = common::open(&path).unwrap();
+    let batch = |b: usize| vec![Document::new(format!("d{b}"), format!("text {b}"))];
+    // An error item: the batches before it are committed, none after.
+    let items = vec![Ok(("b0", batch(0))), Ok(("b1", batch(1))), Err(Error::invalid("line 9 is not JSON")), Ok(("b3", batch(3)))];
+    let e = db.ingest_stream(items, |_, _, _| Ok(())).unwrap_err();
+    assert!(e.to_string().contains("line 9 is not JSON"), "{e}");
+    assert_eq!(db.len(), 2);
+    assert!(db.get("d3").unwrap().is_none());
+    // A bad document fails its batch, named by the batch's tag.
+    let items = vec![Ok(("b4", batch(4))), Ok(("b5", vec![Document::new("e", " ")])), Ok(("b6", batch(6)))];
+    let e = db.ingest_stream(items, |_, _, _| Ok(())).unwrap_err();
+    assert!(e.to_string().starts_with("b5: ") && e.to_string().contains("`e` has empty text"), "{e}");
+    assert!(db.get("d4").unwrap().is_some() && db.get("d6").unwrap().is_none());
+    // The callback's error stops the stream after that batch's commit.
+    let items = (7..10).map(|b| Ok((b, batch(b))));
+    let e = db.ingest_stream(items, |b, _, _| if b == 7 { Err(Error::invalid("stop here")) } else { Ok(()) }).unwrap_err();
+    assert!(e.to_string().contains("stop here"), "{e}");
+    assert!(db.get("d7").unwrap().is_some() && db.get("d8").unwrap().is_none() && db.get("d9").unwrap().is_none());
+}

@@ -28,56 +28,78 @@ pub(crate) fn ingest(db: PathBuf, input: String, embedder: Option<String>, batch
         None => progress::spinner(),
     };
     let started = std::time::Instant::now();
-    let (mut committed, mut skipped, mut written) = (0usize, 0usize, 0usize);
-    let mut pending: Vec<(usize, Document)> = Vec::with_capacity(batch);
-    let flush = |pending: &mut Vec<(usize, Document)>, committed: &mut usize, written: &mut usize| -> Result<()> {
-        if pending.is_empty() {
-            return Ok(());
-        }
-        let docs: Vec<Document> = pending.iter().map(|(_, d)| d.clone()).collect();
-        let r = db.ingest_batch(&docs).map_err(|e| e.context(format!("batch ending at line {}", pending.last().expect("not empty").0)))?;
-        *committed += docs.len();
-        *written += r.written;
-        if json {
-            out(json!({"committed": *committed, "last_id": docs.last().unwrap().id}));
-        }
-        bar.set_message(format!("{committed} documents, {:.1} documents/s", *committed as f64 / started.elapsed().as_secs_f64().max(1e-9)));
-        pending.clear();
-        Ok(())
-    };
+    let (mut committed, mut written) = (0usize, 0usize);
+    let mut skipped = 0usize;
+    // Lines become batches on this thread, which also embeds them; the library commits
+    // each on its own thread while the next is embedded (Db::ingest_stream).
     let mut reader = reader;
     let mut buf = Vec::new();
     let mut lineno = 0;
-    loop {
+    let mut pending: Vec<Document> = Vec::with_capacity(batch);
+    let mut stopped: Option<Error> = None;
+    let mut last_doc_line = 0;
+    let mut done = false;
+    let read_bar = bar.clone();
+    let batches = std::iter::from_fn(|| loop {
+        if done {
+            return stopped.take().map(Err);
+        }
         buf.clear();
-        let n = reader.read_until(b'\n', &mut buf).map_err(|e| Error::io(&input, e))?;
+        let n = match reader.read_until(b'\n', &mut buf) {
+            Ok(n) => n,
+            Err(e) => {
+                stopped = Some(Error::io(&input, e));
+                0
+            }
+        };
         if n == 0 {
-            break;
+            done = true;
+            if !pending.is_empty() {
+                return Some(Ok((format!("batch ending at line {last_doc_line}"), std::mem::take(&mut pending))));
+            }
+            continue;
         }
         lineno += 1;
-        bar.inc(n as u64);
+        read_bar.inc(n as u64);
         let raw = buf.strip_suffix(b"\n").unwrap_or(&buf);
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
         if raw.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let doc = fields.document(raw).and_then(|d| db.check_document(&d).map(|_| d)).map_err(|e| e.context(format!("line {lineno}")));
-        match doc {
-            Ok(d) => pending.push((lineno, d)),
+        match fields.document(raw).and_then(|d| db.check_document(&d).map(|_| d)).map_err(|e| e.context(format!("line {lineno}"))) {
+            Ok(d) => {
+                pending.push(d);
+                last_doc_line = lineno;
+            }
             Err(e) if skip_bad => {
                 skipped += 1;
-                bar.suspend(|| eprintln!("skipped {e}"));
+                read_bar.suspend(|| eprintln!("skipped {e}"));
             }
             Err(e) => {
-                flush(&mut pending, &mut committed, &mut written)?;
-                return Err(e);
+                // The documents before the bad line are committed first.
+                stopped = Some(e);
+                done = true;
+                if !pending.is_empty() {
+                    return Some(Ok((format!("batch ending at line {last_doc_line}"), std::mem::take(&mut pending))));
+                }
+                continue;
             }
         }
         if pending.len() >= batch {
-            flush(&mut pending, &mut committed, &mut written)?;
+            return Some(Ok((format!("batch ending at line {last_doc_line}"), std::mem::take(&mut pending))));
         }
-    }
-    flush(&mut pending, &mut committed, &mut written)?;
+    });
+    let commit_bar = bar.clone();
+    let report = db.ingest_stream(batches, |_, docs, r| {
+        committed += docs.len();
+        written += r.written;
+        if json {
+            out(json!({"committed": committed, "last_id": docs.last().map(|d| d.id.as_str())}));
+        }
+        commit_bar.set_message(format!("{committed} documents, {:.1} documents/s", committed as f64 / started.elapsed().as_secs_f64().max(1e-9)));
+        Ok(())
+    });
+    report?;
     bar.finish_and_clear();
     if json {
         out(json!({"done": true, "committed": committed, "skipped": skipped}));

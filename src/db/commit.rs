@@ -8,23 +8,37 @@ use crate::error::{Error, Result};
 use crate::store::{CatalogBatch, DocRecord};
 use std::collections::HashMap;
 
+/// Where the vectors of a batch being committed come from.
+#[derive(Clone, Copy)]
+pub(super) enum Vectors<'a> {
+    /// Embedded under the writer lock, by the active generation's embedder.
+    Embed,
+    /// Computed elsewhere by the embedder with this fingerprint, one per document
+    /// ([`Db::ingest_embedded`]); another fingerprint than the active one is an error.
+    Given(&'a [Vec<f32>], &'a str),
+    /// Embedded ahead by [`Db::ingest_stream`] with the embedder of this fingerprint:
+    /// `None` for documents that were unchanged then. Whatever is missing or stale when
+    /// the batch commits is embedded then, so this is only ever a shortcut.
+    Ahead(&'a [Option<Vec<f32>>], &'a str),
+}
+
 impl Db {
     /// Ingests documents in batches of 256, each committed atomically; returns once
     /// all are durable. See [`Db::ingest_batch`] for the unit of atomicity.
+    ///
+    /// Batch `n + 1` is embedded while batch `n` commits ([`Db::ingest_stream`]); an
+    /// error names the documents of its batch (`documents 256 to 511`).
     pub fn ingest(&self, docs: impl IntoIterator<Item = Document>) -> Result<IngestReport> {
-        let mut report = IngestReport::default();
-        let mut batch = Vec::with_capacity(256);
-        for d in docs {
-            batch.push(d);
-            if batch.len() == 256 {
-                report += self.ingest_batch(&batch)?;
-                batch.clear();
-            }
-        }
-        if !batch.is_empty() {
-            report += self.ingest_batch(&batch)?;
-        }
-        Ok(report)
+        let mut docs = docs.into_iter().peekable();
+        let mut first = 0usize;
+        let batches = std::iter::from_fn(|| {
+            docs.peek()?;
+            let batch: Vec<Document> = docs.by_ref().take(256).collect();
+            let tag = format!("documents {first} to {}", first + batch.len() - 1);
+            first += batch.len();
+            Some(Ok((tag, batch)))
+        });
+        self.ingest_stream(batches, |_, _, _| Ok(()))
     }
 
     /// Ingests one batch atomically: when this returns `Ok` every document of the
@@ -35,7 +49,7 @@ impl Db {
     /// unchanged is skipped without re-embedding. Within a batch, the last document
     /// with a given id wins. An invalid document fails the whole batch and names itself.
     pub fn ingest_batch(&self, docs: &[Document]) -> Result<IngestReport> {
-        self.commit_documents(docs, None)
+        self.commit_documents(docs, Vectors::Embed)
     }
 
     /// Ingests one batch with vectors computed elsewhere, atomically like
@@ -59,10 +73,11 @@ impl Db {
         if vectors.len() != docs.len() {
             return Err(Error::invalid(format!("{} vectors for {} documents", vectors.len(), docs.len())));
         }
-        self.commit_documents(docs, Some((vectors, fingerprint)))
+        self.commit_documents(docs, Vectors::Given(vectors, fingerprint))
     }
 
-    fn commit_documents(&self, docs: &[Document], given: Option<(&[Vec<f32>], &str)>) -> Result<IngestReport> {
+    /// Commits one batch; `vectors` says where its vectors come from.
+    pub(super) fn commit_documents(&self, docs: &[Document], vectors: Vectors<'_>) -> Result<IngestReport> {
         crate::limits::check("the documents in one batch", docs.len(), 0, crate::limits::MAX_BATCH)?;
         for d in docs {
             d.validate(self.max_text_bytes)?;
@@ -74,7 +89,7 @@ impl Db {
         if w.closed {
             return Err(Error::Closed);
         }
-        if let Some((_, fp)) = given {
+        if let Vectors::Given(_, fp) = vectors {
             if fp != w.manifest.embedder_fingerprint {
                 return Err(Error::invalid(format!(
                     "the vectors come from embedder {fp}, but this database's active generation uses {}: import them with re-embedding instead",
@@ -96,9 +111,22 @@ impl Db {
             return Ok(report);
         }
         let texts: Vec<&str> = todo.iter().map(|(d, ..)| d.text.as_str()).collect();
-        let vecs = match given {
-            None => checked_vectors(self.embedder()?.embed(&texts, Kind::Passage)?, texts.len(), w.manifest.dim)?,
-            Some((vectors, _)) => todo.iter().map(|(d, _, _, i)| given_vector(&d.id, &vectors[*i], w.manifest.dim)).collect::<Result<_>>()?,
+        let vecs = match vectors {
+            Vectors::Embed => checked_vectors(self.embedder()?.embed(&texts, Kind::Passage)?, texts.len(), w.manifest.dim)?,
+            Vectors::Given(vectors, _) => todo.iter().map(|(d, _, _, i)| given_vector(&d.id, &vectors[*i], w.manifest.dim)).collect::<Result<_>>()?,
+            Vectors::Ahead(ahead, fp) => {
+                // What the stream embedded before taking the lock, for the documents it
+                // found changed then; the rest (changed since, or another embedder
+                // active since) is embedded now.
+                let usable = |i: usize| ahead[i].as_ref().filter(|v| fp == w.manifest.embedder_fingerprint && v.len() == w.manifest.dim);
+                let missing: Vec<&str> = todo.iter().filter(|(.., i)| usable(*i).is_none()).map(|(d, ..)| d.text.as_str()).collect();
+                let mut fresh = match missing.is_empty() {
+                    true => Vec::new(),
+                    false => checked_vectors(self.embedder()?.embed(&missing, Kind::Passage)?, missing.len(), w.manifest.dim)?,
+                }
+                .into_iter();
+                todo.iter().map(|(.., i)| usable(*i).cloned().or_else(|| fresh.next()).expect("one fresh vector per missing one")).collect()
+            }
         };
         // A reindex that has caught up gets the batch too, so its switch never lags.
         let both = match (&w.target_embedder, &w.manifest.reindex) {

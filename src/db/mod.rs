@@ -17,6 +17,7 @@
 //! after the snapshot's watermark are inserted again on open.
 //!
 //! Where things are: `commit.rs` holds the commit protocol (ingest, delete),
+//! `ingest_stream.rs` the pipeline that embeds one batch while the previous commits,
 //! `snapshot.rs` what readers see and the graph's snapshots (restore on open, rebuild,
 //! checkpoint), `generations.rs` moving to another embedder (reindex, switch, rollback,
 //! gc), `fulltext.rs` the BM25 index as derived state (catch-up, rebuild), `query.rs`
@@ -33,6 +34,7 @@ mod filter_parse;
 mod fulltext;
 mod gen_embedder;
 mod generations;
+mod ingest_stream;
 mod integrity;
 mod json_input;
 mod meta_cache;
