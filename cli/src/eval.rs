@@ -80,11 +80,15 @@ fn eval_file(a: &EvalArgs, file: &Path, keep: Option<PathBuf>, rank: &RankArgs) 
         let embedder = db.embedder()?;
         let bar = progress::counter(pairs.len() as u64, "documents");
         let t = std::time::Instant::now();
-        for (i, chunk) in pairs.chunks(64).enumerate() {
+        // The same pipeline as `duetdb ingest`: one batch embeds while the previous commits.
+        let batches = pairs.chunks(64).enumerate().map(|(i, chunk)| {
             let docs: Vec<Document> = chunk.iter().enumerate().map(|(j, p)| Document::new((i * 64 + j).to_string(), p.doc.clone())).collect();
-            db.ingest_batch(&docs)?;
-            bar.inc(chunk.len() as u64);
-        }
+            Ok((format!("pairs {} to {}", i * 64, i * 64 + chunk.len() - 1), docs))
+        });
+        db.ingest_stream(batches, |_, docs, _| {
+            bar.inc(docs.len() as u64);
+            Ok(())
+        })?;
         let docs_per_s = pairs.len() as f64 / t.elapsed().as_secs_f64();
         bar.finish_and_clear();
         let bar = progress::counter(pairs.len() as u64, "queries");
