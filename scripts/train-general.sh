@@ -17,6 +17,6 @@ if [ -f "$out/train/latest" ]; then
 fi
 exec ./target/release/duetdb train --data "$c/train.jsonl" --group-field source --domain-field corpus \
   --dev "$c/dev-all.jsonl" --query-field summary --doc-field description --out "$out" --mode prompt \
-  --from checkpoints/default --steps "${STEPS:-100}" --lr "${LR:-3e-4}" --lr-align "${LR:-3e-4}" --warmup 20 \
+  --from checkpoints/debian --steps "${STEPS:-100}" --lr "${LR:-3e-4}" --lr-align "${LR:-3e-4}" --warmup 20 \
   --batch 16 --max-doc-tokens 64 --max-query-tokens 32 --eval-every "${EVAL_EVERY:-100}" \
   --eval-size "${EVAL_SIZE:-150}" --save-every 25 --json "$@"

@@ -102,7 +102,14 @@ pub const BUILTINS: &[Builtin] = &[
     Builtin {
         name: "default",
         arg: None,
-        about: "the trained PromptEmbedder shipped in checkpoints/default/: SmolLM2-135M prompting Gemma3-270M",
+        about:
+            "the trained PromptEmbedder shipped in checkpoints/default/: SmolLM2-135M prompting Gemma3-270M, trained on Debian, Python, Rust and glossary pairs",
+        build: build_prompt,
+    },
+    Builtin {
+        name: "debian",
+        arg: None,
+        about: "the same trained on Debian descriptions alone (checkpoints/debian/), the default before the multi-source training",
         build: build_prompt,
     },
     Builtin {
@@ -154,14 +161,16 @@ pub fn from_spec(spec: &str) -> Result<Arc<dyn Embedder>> {
 
 /// The embedder a database recorded, by spec and fingerprint.
 ///
-/// `default` has named three functions over time: the untrained PromptEmbedder, then the
-/// trained one on SmolLM2 (`smollm2`), now SmolLM2 prompting Gemma3. A database that
+/// `default` has named four functions over time: the untrained PromptEmbedder, then the
+/// trained one on SmolLM2 (`smollm2`), then SmolLM2 prompting Gemma3 trained on Debian
+/// alone (`debian`), now the same trained on four sources. A database that
 /// recorded `default` with an earlier default's fingerprint gets that embedder back (and a
 /// warning that says how to move to today's default), never vectors of another function.
 pub fn from_record(spec: &str, fingerprint: &str) -> Result<Arc<dyn Embedder>> {
     let e = from_spec(spec)?;
     if e.fingerprint() != fingerprint && spec.trim() == "default" {
         for (old_spec, what) in [
+            ("debian", "the Debian-only default (before the multi-source training became the default)"),
             ("smollm2", "the SmolLM2 default (before the Gemma3 transfer became the default)"),
             ("untrained", "the untrained default (before training landed)"),
         ] {

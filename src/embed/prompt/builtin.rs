@@ -6,7 +6,10 @@ use super::*;
 impl PromptEmbedder {
     /// A built-in embedder by name:
     /// - `default`: the trained PromptEmbedder shipped in `checkpoints/default/`
-    ///   (SmolLM2-135M as the Prompting LLM, Gemma3-270M as the Embedding LLM);
+    ///   (SmolLM2-135M as the Prompting LLM, Gemma3-270M as the Embedding LLM), trained
+    ///   on Debian descriptions, Python and Rust docs and two glossaries;
+    /// - `debian`: the same backbones trained on Debian descriptions alone
+    ///   (`checkpoints/debian/`), the default before the multi-source training;
     /// - `smollm2` (also `prompt`): the trained PromptEmbedder with SmolLM2 as both,
     ///   shipped in `checkpoints/smollm2/`, the default until the Gemma3 transfer;
     /// - `untrained`: PromptEmbedder on SmolLM2 before training, soft prompt from the
@@ -16,6 +19,7 @@ impl PromptEmbedder {
     pub fn builtin(name: &str) -> Result<Self> {
         match name {
             "default" => return Self::shipped("default"),
+            "debian" => return Self::shipped("debian"),
             // `prompt` named the SmolLM2 checkpoint (runs/prompt) when it was the default.
             "smollm2" | "prompt" => return Self::shipped("smollm2"),
             _ => {}
@@ -52,8 +56,8 @@ impl PromptEmbedder {
         Ok(e)
     }
 
-    /// A trained checkpoint built into the crate (`checkpoints/default/` or
-    /// `checkpoints/smollm2/`; each README says how it was trained), so a fresh clone
+    /// A trained checkpoint built into the crate (`checkpoints/default/`,
+    /// `checkpoints/debian/` or `checkpoints/smollm2/`; each README says how it was trained), so a fresh clone
     /// needs only the backbone files. Both ship their constant soft prompts, so they
     /// embed without loading the Prompting LLM (`examples/write_soft_prompts.rs`).
     pub(super) fn shipped(name: &str) -> Result<Self> {
@@ -70,6 +74,7 @@ impl PromptEmbedder {
         }
         let (dir, config, alignment, lora, prompts) = match name {
             "default" => dir!("default"),
+            "debian" => dir!("debian"),
             "smollm2" => dir!("smollm2"),
             other => return Err(Error::UnknownEmbedder { spec: other.into(), detail: "not a shipped checkpoint".into() }),
         };
