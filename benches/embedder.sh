@@ -6,6 +6,8 @@
 # AVX-512 BF16; `f32`).
 # Needs ../shared/data and scripts/fetch-models.sh.   N=10000 Q=200 benches/embedder.sh
 #   SPECS="hash minilm default" PRECISIONS="auto f32" N=1000 benches/embedder.sh   (the README's table)
+# INGESTS="stream batches" also runs each with the batches one after the other (no
+# pipeline), for the pipeline's gain in the same run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=bench-out/embedder; mkdir -p "$out"
@@ -22,18 +24,21 @@ for name, xs in (("docs", docs), ("queries", queries)):
 PY
 ./scripts/fetch-models.sh >/dev/null
 embed_bench=$(benches/driver.sh embed_bench)
-PRECISIONS=${PRECISIONS:-auto}
+PRECISIONS=${PRECISIONS:-auto}; INGESTS=${INGESTS:-stream}
 for spec in ${SPECS:-hash default prompt-text}; do
   for p in $PRECISIONS; do
-    DUETDB_PRECISION=$p "$embed_bench" "$out/docs.jsonl" "$out/queries.jsonl" "$N" "$spec" "$out" > "$out/$spec-$p.json"
+    for i in $INGESTS; do
+      INGEST=$i DUETDB_PRECISION=$p "$embed_bench" "$out/docs.jsonl" "$out/queries.jsonl" "$N" "$spec" "$out" > "$out/$spec-$p-$i.json"
+    done
   done
 done
-python3 - "$out" "$PRECISIONS" ${SPECS:-hash default prompt-text} <<'PY'
+python3 - "$out" "$PRECISIONS" "$INGESTS" ${SPECS:-hash default prompt-text} <<'PY'
 import json, sys
-out, precisions, specs = sys.argv[1], sys.argv[2].split(), sys.argv[3:]
-print(f"{'embedder':<12} {'precision':<9} {'docs':>6} {'docs/s':>9} {'query p50 ms':>13} {'query p99 ms':>13}")
+out, precisions, ingests, specs = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), sys.argv[4:]
+print(f"{'embedder':<12} {'precision':<9} {'ingest':<8} {'docs':>6} {'docs/s':>9} {'query p50 ms':>13} {'query p99 ms':>13}")
 for s in specs:
     for p in precisions:
-        r = json.load(open(f"{out}/{s}-{p}.json"))
-        print(f"{s:<12} {p:<9} {r['docs']:>6} {r['docs_per_s']:>9.1f} {r['p50_ms']:>13.1f} {r['p99_ms']:>13.1f}")
+        for i in ingests:
+            r = json.load(open(f"{out}/{s}-{p}-{i}.json"))
+            print(f"{s:<12} {p:<9} {i:<8} {r['docs']:>6} {r['docs_per_s']:>9.1f} {r['p50_ms']:>13.1f} {r['p99_ms']:>13.1f}")
 PY
