@@ -9,7 +9,7 @@ use std::path::PathBuf;
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) cmd: Cmd,
-    /// Arithmetic of the embedder's batched products (ingest, eval, reindex): f32, bf16 (CPUs with AVX-512 BF16; f32 elsewhere) or auto. Default: $DUETDB_PRECISION, else auto.
+    /// Arithmetic of the embedder's batched products (ingest, eval, reindex): f32, bf16 (CPUs with AVX-512 BF16; f32 elsewhere), int8 (8-bit activations times the GGUF codes, CPUs with AVX2) or auto (bf16 where the CPU has it, else f32). Default: $DUETDB_PRECISION, else auto.
     #[arg(long, global = true)]
     pub(crate) precision: Option<String>,
     /// Where the model embedders run: cpu, cuda, cuda:N or auto (a GPU if this build has the `cuda` feature and the machine one). Default: $DUETDB_DEVICE, else cpu (auto with the feature).

@@ -1,8 +1,9 @@
 //! The arithmetic of the decoders' many-row products (a batch of documents): f32, or
-//! bfloat16 with f32 sums where the CPU has AVX-512 BF16 (`decoder/bf16.rs`).
+//! bfloat16 with f32 sums where the CPU has AVX-512 BF16 (`decoder/bf16.rs`), or 8-bit
+//! activations times the file's weight codes where it has AVX2 (`decoder/int8.rs`).
 //!
 //! One setting per process, like the thread count: [`set_precision`], or the
-//! `DUETDB_PRECISION` environment variable (`f32`, `bf16`, `auto`) read on first use.
+//! `DUETDB_PRECISION` environment variable (`f32`, `bf16`, `int8`, `auto`) read on first use.
 //! Queries (a few rows) always use the f32 kernels. A database records its embedder, not
 //! the precision: vectors of the two differ by about 1e-3 (docs/benchmarks.md), less than
 //! it takes to change a ranking in the dev split's measurements.
@@ -20,6 +21,10 @@ pub enum Precision {
     Bf16,
     /// bfloat16 where the CPU has it, f32 elsewhere.
     Auto,
+    /// Activations rounded to 8 bits per block of inputs, times the GGUF file's own
+    /// weight codes in integers (`decoder/int8.rs`), on CPUs with AVX2; f32 elsewhere
+    /// and for weights that are not of the file's block form.
+    Int8,
 }
 
 /// The precision when neither [`set_precision`] nor `DUETDB_PRECISION` says otherwise:
@@ -34,7 +39,8 @@ impl std::str::FromStr for Precision {
             "f32" => Ok(Precision::F32),
             "bf16" => Ok(Precision::Bf16),
             "auto" => Ok(Precision::Auto),
-            _ => Err(crate::Error::invalid(format!("precision `{s}`: expected f32, bf16 or auto"))),
+            "int8" => Ok(Precision::Int8),
+            _ => Err(crate::Error::invalid(format!("precision `{s}`: expected f32, bf16, int8 or auto"))),
         }
     }
 }
@@ -47,6 +53,7 @@ fn code(p: Precision) -> u8 {
         Precision::F32 => 1,
         Precision::Bf16 => 2,
         Precision::Auto => 3,
+        Precision::Int8 => 4,
     }
 }
 
@@ -68,6 +75,7 @@ pub fn precision() -> Precision {
         1 => Precision::F32,
         2 => Precision::Bf16,
         3 => Precision::Auto,
+        4 => Precision::Int8,
         _ => {
             let p = match std::env::var("DUETDB_PRECISION") {
                 Ok(v) => v.parse().unwrap_or_else(|e| {

@@ -67,7 +67,13 @@ pub fn in_f32<R>(f: impl FnOnce() -> R) -> R {
 /// inside [`for_documents`], and the process's precision says so (which also checks the
 /// instructions).
 pub fn wanted(x: &candle_core::Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && DOCUMENTS.with(|h| h.get()) && chosen()
+    documents(x) && chosen()
+}
+
+/// Whether `x` is an f32 input on the CPU inside [`for_documents`]: a product that may
+/// take the process's precision (this file's or `int8.rs`'s).
+pub(crate) fn documents(x: &candle_core::Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && DOCUMENTS.with(|h| h.get())
 }
 
 /// Whether the process's precision ([`crate::embed::precision`]) makes many-row
@@ -75,7 +81,7 @@ pub fn wanted(x: &candle_core::Tensor) -> bool {
 fn chosen() -> bool {
     use crate::embed::Precision;
     match crate::embed::precision() {
-        Precision::F32 => false,
+        Precision::F32 | Precision::Int8 => false,
         Precision::Auto => available(),
         Precision::Bf16 => {
             let ok = available();

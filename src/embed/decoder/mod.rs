@@ -9,6 +9,7 @@
 
 pub mod activation;
 pub mod bf16;
+pub mod int8;
 pub mod lora;
 pub mod ops;
 pub mod packed;
@@ -111,6 +112,9 @@ struct Block {
     /// Bfloat16 copies of the seven projections for many-row products when that
     /// precision is asked for (`bf16.rs`), built on first use.
     bf16: [OnceLock<bf16::Bf16Weight>; 7],
+    /// Panels of the file's codes for many-row products in the `int8` precision
+    /// (`int8.rs`), built on first use from the packed copy (`None` where there is none).
+    int8: [OnceLock<Option<int8::Int8Weight>>; 7],
 }
 
 impl Block {
@@ -136,6 +140,11 @@ impl Block {
         let (out, inn) = w.dims2()?;
         let packed = bf16::Bf16Weight::new(&w.flatten_all()?.to_vec1::<f32>()?, out, inn);
         Ok(self.bf16[t as usize].get_or_init(|| packed))
+    }
+
+    /// The int8 panels of a projection, built on first use.
+    fn int8(&self, t: Target) -> Option<&int8::Int8Weight> {
+        self.int8[t as usize].get_or_init(|| self.packed(t).map(int8::Int8Weight::new)).as_ref()
     }
 
     /// The packed copy of a projection, built on first use.
@@ -283,6 +292,7 @@ impl Decoder {
                 w_down: t("ffn_down.weight")?,
                 packed: Default::default(),
                 bf16: Default::default(),
+                int8: Default::default(),
             });
         }
         let (cos, sin) = rope_tables(cfg.head_dim, cfg.rope_base, cfg.max_positions, device, dtype)?;
@@ -519,7 +529,10 @@ impl Decoder {
         let c = &self.cfg;
         // A projection: the frozen product, plus the adapter's update when there is one.
         let proj = |x: &Tensor, t: Target| -> Result<Tensor> {
-            let y = if path == Kernels::Fast && bf16::wanted(x) {
+            let int8 = if path == Kernels::Fast && int8::wanted(x) { blk.int8(t) } else { None };
+            let y = if let Some(w) = int8 {
+                x.contiguous()?.apply_op1_no_bwd(&int8::Int8Matmul(w))?
+            } else if path == Kernels::Fast && bf16::wanted(x) {
                 x.contiguous()?.apply_op1_no_bwd(&bf16::Bf16Matmul(blk.bf16(t)?))?
             } else {
                 let packed = if path == Kernels::Fast && packed::wanted(x) { blk.packed(t) } else { None };

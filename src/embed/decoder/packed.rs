@@ -118,6 +118,16 @@ impl PackedWeight {
         }
     }
 
+    /// The code of the weight at (o, i).
+    pub(crate) fn code_at(&self, o: usize, i: usize) -> u8 {
+        self.code(o * self.inn + i)
+    }
+
+    /// `(step, zero)` of block `b` (inputs `b * block_size()..`) of row `o`.
+    pub(crate) fn block_at(&self, o: usize, b: usize) -> (f32, f32) {
+        self.blocks[o * self.inn / self.block + b]
+    }
+
     /// The weight at (o, i), as the kernel sees it.
     pub fn get(&self, o: usize, i: usize) -> f32 {
         let (s, z) = self.blocks[(o * self.inn + i) / self.block];
