@@ -30,13 +30,17 @@ fn main() {
     let t = Instant::now();
     // A line per 1024 documents: long runs show where they are in the log.
     let report = |i: usize| {
-        if (i + 1) % 16 == 0 {
+        if (i + 1).is_multiple_of(16) {
             eprintln!("{spec}: {} documents in {:.0} s", (i + 1) * 64, t.elapsed().as_secs_f64());
         }
     };
     if stream {
         let batches = docs.chunks(64).enumerate().map(|(i, c)| Ok((i, c.to_vec())));
-        db.ingest_stream(batches, |i, _, _| Ok(report(i))).unwrap();
+        db.ingest_stream(batches, |i, _, _| {
+            report(i);
+            Ok(())
+        })
+        .unwrap();
     } else {
         for (i, chunk) in docs.chunks(64).enumerate() {
             db.ingest_batch(chunk).unwrap();
