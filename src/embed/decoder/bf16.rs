@@ -141,30 +141,17 @@ impl CustomOp1 for Bf16Matmul<'_> {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(x) = s else { bail!("bf16-matmul takes f32") };
-        let Some((a, b)) = l.contiguous_offsets() else { bail!("bf16-matmul takes a contiguous input") };
-        let w = self.0;
-        let dims = l.dims();
-        if dims.last() != Some(&w.inn) {
-            bail!("bf16-matmul: input of shape {dims:?} for a weight of {} inputs", w.inn);
-        }
         if !available() {
             bail!("bf16-matmul needs AVX-512 BF16");
         }
-        let x = &x[a..b];
-        let rows = x.len() / w.inn;
-        let mut y = vec![0f32; rows * w.out];
-        y.par_chunks_mut(MC * w.out).enumerate().for_each(|(i, out)| {
-            let xs = &x[i * MC * w.inn..(i * MC + out.len() / w.out) * w.inn];
+        let w = self.0;
+        super::ops::rows_in_tasks("bf16-matmul", s, l, (w.inn, w.out, MC), |xs, ys| {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: AVX-512F and BF16 are checked above.
             unsafe {
-                rows_times_panels(xs, w, out)
+                rows_times_panels(xs, w, ys)
             }
-        });
-        let mut shape = dims.to_vec();
-        *shape.last_mut().unwrap() = w.out;
-        Ok((CpuStorage::F32(y), Shape::from(shape)))
+        })
     }
 }
 

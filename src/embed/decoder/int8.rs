@@ -100,30 +100,17 @@ impl CustomOp1 for Int8Matmul<'_> {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(x) = s else { bail!("int8-matmul takes f32") };
-        let Some((a, b)) = l.contiguous_offsets() else { bail!("int8-matmul takes a contiguous input") };
-        let w = self.0;
-        let dims = l.dims();
-        if dims.last() != Some(&w.inn) {
-            bail!("int8-matmul: input of shape {dims:?} for a weight of {} inputs", w.inn);
-        }
         if !available() {
             bail!("int8-matmul needs AVX2 and FMA");
         }
-        let x = &x[a..b];
-        let rows = x.len() / w.inn;
-        let mut y = vec![0f32; rows * w.out];
-        y.par_chunks_mut(MC * w.out).enumerate().for_each(|(i, out)| {
-            let xs = &x[i * MC * w.inn..(i * MC + out.len() / w.out) * w.inn];
+        let w = self.0;
+        super::ops::rows_in_tasks("int8-matmul", s, l, (w.inn, w.out, MC), |xs, ys| {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: AVX2 and FMA are checked above.
             unsafe {
-                rows_times_panels(xs, w, out)
+                rows_times_panels(xs, w, ys)
             }
-        });
-        let mut shape = dims.to_vec();
-        *shape.last_mut().unwrap() = w.out;
-        Ok((CpuStorage::F32(y), Shape::from(shape)))
+        })
     }
 }
 

@@ -115,6 +115,31 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, interleaved: bool, path: Ker
     }
 }
 
+/// The forward of a many-row product op (`bf16.rs`, `int8.rs`): checks that `s` is a
+/// contiguous f32 input of `inn` columns, then fills `(rows, out)` in parallel tasks of
+/// `mc` rows, `rows(xs, ys)` computing the outputs `ys` of the input rows `xs`.
+pub(crate) fn rows_in_tasks(
+    name: &str,
+    s: &candle_core::CpuStorage,
+    l: &candle_core::Layout,
+    (inn, out, mc): (usize, usize, usize),
+    rows: impl Fn(&[f32], &mut [f32]) + Sync,
+) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+    use rayon::prelude::*;
+    let candle_core::CpuStorage::F32(x) = s else { candle_core::bail!("{name} takes f32") };
+    let Some((a, b)) = l.contiguous_offsets() else { candle_core::bail!("{name} takes a contiguous input") };
+    let dims = l.dims();
+    if dims.last() != Some(&inn) {
+        candle_core::bail!("{name}: input of shape {dims:?} for a weight of {inn} inputs");
+    }
+    let x = &x[a..b];
+    let mut y = vec![0f32; x.len() / inn * out];
+    y.par_chunks_mut(mc * out).enumerate().for_each(|(i, ys)| rows(&x[i * mc * inn..(i * mc + ys.len() / out) * inn], ys));
+    let mut shape = dims.to_vec();
+    *shape.last_mut().expect("checked above") = out;
+    Ok((candle_core::CpuStorage::F32(y), candle_core::Shape::from(shape)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
