@@ -17,12 +17,22 @@ static PIN: Once = Once::new();
 /// written when absent, and only once per process. Writing the environment races with
 /// C code reading it on another thread (`getenv`); Rust's own `std::env` accesses are
 /// locked, and this runs before the model spawns any thread of its own.
+///
+/// It also sets `CANDLE_NUM_THREADS` to 1 when absent: candle 0.11 runs its elementwise
+/// operations on large tensors in a pool of its own, beside rayon's, whose workers spin
+/// while they wait. Where duetdb runs batches side by side on rayon's threads (`minilm`),
+/// that pool's spinning worker took a core's share from them: `minilm` embedded 5-12%
+/// more documents/s without it (docs/benchmarks.md), and the decoders' documents/s did
+/// not change either way (their time is in matrix products, which use rayon's pool).
 pub(crate) fn pin_cpu_threads() {
     PIN.call_once(|| {
         if std::env::var_os("RAYON_NUM_THREADS").is_none() {
             let n = candle_core::utils::get_num_threads();
             std::env::set_var("RAYON_NUM_THREADS", n.to_string());
             tracing::debug!(threads = n, "pinned candle's CPU thread count");
+        }
+        if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+            std::env::set_var("CANDLE_NUM_THREADS", "1");
         }
     });
 }
