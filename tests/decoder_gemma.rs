@@ -95,3 +95,26 @@ fn the_tail_forward_equals_the_full_forwards_last_positions() {
     assert!(dec.forward_tail(&emb, &pads, Kernels::Fast, None, t + 1).is_err());
     assert!(dec.forward_tail(&emb, &pads, Kernels::Fast, None, 0).is_err());
 }
+
+#[test]
+fn a_decoder_cut_after_n_blocks_is_the_same_model_up_to_there() {
+    // `first_blocks` is how an embedder runs an earlier exit of M (`m_layers`): the cut
+    // shares the weights, so all blocks must give the whole model's states bit for bit,
+    // and cutting twice must equal cutting once.
+    let Some((p, tok)) = gemma() else { return };
+    let dec = Decoder::load(&p, &Device::Cpu, DType::F32).unwrap();
+    let layers = dec.config().layers;
+    let ids: Vec<Vec<u32>> = ["grep searches files for a pattern", "vim"].iter().map(|t| tok.encode(t).unwrap()).collect();
+    let (padded, pads) = dec.pad_left(&ids, 0).unwrap();
+    let emb = dec.embed_ids(&padded).unwrap();
+    let run = |d: &Decoder| d.forward(&emb, &pads, None, Kernels::Fast).unwrap();
+    let full = run(&dec);
+    assert_eq!(max_abs_diff(&run(&dec.first_blocks(layers).unwrap()), &full).unwrap(), 0.0, "all blocks kept");
+    let half = dec.first_blocks(layers / 2).unwrap();
+    assert_eq!(half.config().layers, layers / 2);
+    let h = run(&half);
+    assert!(max_abs_diff(&h, &full).unwrap() > 1e-2, "a cut model must not give the whole model's states");
+    assert_eq!(max_abs_diff(&run(&dec.first_blocks(layers).unwrap().first_blocks(layers / 2).unwrap()), &h).unwrap(), 0.0, "cut twice");
+    assert!(dec.first_blocks(0).is_err());
+    assert!(dec.first_blocks(layers + 1).is_err());
+}

@@ -326,3 +326,29 @@ fn shipped_soft_prompts_embed_without_p_and_give_the_same_vectors() {
     assert_ne!(stale.fingerprint(), slow.fingerprint());
     assert_ne!(stale.embed(&texts, Kind::Query).unwrap(), slow.embed(&texts, Kind::Query).unwrap());
 }
+
+#[test]
+fn an_earlier_exit_of_m_is_its_own_embedder_and_survives_a_checkpoint() {
+    // `m_layers` pools after block n of M: another function from text to vector, so
+    // another fingerprint, kept by a saved checkpoint.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoints/default");
+    let whole = PromptEmbedder::load(&dir).unwrap();
+    let cut = PromptEmbedder::load_at_depth(&dir, Some(9)).unwrap();
+    assert_eq!(cut.config().m_layers, Some(9));
+    assert_ne!(cut.fingerprint(), whole.fingerprint());
+    let texts = ["regular expression search tool", "GNU C compiler"];
+    let (a, b) = (cut.embed(&texts, Kind::Passage).unwrap(), whole.embed(&texts, Kind::Passage).unwrap());
+    assert!(dot(&a[0], &b[0]) < 0.999, "block 9's vector equals block 18's");
+    let tmp = tempfile::tempdir().unwrap();
+    cut.save(tmp.path()).unwrap();
+    let back = PromptEmbedder::load(tmp.path()).unwrap();
+    assert_eq!(back.fingerprint(), cut.fingerprint());
+    assert!(
+        max_abs_diff(&Tensor::new(back.embed(&texts, Kind::Passage).unwrap(), &Device::Cpu).unwrap(), &Tensor::new(a, &Device::Cpu).unwrap()).unwrap() < 1e-5
+    );
+    let err = PromptEmbedder::load_at_depth(&dir, Some(99)).expect_err("Gemma3-270M has 18 blocks").to_string();
+    assert!(err.contains("99 blocks"), "{err}");
+    // P and M one model: P must run whole, so a depth is refused.
+    let err = PromptEmbedder::new(PromptConfig { m_layers: Some(3), ..Default::default() }, &Device::Cpu).expect_err("m_layers with P = M").to_string();
+    assert!(err.contains("m_layers"), "{err}");
+}

@@ -380,6 +380,10 @@ pub(crate) struct TrainArgs {
     /// Soft tokens K (default 5).
     #[arg(long)]
     pub(crate) soft_tokens: Option<usize>,
+    /// Run only M's first N blocks (an earlier exit: a document costs N / all of the
+    /// forward); default: as --from has it, else all.
+    #[arg(long)]
+    pub(crate) m_layers: Option<usize>,
     /// What feeds the alignment: relaxed (mixtures of P's token embeddings) or hidden (P's hidden states).
     #[arg(long, value_parser = ["relaxed", "hidden"])]
     pub(crate) align_from: Option<String>,

@@ -59,6 +59,7 @@ pub(crate) fn train_cmd(args: TrainArgs) -> Result<()> {
         c.temperature = args.temperature;
         c.lora_rank = args.rank;
         c.soft_tokens = args.soft_tokens;
+        c.m_layers = args.m_layers;
         c.align_from = args.align_from.map(|a| match a.as_str() {
             "hidden" => duetdb::embed::prompt::AlignSource::Hidden,
             _ => duetdb::embed::prompt::AlignSource::Relaxed,

@@ -130,6 +130,10 @@ pub struct TrainConfig {
     /// Soft tokens K (`None`: the embedder's default, 5); ignored by the baseline.
     #[serde(default)]
     pub soft_tokens: Option<usize>,
+    /// How many of M's blocks the embedder runs (`None`: as the starting checkpoint has
+    /// it, else all): training for an earlier exit of M costs that fraction of a step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub m_layers: Option<usize>,
     /// What feeds the alignment (`None`: the relaxed embeddings).
     #[serde(default)]
     pub align_from: Option<AlignSource>,
@@ -184,6 +188,7 @@ impl TrainConfig {
             hard_negatives: 10,
             lora_rank: 8,
             soft_tokens: None,
+            m_layers: None,
             align_from: None,
             from: None,
             backbone: None,
@@ -227,6 +232,7 @@ impl TrainConfig {
         check("--hard-negatives", self.hard_negatives, 0, 1000)?;
         check("--rank (LoRA)", self.lora_rank, 1, 1024)?;
         check("--soft-tokens", self.soft_tokens.unwrap_or(5), 0, 256)?;
+        check("--m-layers", self.m_layers.unwrap_or(1), 1, 1024)?;
         check("--eval-size", self.eval_size, 0, 1_000_000)?;
         check("--grad-cache", self.grad_cache.unwrap_or(1), 1, 4096)?;
         for (name, rate) in [("--lr", self.optim.lr), ("--lr-align", self.optim.lr_align)] {

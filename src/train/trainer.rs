@@ -34,7 +34,7 @@ impl Trainer {
                 PromptEmbedder::transfer(from, b.clone(), cfg.align_init.unwrap_or(AlignInit::LeastSquares))?
             }
             // Fine-tuning: a trained checkpoint, as it is, goes on training.
-            (Some(from), None) => PromptEmbedder::load(from)?,
+            (Some(from), None) => PromptEmbedder::load_at_depth(from, cfg.m_layers)?,
             _ => {
                 let mut ecfg = cfg.mode.embedder_config(cfg.lora_rank);
                 // LoRA on another backbone from scratch: the baseline a transfer is
@@ -46,6 +46,7 @@ impl Trainer {
                 if cfg.mode != Mode::LoraM {
                     ecfg.soft_tokens = cfg.soft_tokens.unwrap_or(ecfg.soft_tokens);
                     ecfg.align_from = cfg.align_from.unwrap_or(ecfg.align_from);
+                    ecfg.m_layers = cfg.m_layers;
                 }
                 PromptEmbedder::new_seeded(ecfg, &Device::Cpu, cfg.seed)?
             }

@@ -303,6 +303,49 @@ impl Decoder {
         Ok(Self { cfg, tok_embd, output, norm, blocks, cos, sin, local, device: device.clone(), dtype })
     }
 
+    /// The same model cut after its first `n` blocks: the final norm then reads block
+    /// `n`'s output. Shares the weights (tensors are reference-counted); the fast paths'
+    /// copies of the kept blocks are built again on first use.
+    pub fn first_blocks(&self, n: usize) -> Result<Decoder> {
+        if n == 0 || n > self.blocks.len() {
+            return Err(Error::invalid(format!("{n} blocks asked of a decoder with {} (1 to {})", self.blocks.len(), self.blocks.len())));
+        }
+        let blocks = self.blocks[..n]
+            .iter()
+            .map(|b| Block {
+                attn_norm: b.attn_norm.clone(),
+                wq: b.wq.clone(),
+                wk: b.wk.clone(),
+                wv: b.wv.clone(),
+                bias: b.bias.clone(),
+                qk_norm: b.qk_norm.clone(),
+                post_norms: b.post_norms.clone(),
+                sliding: b.sliding,
+                wo: b.wo.clone(),
+                ffn_norm: b.ffn_norm.clone(),
+                w_gate: b.w_gate.clone(),
+                w_up: b.w_up.clone(),
+                w_down: b.w_down.clone(),
+                packed: Default::default(),
+                bf16: Default::default(),
+                int8: Default::default(),
+            })
+            .collect();
+        let cfg = DecoderConfig { layers: n, ..self.cfg.clone() };
+        Ok(Decoder {
+            cfg,
+            tok_embd: self.tok_embd.clone(),
+            output: self.output.clone(),
+            norm: self.norm.clone(),
+            blocks,
+            cos: self.cos.clone(),
+            sin: self.sin.clone(),
+            local: self.local.clone(),
+            device: self.device.clone(),
+            dtype: self.dtype,
+        })
+    }
+
     /// Overrides the MLP activation; only for checking this forward against
     /// implementations that use another one (candle's quantized gemma3 uses SiLU).
     pub fn set_activation(&mut self, a: Activation) {

@@ -112,6 +112,8 @@ impl PromptEmbedder {
             _ => None,
         };
         cfg.embedding = embedding;
+        // A depth counts the source M's blocks; the new backbone runs whole.
+        cfg.m_layers = None;
         Self::assemble(cfg, None, PromptingInput::Loaded(Prompting { model: p, lora }), m, w, b, None, &device)
     }
 }

@@ -106,11 +106,23 @@ impl PromptEmbedder {
         Self::from_files(cfg, &files, dir, spec)
     }
 
+    /// [`PromptEmbedder::load`] with M cut to `m_layers` blocks instead of the
+    /// checkpoint's own depth (`None`: as saved): the start of a run that trains the
+    /// checkpoint for an earlier exit of M.
+    pub fn load_at_depth(dir: &Path, m_layers: Option<usize>) -> Result<Self> {
+        if m_layers.is_none() {
+            return Self::load(dir);
+        }
+        let (mut cfg, files) = read_checkpoint(dir)?;
+        cfg.m_layers = m_layers;
+        Self::from_files(cfg, &files, dir, None)
+    }
+
     /// A checkpoint from its files' contents; `origin` names them in errors.
     pub(super) fn from_files(cfg: PromptConfig, files: &CheckpointFiles, origin: &Path, spec: Option<String>) -> Result<Self> {
         let device = crate::embed::device()?;
         let (align_w, align_b) = files.alignment(origin, &device)?;
-        let m = Arc::new(load_model(&cfg.embedding, &device)?);
+        let m = embedding_depth(&cfg, Arc::new(load_model(&cfg.embedding, &device)?))?;
         let m_lora = match (&cfg.embedding_lora, &files.embedding_lora) {
             (Some(l), Some(b)) => Some(Lora::from_bytes(l.clone(), &m.dec, b, &origin.join(M_LORA_FILE))?),
             (Some(_), None) => return Err(Error::corrupt(origin.join(M_LORA_FILE), "missing: the checkpoint's config.json has LoRA adapters")),

@@ -74,6 +74,11 @@ pub struct PromptConfig {
     pub max_text_tokens: usize,
     /// Largest padded batch, in positions (rows x longest row).
     pub token_budget: usize,
+    /// How many of M's blocks run: the pooled states are those after block `n` (then M's
+    /// final norm), so a document costs `n / layers` of the whole forward. `None`: all of
+    /// them. Needs M to be another model than P.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub m_layers: Option<usize>,
     /// Low-rank adapters on P (trained with the soft prompt); `None`: P as loaded.
     /// Stored in the checkpoint's `prompting_lora.safetensors`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -183,6 +188,7 @@ impl Default for PromptConfig {
             token_budget: 2048,
             lora: None,
             embedding_lora: None,
+            m_layers: None,
         }
     }
 }

@@ -115,6 +115,16 @@ fn load_model(b: &Backbone, device: &Device) -> Result<Model> {
     Ok(Model { dec, tok })
 }
 
+/// M cut to the config's `m_layers` (unchanged without one). M must not be P then: P
+/// always runs whole.
+fn embedding_depth(cfg: &PromptConfig, m: Arc<Model>) -> Result<Arc<Model>> {
+    let Some(n) = cfg.m_layers else { return Ok(m) };
+    if cfg.embedding == cfg.prompting {
+        return Err(Error::invalid("m_layers needs an Embedding LLM other than the Prompting LLM (P runs all its blocks)"));
+    }
+    Ok(Arc::new(Model { dec: m.dec.first_blocks(n)?, tok: m.tok.clone() }))
+}
+
 impl PromptEmbedder {
     /// A fresh, untrained embedder: the alignment is the identity when P and M are
     /// the same file, else a least-squares fit over their shared token strings.
@@ -127,6 +137,7 @@ impl PromptEmbedder {
     pub fn new_seeded(cfg: PromptConfig, device: &Device, seed: u64) -> Result<Self> {
         let p = Arc::new(load_model(&cfg.prompting, device)?);
         let m = if cfg.embedding == cfg.prompting { p.clone() } else { Arc::new(load_model(&cfg.embedding, device)?) };
+        let m = embedding_depth(&cfg, m)?;
         let (align_w, align_b) =
             if cfg.embedding == cfg.prompting { identity_alignment(p.dec.config().hidden, device)? } else { least_squares_alignment(&p, &m)? };
         // Fresh adapters have B = 0: P behaves as loaded until trained.
