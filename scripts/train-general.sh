@@ -4,6 +4,7 @@
 # of scripts/fetch-data.sh, one source per batch, hard negatives from the batch's source,
 # dev MRR@10 averaged over the sources (EVAL_SIZE pairs of each) at evaluation points.
 #   scripts/train-general.sh               # STEPS=100 LR=3e-4 EVAL_EVERY=100 EVAL_SIZE=150 (runs/general)
+#   RUN=general-k10 scripts/train-general.sh --soft-tokens 10   # another run dir; FROM= another start
 set -euo pipefail
 cd "$(dirname "$0")/.."
 c=bench-out/corpus
@@ -17,6 +18,6 @@ if [ -f "$out/train/latest" ]; then
 fi
 exec ./target/release/duetdb train --data "$c/train.jsonl" --group-field source --domain-field corpus \
   --dev "$c/dev-all.jsonl" --query-field summary --doc-field description --out "$out" --mode prompt \
-  --from checkpoints/debian --steps "${STEPS:-100}" --lr "${LR:-3e-4}" --lr-align "${LR:-3e-4}" --warmup 20 \
+  --from "${FROM:-checkpoints/debian}" --steps "${STEPS:-100}" --lr "${LR:-3e-4}" --lr-align "${LR:-3e-4}" --warmup 20 \
   --batch 16 --max-doc-tokens 64 --max-query-tokens 32 --eval-every "${EVAL_EVERY:-100}" \
   --eval-size "${EVAL_SIZE:-150}" --save-every 25 --json "$@"

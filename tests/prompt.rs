@@ -3,7 +3,7 @@
 use candle_core::{DType, Device, Tensor, D};
 use duetdb::embed::decoder::lora::LoraConfig;
 use duetdb::embed::decoder::{max_abs_diff, Decoder, Kernels};
-use duetdb::embed::prompt::{PromptConfig, PromptEmbedder};
+use duetdb::embed::prompt::{PromptConfig, PromptEmbedder, Reshape};
 use duetdb::embed::{model_path, Embedder, Kind};
 
 fn embedder(cfg: PromptConfig) -> PromptEmbedder {
@@ -328,12 +328,12 @@ fn shipped_soft_prompts_embed_without_p_and_give_the_same_vectors() {
 }
 
 #[test]
-fn an_earlier_exit_of_m_is_its_own_embedder_and_survives_a_checkpoint() {
+fn a_reshaped_checkpoint_is_its_own_embedder_and_survives_a_save() {
     // `m_layers` pools after block n of M: another function from text to vector, so
     // another fingerprint, kept by a saved checkpoint.
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoints/default");
     let whole = PromptEmbedder::load(&dir).unwrap();
-    let cut = PromptEmbedder::load_at_depth(&dir, Some(9)).unwrap();
+    let cut = PromptEmbedder::load_reshaped(&dir, Reshape { m_layers: Some(9), ..Reshape::default() }).unwrap();
     assert_eq!(cut.config().m_layers, Some(9));
     assert_ne!(cut.fingerprint(), whole.fingerprint());
     let texts = ["regular expression search tool", "GNU C compiler"];
@@ -346,8 +346,18 @@ fn an_earlier_exit_of_m_is_its_own_embedder_and_survives_a_checkpoint() {
     assert!(
         max_abs_diff(&Tensor::new(back.embed(&texts, Kind::Passage).unwrap(), &Device::Cpu).unwrap(), &Tensor::new(a, &Device::Cpu).unwrap()).unwrap() < 1e-5
     );
-    let err = PromptEmbedder::load_at_depth(&dir, Some(99)).expect_err("Gemma3-270M has 18 blocks").to_string();
+    let err = PromptEmbedder::load_reshaped(&dir, Reshape { m_layers: Some(99), ..Reshape::default() }).expect_err("Gemma3-270M has 18 blocks").to_string();
     assert!(err.contains("99 blocks"), "{err}");
+    // Ten soft tokens instead of five: P writes five more after the same first five
+    // (relaxed decoding), so the pooled vector moves, and the fingerprint says so.
+    let ten = PromptEmbedder::load_reshaped(&dir, Reshape { soft_tokens: Some(10), ..Reshape::default() }).unwrap();
+    assert_eq!(ten.config().soft_tokens, 10);
+    assert_ne!(ten.fingerprint(), whole.fingerprint());
+    let t = ten.embed(&texts[..1], Kind::Passage).unwrap();
+    assert_eq!(t[0].len(), b[0].len());
+    assert!(dot(&t[0], &b[0]) < 0.9999, "ten soft tokens pooled to five's vector");
+    let err = PromptEmbedder::load_reshaped(&dir, Reshape { soft_tokens: Some(0), ..Reshape::default() }).expect_err("0 soft tokens").to_string();
+    assert!(err.contains("--soft-tokens 0"), "{err}");
     // P and M one model: P must run whole, so a depth is refused.
     let err = PromptEmbedder::new(PromptConfig { m_layers: Some(3), ..Default::default() }, &Device::Cpu).expect_err("m_layers with P = M").to_string();
     assert!(err.contains("m_layers"), "{err}");

@@ -377,7 +377,7 @@ pub(crate) struct TrainArgs {
     /// LoRA rank.
     #[arg(long, default_value_t = 8)]
     pub(crate) rank: usize,
-    /// Soft tokens K (default 5).
+    /// Soft tokens K (default 5; with --from, as the checkpoint has them).
     #[arg(long)]
     pub(crate) soft_tokens: Option<usize>,
     /// Run only M's first N blocks (an earlier exit: a document costs N / all of the

@@ -46,7 +46,7 @@ pub use trainer::Trainer;
 use crate::durable::{replace_file, write_atomic};
 use crate::embed::decoder::lora::{LoraConfig, Target};
 use crate::embed::decoder::Kernels;
-use crate::embed::prompt::{AlignInit, AlignSource, Backbone, Placement, Pooling, PromptConfig, PromptEmbedder};
+use crate::embed::prompt::{AlignInit, AlignSource, Backbone, Placement, Pooling, PromptConfig, PromptEmbedder, Reshape};
 use crate::embed::Kind;
 use crate::error::{Error, Result};
 use candle_core::backprop::GradStore;

@@ -34,7 +34,7 @@ impl Trainer {
                 PromptEmbedder::transfer(from, b.clone(), cfg.align_init.unwrap_or(AlignInit::LeastSquares))?
             }
             // Fine-tuning: a trained checkpoint, as it is, goes on training.
-            (Some(from), None) => PromptEmbedder::load_at_depth(from, cfg.m_layers)?,
+            (Some(from), None) => PromptEmbedder::load_reshaped(from, Reshape { m_layers: cfg.m_layers, soft_tokens: cfg.soft_tokens })?,
             _ => {
                 let mut ecfg = cfg.mode.embedder_config(cfg.lora_rank);
                 // LoRA on another backbone from scratch: the baseline a transfer is

@@ -145,27 +145,49 @@ impl CustomOp1 for Bf16Matmul<'_> {
             bail!("bf16-matmul needs AVX-512 BF16");
         }
         let w = self.0;
-        super::ops::rows_in_tasks("bf16-matmul", s, l, (w.inn, w.out, MC), |xs, ys| {
+        let amx = with_amx(w);
+        super::ops::rows_in_tasks("bf16-matmul", s, l, (w.inn, w.out, if amx { MC_AMX } else { MC }), |xs, ys| {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: AVX-512F and BF16 are checked above.
+            // SAFETY: AVX-512F and BF16 are checked above, AMX by `with_amx`.
             unsafe {
-                rows_times_panels(xs, w, ys)
+                rows_times_panels(xs, w, ys, amx)
             }
         })
     }
 }
 
-/// `out = xs @ w^T` for up to [`MC`] rows.
+/// Rows per parallel task with AMX tiles: the weight streams through the core once a task,
+/// and a tile product does 256 times the work of a `vdpbf16ps`, so tasks take more rows.
+const MC_AMX: usize = 128;
+
+/// Whether `w`'s products take AMX tiles (whole tiles of input pairs only).
+fn with_amx(w: &Bf16Weight) -> bool {
+    w.inn.div_ceil(2) % super::amx::PAIRS == 0 && super::amx::available()
+}
+
+/// `out = xs @ w^T` for up to [`MC`] rows ([`MC_AMX`] with AMX, which `amx` says: only
+/// where [`with_amx`] is true).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn rows_times_panels(xs: &[f32], w: &Bf16Weight, out: &mut [f32]) {
+unsafe fn rows_times_panels(xs: &[f32], w: &Bf16Weight, out: &mut [f32], amx: bool) {
     let kp = w.inn.div_ceil(2);
     let rows = xs.len() / w.inn;
-    let mut a = vec![0u32; rows * kp];
+    // AMX takes rows 32 at a time: the rows past the input stay zero.
+    let mut a = vec![0u32; if amx { rows.next_multiple_of(32) } else { rows } * kp];
     for (row, pairs) in xs.chunks_exact(w.inn).zip(a.chunks_exact_mut(kp)) {
-        for (two, p) in row.chunks(2).zip(pairs.iter_mut()) {
-            *p = pair(two[0], two.get(1).copied().unwrap_or(0.0));
-        }
+        to_pairs(row, pairs);
+    }
+    if amx {
+        // SAFETY: the caller's `with_amx` checked the CPU, the OS and the shapes.
+        unsafe {
+            super::amx::blocks(&a, kp, &w.panels, NR, |r0, j, c| {
+                let cols = NR.min(w.out - j * NR);
+                for r in r0..rows.min(r0 + 32) {
+                    out[r * w.out + j * NR..][..cols].copy_from_slice(&c[(r - r0) * NR..][..cols]);
+                }
+            })
+        };
+        return;
     }
     let mut tile = [0f32; MR * NR];
     for j in 0..w.out.div_ceil(NR) {
@@ -188,6 +210,27 @@ unsafe fn rows_times_panels(xs: &[f32], w: &Bf16Weight, out: &mut [f32]) {
                 out[(r0 + r) * w.out + j * NR..][..cols].copy_from_slice(&tile[r * NR..r * NR + cols]);
             }
         }
+    }
+}
+
+/// One row of f32 inputs as bfloat16 pairs ([`pair`]), 32 inputs an instruction
+/// (`vcvtne2ps2bf16` rounds to nearest even, as [`bf16`] does).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn to_pairs(row: &[f32], pairs: &mut [u32]) {
+    use std::arch::x86_64::*;
+    let whole = row.len() / 32;
+    for i in 0..whole {
+        // SAFETY: 32 inputs and 16 pairs from `i * 32` / `i * 16` are in bounds.
+        unsafe {
+            let lo = _mm512_loadu_ps(row.as_ptr().add(i * 32));
+            let hi = _mm512_loadu_ps(row.as_ptr().add(i * 32 + 16));
+            let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+            _mm512_storeu_si512(pairs.as_mut_ptr().add(i * 16) as *mut _, v);
+        }
+    }
+    for (two, p) in row[whole * 32..].chunks(2).zip(&mut pairs[whole * 16..]) {
+        *p = pair(two[0], two.get(1).copied().unwrap_or(0.0));
     }
 }
 
@@ -227,7 +270,7 @@ mod tests {
             return Ok(()); // the f32 path is kept on such CPUs
         }
         let mut rng = fastrand::Rng::with_seed(3);
-        for (rows, inn, out) in [(17, 64, 32), (70, 641, 45), (131, 96, 100), (9, 3, 1)] {
+        for (rows, inn, out) in [(17, 64, 32), (70, 641, 45), (131, 96, 100), (9, 3, 1), (40, 1024, 70)] {
             let xs: Vec<f32> = (0..rows * inn).map(|_| rng.f32() * 2.0 - 1.0).collect();
             let ws: Vec<f32> = (0..out * inn).map(|_| (rng.f32() * 2.0 - 1.0) * 0.1).collect();
             let x = Tensor::from_vec(xs, (rows, inn), &Device::Cpu)?;
@@ -242,6 +285,30 @@ mod tests {
             }
         }
         Ok(())
+    }
+
+    /// AMX tiles and the AVX-512 kernel: the same bfloat16 factors, sums in another order.
+    #[test]
+    fn amx_tiles_match_the_avx512_kernel() {
+        if !available() || !super::super::amx::available() {
+            return; // no tiles here: the AVX-512 kernel is the one used
+        }
+        let mut rng = fastrand::Rng::with_seed(5);
+        for (rows, inn, out) in [(1, 32, 1), (33, 64, 40), (131, 1024, 100), (64, 2048, 64)] {
+            let xs: Vec<f32> = (0..rows * inn).map(|_| rng.f32() * 2.0 - 1.0).collect();
+            let ws: Vec<f32> = (0..out * inn).map(|_| (rng.f32() * 2.0 - 1.0) * 0.1).collect();
+            let w = Bf16Weight::new(&ws, out, inn);
+            assert!(with_amx(&w));
+            let (mut tiles, mut plain) = (vec![0f32; rows * out], vec![0f32; rows * out]);
+            // SAFETY: both checked above.
+            unsafe {
+                rows_times_panels(&xs, &w, &mut tiles, true);
+                rows_times_panels(&xs, &w, &mut plain, false);
+            }
+            for (a, b) in tiles.iter().zip(&plain) {
+                assert!((a - b).abs() <= 1e-5 * inn as f32, "{a} vs {b} ({rows}x{inn} @ {inn}x{out})");
+            }
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! keep their weights private, hence this forward (ARCHITECTURE.md, "What we learned about candle").
 
 pub mod activation;
+pub mod amx;
 pub mod bf16;
 pub mod int8;
 pub mod lora;

@@ -106,15 +106,38 @@ impl PromptEmbedder {
         Self::from_files(cfg, &files, dir, spec)
     }
 
-    /// [`PromptEmbedder::load`] with M cut to `m_layers` blocks instead of the
-    /// checkpoint's own depth (`None`: as saved): the start of a run that trains the
-    /// checkpoint for an earlier exit of M.
-    pub fn load_at_depth(dir: &Path, m_layers: Option<usize>) -> Result<Self> {
-        if m_layers.is_none() {
+    /// [`PromptEmbedder::load`] with the shape changes of `reshape` (each `None`: as
+    /// saved): the start of a run that trains the checkpoint for an earlier exit of M or
+    /// for another number of soft tokens. The result is another embedder, with its own
+    /// fingerprint; a shipped constant prompt written for the saved shape is ignored.
+    ///
+    /// ```no_run
+    /// use duetdb::embed::prompt::{PromptEmbedder, Reshape};
+    /// let dir = std::path::Path::new("checkpoints/default");
+    /// let ten = PromptEmbedder::load_reshaped(dir, Reshape { soft_tokens: Some(10), ..Reshape::default() })?;
+    /// assert_eq!(ten.config().soft_tokens, 10);
+    /// # Ok::<(), duetdb::Error>(())
+    /// ```
+    pub fn load_reshaped(dir: &Path, reshape: Reshape) -> Result<Self> {
+        if reshape == Reshape::default() {
             return Self::load(dir);
         }
         let (mut cfg, files) = read_checkpoint(dir)?;
-        cfg.m_layers = m_layers;
+        if let Some(n) = reshape.m_layers {
+            cfg.m_layers = Some(n);
+        }
+        if let Some(k) = reshape.soft_tokens {
+            // Without soft tokens a checkpoint has no trained prompt to extend (its P
+            // and alignment, if any, were never read).
+            if cfg.soft_tokens == 0 || k == 0 {
+                return Err(Error::invalid(format!(
+                    "--soft-tokens {k}: {} has {} soft tokens; only a prompted checkpoint can change their number, and not to 0",
+                    dir.display(),
+                    cfg.soft_tokens
+                )));
+            }
+            cfg.soft_tokens = k;
+        }
         Self::from_files(cfg, &files, dir, None)
     }
 

@@ -192,3 +192,14 @@ impl Default for PromptConfig {
         }
     }
 }
+
+/// Shape changes for a run that starts from a trained checkpoint
+/// ([`super::PromptEmbedder::load_reshaped`]); each `None` keeps the checkpoint's own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reshape {
+    /// Run only M's first n blocks (an earlier exit; see [`PromptConfig::m_layers`]).
+    pub m_layers: Option<usize>,
+    /// Let P write this many soft tokens instead (the first ones are unchanged: relaxed
+    /// decoding writes them one after another).
+    pub soft_tokens: Option<usize>,
+}
