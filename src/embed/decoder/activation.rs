@@ -138,9 +138,13 @@ unsafe fn softmax_row(x: &mut [f32]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let m = _mm256_set1_ps(max);
     let mut acc = _mm256_setzero_ps();
+    // `exp` clamps its input at -87: below it (masked positions, -inf) the weight is 0,
+    // exactly, as candle's softmax gives it.
+    let low = _mm256_set1_ps(-87.0);
     for i in (0..n).step_by(8) {
         let p = x.as_mut_ptr().add(i);
-        let e = exp(_mm256_sub_ps(_mm256_loadu_ps(p), m));
+        let d = _mm256_sub_ps(_mm256_loadu_ps(p), m);
+        let e = _mm256_and_ps(exp(d), _mm256_cmp_ps::<_CMP_GE_OQ>(d, low));
         _mm256_storeu_ps(p, e);
         acc = _mm256_add_ps(acc, e);
     }
@@ -151,13 +155,22 @@ unsafe fn softmax_row(x: &mut [f32]) {
         *v = (*v - max).exp();
         sum += *v;
     }
+    // Weights below f32's smallest normal number become 0. They add nothing to a sum of
+    // 1, and subnormal inputs make the next product (attention times values) take
+    // microcode assists on Intel cores: with them, Gemma3's f32 forward ran 3x slower on
+    // a Xeon (docs/benchmarks.md, "Subnormal attention weights").
     let inv = _mm256_set1_ps(1.0 / sum);
+    let tiny = _mm256_set1_ps(f32::MIN_POSITIVE);
     for i in (0..n).step_by(8) {
         let p = x.as_mut_ptr().add(i);
-        _mm256_storeu_ps(p, _mm256_mul_ps(_mm256_loadu_ps(p), inv));
+        let w = _mm256_mul_ps(_mm256_loadu_ps(p), inv);
+        _mm256_storeu_ps(p, _mm256_and_ps(w, _mm256_cmp_ps::<_CMP_GE_OQ>(w, tiny)));
     }
     for v in &mut x[n..] {
         *v /= sum;
+        if *v < f32::MIN_POSITIVE {
+            *v = 0.0;
+        }
     }
 }
 
@@ -250,6 +263,11 @@ mod tests {
             let want = candle_nn::ops::softmax_last_dim(&t)?.to_vec2::<f32>()?;
             for (a, b) in ours.iter().flatten().zip(want.iter().flatten()) {
                 assert!((a - b).abs() <= 1e-6 * b.abs().max(1e-6) + 1e-9, "{a} vs {b} (n = {n})");
+                // No subnormal weight: they make the next product slow on Intel cores.
+                assert!(*a == 0.0 || a.is_normal(), "subnormal weight {a:e} (n = {n})");
+            }
+            if n > 1 {
+                assert_eq!(ours[0][n - 1], 0.0, "a padded key keeps a weight (n = {n})");
             }
         }
         Ok(())
