@@ -24,7 +24,7 @@ pub fn available() -> bool {
     static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *OK.get_or_init(|| {
         let off = std::env::var("DUETDB_AMX").is_ok_and(|v| v == "0" || v.eq_ignore_ascii_case("off"));
-        let ok = !off && super::bf16::available() && cpu_has_amx() && os_grants_tiles();
+        let ok = !off && cpu_has_amx() && os_grants_tiles();
         tracing::debug!("AMX bfloat16 tiles: {}", if ok { "on" } else { "off" });
         ok
     })
