@@ -84,7 +84,7 @@ const CONFIG: TileConfig = TileConfig {
 /// [`available`] must be true, and `a` and `panels` hold what the shapes say.
 #[cfg(target_arch = "x86_64")]
 pub(super) unsafe fn blocks(a: &[u32], kp: usize, panels: &[u32], nr: usize, mut out: impl FnMut(usize, usize, &[f32; 32 * 32])) {
-    debug_assert!(nr == 32 && kp % PAIRS == 0 && a.len() % (32 * kp) == 0 && panels.len() % (kp * nr) == 0);
+    debug_assert!(nr == 32 && kp.is_multiple_of(PAIRS) && a.len().is_multiple_of(32 * kp) && panels.len().is_multiple_of(kp * nr));
     let rows = a.len() / kp;
     let mut c = Block([0f32; 32 * 32]);
     // SAFETY: `available` checked the CPU and the OS; the configuration is per thread,

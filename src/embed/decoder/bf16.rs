@@ -163,7 +163,7 @@ const MC_AMX: usize = 128;
 /// Whether `w`'s products take AMX tiles (whole tiles of input pairs only).
 fn with_amx(w: &Bf16Weight) -> bool {
     // `bf16.rs` runs only where `available()`: AVX-512 BF16 converts the inputs.
-    w.inn.div_ceil(2) % super::amx::PAIRS == 0 && available() && super::amx::available()
+    w.inn.div_ceil(2).is_multiple_of(super::amx::PAIRS) && available() && super::amx::available()
 }
 
 /// `out = xs @ w^T` for up to [`MC`] rows ([`MC_AMX`] with AMX, which `amx` says: only
