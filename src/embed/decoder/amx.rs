@@ -15,7 +15,9 @@
 //! off (for measuring it against the AVX-512 kernel in one run).
 
 /// Rows of a tile.
-pub(super) const ROWS: usize = 16;
+const ROWS: usize = 16;
+/// Rows and columns of a block: two tiles each way (four C tiles).
+pub(super) const BLOCK: usize = 2 * ROWS;
 /// Input pairs of a tile (32 inputs, 64 bytes a row).
 pub(super) const PAIRS: usize = 16;
 
@@ -76,24 +78,24 @@ const CONFIG: TileConfig = TileConfig {
     rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
 };
 
-/// `out = a @ panels` for rows of input pairs `a` (`rows` a multiple of 32, `kp` pairs a
-/// row, a multiple of [`PAIRS`]) and a weight's panels of `nr` = 32 columns (`kp` pair
-/// rows each): the 32 x 32 block of rows `r0..` and panel `j` goes to `out(r0, j, block)`.
+/// `out = a @ panels` for rows of input pairs `a` (`rows` a multiple of [`BLOCK`], `kp`
+/// pairs a row, a multiple of [`PAIRS`]) and a weight's panels of `nr` = [`BLOCK`] columns
+/// (`kp` pair rows each): the block of rows `r0..` and panel `j` goes to `out(r0, j, block)`.
 ///
 /// # Safety
 /// [`available`] must be true, and `a` and `panels` hold what the shapes say.
 #[cfg(target_arch = "x86_64")]
-pub(super) unsafe fn blocks(a: &[u32], kp: usize, panels: &[u32], nr: usize, mut out: impl FnMut(usize, usize, &[f32; 32 * 32])) {
-    debug_assert!(nr == 32 && kp.is_multiple_of(PAIRS) && a.len().is_multiple_of(32 * kp) && panels.len().is_multiple_of(kp * nr));
+pub(super) unsafe fn blocks(a: &[u32], kp: usize, panels: &[u32], nr: usize, mut out: impl FnMut(usize, usize, &[f32; BLOCK * BLOCK])) {
+    debug_assert!(nr == BLOCK && kp.is_multiple_of(PAIRS) && a.len().is_multiple_of(BLOCK * kp) && panels.len().is_multiple_of(kp * nr));
     let rows = a.len() / kp;
-    let mut c = Block([0f32; 32 * 32]);
+    let mut c = Block([0f32; BLOCK * BLOCK]);
     // SAFETY: `available` checked the CPU and the OS; the configuration is per thread,
     // so each call sets it, and releases the tiles after.
     unsafe {
         std::arch::asm!("ldtilecfg [{}]", in(reg) &CONFIG as *const TileConfig, options(nostack, readonly));
         for j in 0..panels.len() / (kp * nr) {
             let panel = panels.as_ptr().add(j * kp * nr);
-            for r0 in (0..rows).step_by(32) {
+            for r0 in (0..rows).step_by(BLOCK) {
                 block(a.as_ptr().add(r0 * kp), kp, panel, c.0.as_mut_ptr());
                 out(r0, j, &c.0);
             }
@@ -104,7 +106,7 @@ pub(super) unsafe fn blocks(a: &[u32], kp: usize, panels: &[u32], nr: usize, mut
 
 /// 64-byte aligned room for one 32 x 32 block of sums.
 #[repr(C, align(64))]
-struct Block([f32; 32 * 32]);
+struct Block([f32; BLOCK * BLOCK]);
 
 /// One 32 x 32 block: rows `a..a + 32 * kp` (two A tiles) times one panel's 32 columns
 /// (two B tiles), summed over all `kp` pairs in four C tiles, then stored to `c` (row
@@ -146,7 +148,7 @@ unsafe fn block(a: *const u32, kp: usize, panel: *const u32, c: *mut f32) {
             // A panel's pair row and a block's row are both 32 x 4 bytes.
             sb = in(reg) 128usize,
             c0 = in(reg) c,
-            c1 = in(reg) c.add(ROWS * 32),
+            c1 = in(reg) c.add(ROWS * BLOCK),
             options(nostack),
         );
     }

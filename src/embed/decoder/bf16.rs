@@ -173,8 +173,8 @@ fn with_amx(w: &Bf16Weight) -> bool {
 unsafe fn rows_times_panels(xs: &[f32], w: &Bf16Weight, out: &mut [f32], amx: bool) {
     let kp = w.inn.div_ceil(2);
     let rows = xs.len() / w.inn;
-    // AMX takes rows 32 at a time: the rows past the input stay zero.
-    let mut a = vec![0u32; if amx { rows.next_multiple_of(32) } else { rows } * kp];
+    // AMX takes whole blocks of rows: the rows past the input stay zero.
+    let mut a = vec![0u32; if amx { rows.next_multiple_of(super::amx::BLOCK) } else { rows } * kp];
     for (row, pairs) in xs.chunks_exact(w.inn).zip(a.chunks_exact_mut(kp)) {
         to_pairs(row, pairs);
     }
@@ -183,7 +183,7 @@ unsafe fn rows_times_panels(xs: &[f32], w: &Bf16Weight, out: &mut [f32], amx: bo
         unsafe {
             super::amx::blocks(&a, kp, &w.panels, NR, |r0, j, c| {
                 let cols = NR.min(w.out - j * NR);
-                for r in r0..rows.min(r0 + 32) {
+                for r in r0..rows.min(r0 + super::amx::BLOCK) {
                     out[r * w.out + j * NR..][..cols].copy_from_slice(&c[(r - r0) * NR..][..cols]);
                 }
             })
