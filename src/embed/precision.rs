@@ -4,7 +4,8 @@
 //!
 //! One setting per process, like the thread count: [`set_precision`], or the
 //! `DUETDB_PRECISION` environment variable (`f32`, `bf16`, `int8`, `auto`) read on first use.
-//! Queries (a few rows) always use the f32 kernels. A database records its embedder, not
+//! Queries (a few rows) take bfloat16 only on AMX tiles (`decoder/bf16.rs`, `for_queries`),
+//! the f32 kernels elsewhere. A database records its embedder, not
 //! the precision: vectors of the two differ by about 1e-3 (docs/benchmarks.md), less than
 //! it takes to change a ranking in the dev split's measurements.
 

@@ -36,13 +36,24 @@ thread_local! {
 }
 
 /// Runs `f` with this thread's products in the process's precision: what embedding
-/// documents does. Everything else (queries, training, transfer, the decoders' own
-/// forwards) stays in f32: a query is a few rows, for which the byte-per-weight f32
-/// kernels are the fast ones, and training compares fast and differentiable forwards. A
+/// documents does. Queries take [`for_queries`]; everything else (training, transfer,
+/// the decoders' own forwards) stays in f32: training compares fast and differentiable
+/// forwards. A
 /// document takes the same path alone or in a batch, so its vector does not depend on
 /// the batching.
 pub fn for_documents<R>(f: impl FnOnce() -> R) -> R {
     with_documents(true, f)
+}
+
+/// Runs `f` with this thread's products for a query: in the process's precision where
+/// bfloat16 products run on AMX tiles, in f32 elsewhere. A query is a few rows, so its
+/// products are bound by reading the weights: bfloat16 panels split over the cores
+/// ([`few_rows`]) read half the bytes of f32's (docs/benchmarks.md, "Queries on AMX
+/// tiles"). Without tiles queries keep the f32 kernels, as before tiles were measured.
+pub fn for_queries<R>(f: impl FnOnce() -> R) -> R {
+    use crate::embed::Precision;
+    let on = matches!(crate::embed::precision(), Precision::Auto | Precision::Bf16) && available() && super::amx::available();
+    with_documents(on, f)
 }
 
 /// Runs `f` with this thread's "embedding documents" flag set to `on`, restoring it
@@ -146,14 +157,54 @@ impl CustomOp1 for Bf16Matmul<'_> {
         }
         let w = self.0;
         let amx = with_amx(w);
-        super::ops::rows_in_tasks("bf16-matmul", s, l, (w.inn, w.out, if amx { MC_AMX } else { MC }), |xs, ys| {
+        let mc = if amx { MC_AMX } else { MC };
+        let all = 0..w.out.div_ceil(NR);
+        let rows = l.shape().elem_count() / w.inn.max(1);
+        if rows <= mc && rayon::current_num_threads() > 1 && all.len() > 1 {
+            return few_rows(s, l, w, amx);
+        }
+        super::ops::rows_in_tasks("bf16-matmul", s, l, (w.inn, w.out, mc), |xs, ys| {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: AVX-512F and BF16 are checked above, AMX by `with_amx`.
             unsafe {
-                rows_times_panels(xs, w, ys, amx)
+                rows_times_panels(xs, w, all.clone(), ys, amx)
             }
         })
     }
+}
+
+/// A product of one task's rows or fewer (a query, a short document) split by panels
+/// instead, so that every core streams its share of the weight: with few rows the
+/// product is bound by reading the weight, which one core alone does at half the
+/// machine's rate.
+fn few_rows(s: &CpuStorage, l: &Layout, w: &Bf16Weight, amx: bool) -> Result<(CpuStorage, Shape)> {
+    let x = super::ops::product_input("bf16-matmul", s, l, w.inn)?;
+    let rows = x.len() / w.inn;
+    let np = w.out.div_ceil(NR);
+    // Two shares a thread: the cores rarely run at the same speed on a shared machine.
+    let shares = (2 * rayon::current_num_threads()).min(np);
+    let parts: Vec<(usize, Vec<f32>)> = (0..shares)
+        .into_par_iter()
+        .map(|i| {
+            let js = i * np / shares..(i + 1) * np / shares;
+            let cols = (js.end * NR).min(w.out) - js.start * NR;
+            let mut ys = vec![0f32; rows * cols];
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the caller checked AVX-512F and BF16, and AMX where `amx`.
+            unsafe {
+                rows_times_panels(x, w, js.clone(), &mut ys, amx)
+            };
+            (js.start * NR, ys)
+        })
+        .collect();
+    let mut y = vec![0f32; rows * w.out];
+    for (c0, ys) in parts {
+        let cols = ys.len() / rows.max(1);
+        for (r, part) in ys.chunks_exact(cols.max(1)).enumerate() {
+            y[r * w.out + c0..][..cols].copy_from_slice(part);
+        }
+    }
+    Ok(super::ops::product_output(y, l, w.out))
 }
 
 /// Rows per parallel task with AMX tiles: the weight streams through the core once a task,
@@ -167,12 +218,15 @@ fn with_amx(w: &Bf16Weight) -> bool {
 }
 
 /// `out = xs @ w^T` for up to [`MC`] rows ([`MC_AMX`] with AMX, which `amx` says: only
-/// where [`with_amx`] is true).
+/// where [`with_amx`] is true), for the output columns of panels `js` only: `out` holds
+/// those columns of each row.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn rows_times_panels(xs: &[f32], w: &Bf16Weight, out: &mut [f32], amx: bool) {
+unsafe fn rows_times_panels(xs: &[f32], w: &Bf16Weight, js: std::ops::Range<usize>, out: &mut [f32], amx: bool) {
     let kp = w.inn.div_ceil(2);
     let rows = xs.len() / w.inn;
+    // Row stride of `out`, and where its first column is in the weight's.
+    let (ld, c0) = ((js.end * NR).min(w.out) - js.start * NR, js.start * NR);
     // AMX takes whole blocks of rows: the rows past the input stay zero.
     let mut a = vec![0u32; if amx { rows.next_multiple_of(super::amx::BLOCK) } else { rows } * kp];
     for (row, pairs) in xs.chunks_exact(w.inn).zip(a.chunks_exact_mut(kp)) {
@@ -181,17 +235,17 @@ unsafe fn rows_times_panels(xs: &[f32], w: &Bf16Weight, out: &mut [f32], amx: bo
     if amx {
         // SAFETY: the caller's `with_amx` checked the CPU, the OS and the shapes.
         unsafe {
-            super::amx::blocks(&a, kp, &w.panels, NR, |r0, j, c| {
-                let cols = NR.min(w.out - j * NR);
+            super::amx::blocks(&a, kp, &w.panels[js.start * kp * NR..js.end * kp * NR], NR, |r0, j, c| {
+                let cols = NR.min(ld - j * NR);
                 for r in r0..rows.min(r0 + super::amx::BLOCK) {
-                    out[r * w.out + j * NR..][..cols].copy_from_slice(&c[(r - r0) * NR..][..cols]);
+                    out[r * ld + j * NR..][..cols].copy_from_slice(&c[(r - r0) * NR..][..cols]);
                 }
             })
         };
         return;
     }
     let mut tile = [0f32; MR * NR];
-    for j in 0..w.out.div_ceil(NR) {
+    for j in js {
         let panel = &w.panels[j * kp * NR..(j + 1) * kp * NR];
         let cols = NR.min(w.out - j * NR);
         for r0 in (0..rows).step_by(MR) {
@@ -208,7 +262,7 @@ unsafe fn rows_times_panels(xs: &[f32], w: &Bf16Weight, out: &mut [f32], amx: bo
                 _ => tile_kernel::<1>(a, panel, kp, &mut tile),
             }
             for r in 0..mr {
-                out[(r0 + r) * w.out + j * NR..][..cols].copy_from_slice(&tile[r * NR..r * NR + cols]);
+                out[(r0 + r) * ld + j * NR - c0..][..cols].copy_from_slice(&tile[r * NR..r * NR + cols]);
             }
         }
     }
@@ -303,13 +357,36 @@ mod tests {
             let (mut tiles, mut plain) = (vec![0f32; rows * out], vec![0f32; rows * out]);
             // SAFETY: both checked above.
             unsafe {
-                rows_times_panels(&xs, &w, &mut tiles, true);
-                rows_times_panels(&xs, &w, &mut plain, false);
+                rows_times_panels(&xs, &w, 0..out.div_ceil(NR), &mut tiles, true);
+                rows_times_panels(&xs, &w, 0..out.div_ceil(NR), &mut plain, false);
             }
             for (a, b) in tiles.iter().zip(&plain) {
                 assert!((a - b).abs() <= 1e-5 * inn as f32, "{a} vs {b} ({rows}x{inn} @ {inn}x{out})");
             }
         }
+    }
+
+    /// A few-row product split by panels over the threads gives exactly the numbers of
+    /// the same rows in one task: a document's or query's vector does not depend on it.
+    #[test]
+    fn a_product_split_by_panels_is_the_whole_one_bit_for_bit() -> Result<()> {
+        if !available() {
+            return Ok(());
+        }
+        let mut rng = fastrand::Rng::with_seed(7);
+        for (rows, inn, out) in [(1, 64, 100), (13, 640, 1024), (40, 96, 33)] {
+            let xs: Vec<f32> = (0..rows * inn).map(|_| rng.f32() * 2.0 - 1.0).collect();
+            let ws: Vec<f32> = (0..out * inn).map(|_| (rng.f32() * 2.0 - 1.0) * 0.1).collect();
+            let w = Bf16Weight::new(&ws, out, inn);
+            let x = Tensor::from_vec(xs.clone(), (rows, inn), &Device::Cpu)?;
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().expect("a thread pool");
+            let split = pool.install(|| x.apply_op1_no_bwd(&Bf16Matmul(&w)))?.flatten_all()?.to_vec1::<f32>()?;
+            let mut whole = vec![0f32; rows * out];
+            // SAFETY: checked above, and `with_amx` for the tiles.
+            unsafe { rows_times_panels(&xs, &w, 0..out.div_ceil(NR), &mut whole, with_amx(&w)) };
+            assert_eq!(split, whole, "{rows}x{inn} @ {inn}x{out}");
+        }
+        Ok(())
     }
 
     #[test]

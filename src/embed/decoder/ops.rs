@@ -126,18 +126,31 @@ pub(crate) fn rows_in_tasks(
     rows: impl Fn(&[f32], &mut [f32]) + Sync,
 ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
     use rayon::prelude::*;
+    let x = product_input(name, s, l, inn)?;
+    let mut y = vec![0f32; x.len() / inn * out];
+    y.par_chunks_mut(mc * out).enumerate().for_each(|(i, ys)| rows(&x[i * mc * inn..(i * mc + ys.len() / out) * inn], ys));
+    Ok(product_output(y, l, out))
+}
+
+/// The f32 input of a product op with a weight of `inn` inputs: contiguous, its last
+/// dimension `inn`.
+pub(crate) fn product_input<'a>(name: &str, s: &'a candle_core::CpuStorage, l: &candle_core::Layout, inn: usize) -> candle_core::Result<&'a [f32]> {
     let candle_core::CpuStorage::F32(x) = s else { candle_core::bail!("{name} takes f32") };
     let Some((a, b)) = l.contiguous_offsets() else { candle_core::bail!("{name} takes a contiguous input") };
     let dims = l.dims();
     if dims.last() != Some(&inn) {
         candle_core::bail!("{name}: input of shape {dims:?} for a weight of {inn} inputs");
     }
-    let x = &x[a..b];
-    let mut y = vec![0f32; x.len() / inn * out];
-    y.par_chunks_mut(mc * out).enumerate().for_each(|(i, ys)| rows(&x[i * mc * inn..(i * mc + ys.len() / out) * inn], ys));
-    let mut shape = dims.to_vec();
-    *shape.last_mut().expect("checked above") = out;
-    Ok((candle_core::CpuStorage::F32(y), candle_core::Shape::from(shape)))
+    Ok(&x[a..b])
+}
+
+/// A product op's result `y`: the input's shape with `out` as its last dimension.
+pub(crate) fn product_output(y: Vec<f32>, l: &candle_core::Layout, out: usize) -> (candle_core::CpuStorage, candle_core::Shape) {
+    let mut shape = l.dims().to_vec();
+    if let Some(last) = shape.last_mut() {
+        *last = out;
+    }
+    (candle_core::CpuStorage::F32(y), candle_core::Shape::from(shape))
 }
 
 #[cfg(test)]
