@@ -1,7 +1,8 @@
 //! Latency of embedding one short query, the part of a database query that dominates
 //! with a model embedder (`benches/embedder.sh` times whole queries on a database).
 //!
-//! Usage: `query_profile [SPEC] [N]` (default `default`, 200): prints p10/p50/p90 in
+//! Usage: `query_profile [SPEC] [N] [QUERIES.jsonl]` (default `default`, 200, four
+//! Debian-style summaries): prints p10/p50/p90 in
 //! milliseconds over N queries, after one warm-up query (which also computes the
 //! cached soft prompt).
 
@@ -13,13 +14,23 @@ fn main() -> duetdb::Result<()> {
     let spec = args.next().unwrap_or_else(|| "default".into());
     let n: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(200).max(1);
     let e = from_spec(&spec)?;
-    // Debian-style summaries: 4-8 words, like the dev split's queries.
-    let queries = ["python library for parsing YAML files", "GNU C compiler", "tools for managing ext4 filesystems", "fonts for Chinese text"];
-    e.embed(&[queries[0]], Kind::Query)?;
+    // Debian-style summaries: 4-8 words, like the dev split's queries; or a JSON Lines
+    // file's `text` fields (`benches/embedder.sh`'s queries.jsonl).
+    let queries: Vec<String> = match args.next() {
+        Some(path) => std::fs::read_to_string(&path)
+            .map_err(|e| duetdb::Error::io(std::path::Path::new(&path), e))?
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["text"].as_str().map(String::from))
+            .collect(),
+        None => ["python library for parsing YAML files", "GNU C compiler", "tools for managing ext4 filesystems", "fonts for Chinese text"]
+            .map(String::from)
+            .to_vec(),
+    };
+    e.embed(&[queries[0].as_str()], Kind::Query)?;
     let mut ms = Vec::with_capacity(n);
     for i in 0..n {
         let t = Instant::now();
-        e.embed(&[queries[i % queries.len()]], Kind::Query)?;
+        e.embed(&[queries[i % queries.len()].as_str()], Kind::Query)?;
         ms.push(t.elapsed().as_secs_f64() * 1e3);
     }
     ms.sort_by(f64::total_cmp);
