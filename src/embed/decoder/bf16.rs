@@ -38,9 +38,8 @@ thread_local! {
 /// Runs `f` with this thread's products in the process's precision: what embedding
 /// documents does. Queries take [`for_queries`]; everything else (training, transfer,
 /// the decoders' own forwards) stays in f32: training compares fast and differentiable
-/// forwards. A
-/// document takes the same path alone or in a batch, so its vector does not depend on
-/// the batching.
+/// forwards. A document takes the same path alone or in a batch, so its vector does not
+/// depend on the batching.
 pub fn for_documents<R>(f: impl FnOnce() -> R) -> R {
     with_documents(true, f)
 }
@@ -48,8 +47,8 @@ pub fn for_documents<R>(f: impl FnOnce() -> R) -> R {
 /// Runs `f` with this thread's products for a query: in the process's precision where
 /// bfloat16 products run on AMX tiles, in f32 elsewhere. A query is a few rows, so its
 /// products are bound by reading the weights: bfloat16 panels split over the cores
-/// ([`few_rows`]) read half the bytes of f32's (docs/benchmarks.md, "Queries on AMX
-/// tiles"). Without tiles queries keep the f32 kernels, as before tiles were measured.
+/// ([`few_rows`]) read half the bytes of f32's (docs/benchmarks.md, "gemm's AVX-512
+/// kernels, and queries on AMX tiles"). Without tiles queries keep the f32 kernels.
 pub fn for_queries<R>(f: impl FnOnce() -> R) -> R {
     use crate::embed::Precision;
     let on = matches!(crate::embed::precision(), Precision::Auto | Precision::Bf16) && available() && super::amx::available();
