@@ -31,7 +31,8 @@ pub fn available() -> bool {
 }
 
 thread_local! {
-    /// Set while this thread embeds documents (see [`for_documents`]).
+    /// Set while this thread's products may take the process's precision: documents
+    /// ([`for_documents`]), and queries where that is AMX tiles ([`for_queries`]).
     static DOCUMENTS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
@@ -51,9 +52,8 @@ pub fn for_documents<R>(f: impl FnOnce() -> R) -> R {
 /// at AVX2's rate (docs/benchmarks.md, "gemm's AVX-512 kernels, and queries on AMX
 /// tiles"). Without tiles queries keep the f32 kernels.
 pub fn for_queries<R>(f: impl FnOnce() -> R) -> R {
-    use crate::embed::Precision;
-    let on = matches!(crate::embed::precision(), Precision::Auto | Precision::Bf16) && available() && super::amx::available();
-    with_documents(on, f)
+    // The documents' rule (`chosen`), and tiles besides.
+    with_documents(super::amx::available() && chosen(), f)
 }
 
 /// Runs `f` with this thread's "embedding documents" flag set to `on`, restoring it
