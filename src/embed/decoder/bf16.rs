@@ -226,8 +226,8 @@ unsafe fn rows_times_panels(xs: &[f32], w: &Bf16Weight, js: std::ops::Range<usiz
     let rows = xs.len() / w.inn;
     // Row stride of `out`, and where its first column is in the weight's.
     let (ld, c0) = ((js.end * NR).min(w.out) - js.start * NR, js.start * NR);
-    // AMX takes whole blocks of rows: the rows past the input stay zero.
-    let mut a = vec![0u32; if amx { rows.next_multiple_of(super::amx::BLOCK) } else { rows } * kp];
+    // AMX takes whole tiles or blocks of rows: the rows past the input stay zero.
+    let mut a = vec![0u32; if amx { super::amx::padded_rows(rows) } else { rows } * kp];
     for (row, pairs) in xs.chunks_exact(w.inn).zip(a.chunks_exact_mut(kp)) {
         to_pairs(row, pairs);
     }
@@ -348,7 +348,7 @@ mod tests {
             return; // no tiles here: the AVX-512 kernel is the one used
         }
         let mut rng = fastrand::Rng::with_seed(5);
-        for (rows, inn, out) in [(1, 32, 1), (33, 64, 40), (131, 1024, 100), (64, 2048, 64)] {
+        for (rows, inn, out) in [(1, 32, 1), (16, 640, 70), (17, 64, 33), (33, 64, 40), (131, 1024, 100), (64, 2048, 64)] {
             let xs: Vec<f32> = (0..rows * inn).map(|_| rng.f32() * 2.0 - 1.0).collect();
             let ws: Vec<f32> = (0..out * inn).map(|_| (rng.f32() * 2.0 - 1.0) * 0.1).collect();
             let w = Bf16Weight::new(&ws, out, inn);
@@ -386,6 +386,29 @@ mod tests {
             assert_eq!(split, whole, "{rows}x{inn} @ {inn}x{out}");
         }
         Ok(())
+    }
+
+    /// A query's few rows (one tile of rows) and the same rows among a document batch's
+    /// (blocks of two tiles) get the same numbers, bit for bit.
+    #[test]
+    fn a_rows_numbers_do_not_depend_on_how_many_rows_share_the_tiles() {
+        if !available() || !super::super::amx::available() {
+            return;
+        }
+        let mut rng = fastrand::Rng::with_seed(11);
+        let (rows, inn, out) = (45, 640, 96);
+        let xs: Vec<f32> = (0..rows * inn).map(|_| rng.f32() * 2.0 - 1.0).collect();
+        let ws: Vec<f32> = (0..out * inn).map(|_| (rng.f32() * 2.0 - 1.0) * 0.1).collect();
+        let w = Bf16Weight::new(&ws, out, inn);
+        let mut all = vec![0f32; rows * out];
+        // SAFETY: checked above.
+        unsafe { rows_times_panels(&xs, &w, 0..out.div_ceil(NR), &mut all, true) };
+        for few in [1, 7, 16] {
+            let mut some = vec![0f32; few * out];
+            // SAFETY: checked above.
+            unsafe { rows_times_panels(&xs[..few * inn], &w, 0..out.div_ceil(NR), &mut some, true) };
+            assert_eq!(some, all[..few * out], "{few} rows");
+        }
     }
 
     #[test]
