@@ -59,8 +59,8 @@ fn os_grants_tiles() -> bool {
     false
 }
 
-/// The tile shapes (`ldtilecfg`'s 64 bytes, palette 1): all eight tiles 16 rows of 64
-/// bytes (C: 16 x 16 f32; A: 16 rows x 16 pairs; B: 16 pairs x 16 columns).
+/// The tile shapes (`ldtilecfg`'s 64 bytes, palette 1): eight tiles of 64-byte rows (C:
+/// up to 16 x 16 f32; A: up to 16 rows x 16 pairs; B: 16 pairs x 16 columns).
 #[repr(C, align(64))]
 struct TileConfig {
     palette: u8,
@@ -70,41 +70,65 @@ struct TileConfig {
     rows: [u8; 16],
 }
 
-const CONFIG: TileConfig = TileConfig {
-    palette: 1,
-    start_row: 0,
-    reserved: [0; 14],
-    colsb: [64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0],
-    rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
-};
+/// The shapes for a block of `first` + `second` rows: C tiles 0 and 1 and A tile 4 hold
+/// the first rows, C tiles 2 and 3 and A tile 5 the second ones; B tiles 6 and 7 are
+/// whole. A tile multiply takes time by its rows, so a block of few rows is cheaper with
+/// tiles of those rows than with zeros.
+fn config(first: usize, second: usize) -> TileConfig {
+    let (f, s) = (first.clamp(1, ROWS) as u8, second.clamp(1, ROWS) as u8);
+    TileConfig {
+        palette: 1,
+        start_row: 0,
+        reserved: [0; 14],
+        colsb: [64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0],
+        rows: [f, f, s, s, f, s, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
+    }
+}
 
-/// `out = a @ panels` for rows of input pairs `a` (`rows` a multiple of [`BLOCK`], or
-/// [`ROWS`] exactly; `kp` pairs a row, a multiple of [`PAIRS`]) and a weight's panels of `nr` = [`BLOCK`] columns
-/// (`kp` pair rows each): the block of rows `r0..` and panel `j` goes to `out(r0, j, block)`.
+/// `out = a @ panels` for `rows` rows of input pairs `a` (padded to [`padded_rows`]; `kp`
+/// pairs a row, a multiple of [`PAIRS`]) and a weight's panels of `nr` = [`BLOCK`] columns
+/// (`kp` pair rows each): the block of rows `r0..` and panel `j` goes to `out(r0, j,
+/// block)`, whose rows past `rows` are not written.
 ///
 /// # Safety
 /// [`available`] must be true, and `a` and `panels` hold what the shapes say.
 #[cfg(target_arch = "x86_64")]
-pub(super) unsafe fn blocks(a: &[u32], kp: usize, panels: &[u32], nr: usize, mut out: impl FnMut(usize, usize, &[f32; BLOCK * BLOCK])) {
-    debug_assert!(
-        nr == BLOCK && kp.is_multiple_of(PAIRS) && (a.len() == ROWS * kp || a.len().is_multiple_of(BLOCK * kp)) && panels.len().is_multiple_of(kp * nr)
-    );
-    let rows = a.len() / kp;
+pub(super) unsafe fn blocks(a: &[u32], rows: usize, kp: usize, panels: &[u32], nr: usize, mut out: impl FnMut(usize, usize, &[f32; BLOCK * BLOCK])) {
+    debug_assert!(nr == BLOCK && kp.is_multiple_of(PAIRS) && a.len() >= padded_rows(rows) * kp && panels.len().is_multiple_of(kp * nr));
     let mut c = Block([0f32; BLOCK * BLOCK]);
-    // SAFETY: `available` checked the CPU and the OS; the configuration is per thread,
-    // so each call sets it, and releases the tiles after.
+    let whole = rows / BLOCK * BLOCK;
+    let set = |cfg: &TileConfig| {
+        // SAFETY: `available` checked the CPU and the OS; the configuration is per
+        // thread, so each call sets it, and releases the tiles after.
+        unsafe { std::arch::asm!("ldtilecfg [{}]", in(reg) cfg as *const TileConfig, options(nostack, readonly)) };
+    };
+    // SAFETY: the shapes checked above; each panel is `kp * nr` u32s, each block of rows
+    // `BLOCK * kp` (the last one `padded_rows` of what is left).
     unsafe {
-        std::arch::asm!("ldtilecfg [{}]", in(reg) &CONFIG as *const TileConfig, options(nostack, readonly));
-        for j in 0..panels.len() / (kp * nr) {
-            let panel = panels.as_ptr().add(j * kp * nr);
-            if rows == ROWS {
-                half_block(a.as_ptr(), kp, panel, c.0.as_mut_ptr());
-                out(0, j, &c.0);
-                continue;
+        // Whole blocks first, each panel for all of them while it is in the cache;
+        // then the rest of the rows in tiles of their own height.
+        if whole > 0 {
+            set(&config(ROWS, ROWS));
+            for j in 0..panels.len() / (kp * nr) {
+                let panel = panels.as_ptr().add(j * kp * nr);
+                for r0 in (0..whole).step_by(BLOCK) {
+                    block(a.as_ptr().add(r0 * kp), kp, panel, c.0.as_mut_ptr());
+                    out(r0, j, &c.0);
+                }
             }
-            for r0 in (0..rows).step_by(BLOCK) {
-                block(a.as_ptr().add(r0 * kp), kp, panel, c.0.as_mut_ptr());
-                out(r0, j, &c.0);
+        }
+        let rest = rows - whole;
+        if rest > 0 {
+            set(&config(rest.min(ROWS), rest.saturating_sub(ROWS)));
+            for j in 0..panels.len() / (kp * nr) {
+                let panel = panels.as_ptr().add(j * kp * nr);
+                let at = a.as_ptr().add(whole * kp);
+                if rest <= ROWS {
+                    half_block(at, kp, panel, c.0.as_mut_ptr());
+                } else {
+                    block(at, kp, panel, c.0.as_mut_ptr());
+                }
+                out(whole, j, &c.0);
             }
         }
         std::arch::asm!("tilerelease", options(nostack, nomem));
@@ -115,8 +139,8 @@ pub(super) unsafe fn blocks(a: &[u32], kp: usize, panels: &[u32], nr: usize, mut
 #[repr(C, align(64))]
 struct Block([f32; BLOCK * BLOCK]);
 
-/// Rows of input pairs padded for [`blocks`]: one tile's rows for a query's few, else
-/// whole blocks.
+/// Rows of input pairs for [`blocks`]: whole blocks, or one tile's for a few. (The tiles
+/// of the last block read only its rows; the padding keeps every pointer in bounds.)
 pub(super) fn padded_rows(rows: usize) -> usize {
     if rows <= ROWS {
         ROWS
@@ -125,15 +149,15 @@ pub(super) fn padded_rows(rows: usize) -> usize {
     }
 }
 
-/// [`block`] for 16 rows (one A tile, two C tiles): the rows of a query. Half the tile
-/// products of a 32-row block, and a shorter chain of them a step: measured about 1.2-1.8x
-/// faster a product than [`block`] with half its rows zero (docs/benchmarks.md). Each row's
-/// sums are in the same order as there, so a row's numbers do not change.
+/// [`block`] for up to 16 rows (one A tile, two C tiles): the rows of a short query. Half
+/// the tile products of a 32-row block: measured 1.2-1.8x faster a product than
+/// [`block`] with half its rows zero. Each row's sums are in the same order as there, so
+/// a row's numbers do not change.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn half_block(a: *const u32, kp: usize, panel: *const u32, c: *mut f32) {
-    // SAFETY: the caller's shapes: 16 rows of `kp` pairs at `a`, `kp` pair rows of 32
-    // columns at `panel`, 16 x 32 f32 at `c`. The tile registers are not the compiler's.
+    // SAFETY: the caller's shapes: up to 16 rows of `kp` pairs at `a`, `kp` pair rows of
+    // 32 columns at `panel`, 16 x 32 f32 at `c`. The tile registers are not the compiler's.
     unsafe {
         std::arch::asm!(
             "tilezero tmm0",

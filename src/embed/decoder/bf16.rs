@@ -234,7 +234,7 @@ unsafe fn rows_times_panels(xs: &[f32], w: &Bf16Weight, js: std::ops::Range<usiz
     if amx {
         // SAFETY: the caller's `with_amx` checked the CPU, the OS and the shapes.
         unsafe {
-            super::amx::blocks(&a, kp, &w.panels[js.start * kp * NR..js.end * kp * NR], NR, |r0, j, c| {
+            super::amx::blocks(&a, rows, kp, &w.panels[js.start * kp * NR..js.end * kp * NR], NR, |r0, j, c| {
                 let cols = NR.min(ld - j * NR);
                 for r in r0..rows.min(r0 + super::amx::BLOCK) {
                     out[r * ld + j * NR..][..cols].copy_from_slice(&c[(r - r0) * NR..][..cols]);
@@ -403,7 +403,7 @@ mod tests {
         let mut all = vec![0f32; rows * out];
         // SAFETY: checked above.
         unsafe { rows_times_panels(&xs, &w, 0..out.div_ceil(NR), &mut all, true) };
-        for few in [1, 7, 16] {
+        for few in [1, 7, 16, 20, 32, 33] {
             let mut some = vec![0f32; few * out];
             // SAFETY: checked above.
             unsafe { rows_times_panels(&xs[..few * inn], &w, 0..out.div_ceil(NR), &mut some, true) };
