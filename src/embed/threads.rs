@@ -36,3 +36,19 @@ pub(crate) fn pin_cpu_threads() {
         }
     });
 }
+
+/// Runs `f` on one of rayon's threads (where it is already on one, here).
+///
+/// A forward hands each matrix product to rayon's threads. From a thread outside the
+/// pool, every hand-off wakes a worker and then wakes the caller when the product is
+/// done, and the caller's core sits idle meanwhile; from a worker, the caller takes a
+/// share of the product itself and at most one other thread is woken. A query makes
+/// about 126 products, so the hand-offs add up: one query's embedding took 15-18 ms so
+/// against 19-24 ms from outside (docs/benchmarks.md). `DUETDB_ON_POOL=0` keeps the
+/// caller's thread, for measuring one against the other in the same run.
+pub(crate) fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if std::env::var_os("DUETDB_ON_POOL").is_some_and(|v| v == "0") || rayon::current_thread_index().is_some() {
+        return f();
+    }
+    rayon::scope(|_| f())
+}
