@@ -13,8 +13,11 @@ use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape};
 use rayon::prelude::*;
 
 /// Rows of `x` for which the packed product is used: a query's text plus its soft
-/// tokens. Batches of documents are compute-bound and stay on gemm's f32 path.
-pub const ROWS: std::ops::RangeInclusive<usize> = 1..=16;
+/// tokens. Batches of documents are compute-bound and stay on gemm's f32 path. Up to 16
+/// until 2026-12-05: the 38% of Debian summaries with 17-32 positions then took gemm,
+/// which packs every weight again for each product (p90 117-123 ms a query on the Xeon
+/// without its tiles, 49 ms with this range; docs/benchmarks.md).
+pub const ROWS: std::ops::RangeInclusive<usize> = 1..=32;
 
 /// Whether a fast-path product with input `x` should use the packed weights: few rows,
 /// f32 on a CPU with AVX2 and FMA, and not switched off by `DUETDB_PACKED=0` (for
