@@ -14,9 +14,9 @@ use rayon::prelude::*;
 
 /// Rows of `x` for which the packed product is used: a query's text plus its soft
 /// tokens. Batches of documents are compute-bound and stay on gemm's f32 path. Up to 16
-/// until 2026-12-05: the 38% of Debian summaries with 17-32 positions then took gemm,
-/// which packs every weight again for each product (p90 117-123 ms a query on the Xeon
-/// without its tiles, 49 ms with this range; docs/benchmarks.md).
+/// until 2026-12-05: queries of 17-32 positions (38% of the Debian summaries in
+/// `benches/embedder.sh`) then took gemm's f32 path, p90 117-123 ms a query on the Xeon
+/// without its tiles against 49 ms with this range (docs/benchmarks.md).
 pub const ROWS: std::ops::RangeInclusive<usize> = 1..=32;
 
 /// Whether a fast-path product with input `x` should use the packed weights: few rows,
