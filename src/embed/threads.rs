@@ -47,7 +47,9 @@ pub(crate) fn pin_cpu_threads() {
 /// against 19-24 ms from outside (docs/benchmarks.md). `DUETDB_ON_POOL=0` keeps the
 /// caller's thread, for measuring one against the other in the same run.
 pub(crate) fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    if std::env::var_os("DUETDB_ON_POOL").is_some_and(|v| v == "0") || rayon::current_thread_index().is_some() {
+    // The variable is read once a process, like `DUETDB_AMX`: this runs for every query.
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if rayon::current_thread_index().is_some() || *OFF.get_or_init(|| std::env::var_os("DUETDB_ON_POOL").is_some_and(|v| v == "0")) {
         return f();
     }
     rayon::scope(|_| f())

@@ -120,9 +120,9 @@ pub(super) unsafe fn blocks(a: &[u32], rows: usize, kp: usize, panels: &[u32], n
         let rest = rows - whole;
         if rest > 0 {
             set(&config(rest.min(ROWS), rest.saturating_sub(ROWS)));
+            let at = a.as_ptr().add(whole * kp);
             for j in 0..panels.len() / (kp * nr) {
                 let panel = panels.as_ptr().add(j * kp * nr);
-                let at = a.as_ptr().add(whole * kp);
                 if rest <= ROWS {
                     half_block(at, kp, panel, c.0.as_mut_ptr());
                 } else {
