@@ -350,7 +350,8 @@ pub(crate) struct TrainArgs {
     /// Run directory: the trained checkpoint and the state to resume from.
     #[arg(long)]
     pub(crate) out: PathBuf,
-    /// What to train: prompt (P reads the instruction), prompt-prefix, prompt-text (P reads the text too), lora-m (baseline: LoRA on M).
+    /// What to train: prompt (P reads the instruction), prompt-prefix, prompt-text (P reads the text too), lora-m (baseline: LoRA on M),
+    /// readout (a map from M's soft-position states to the vector, over a frozen --from checkpoint).
     #[arg(long, default_value = "prompt")]
     pub(crate) mode: String,
     /// Optimiser steps.
@@ -436,6 +437,15 @@ pub(crate) struct TrainArgs {
     /// compose (the source's alignment followed by the least-squares map from its Embedding LLM into the new one).
     #[arg(long, default_value = "lstsq")]
     pub(crate) align_init: String,
+    /// Readout: M's blocks after which the soft positions' states are read, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "15,18")]
+    pub(crate) readout_blocks: Vec<usize>,
+    /// Readout: read each soft position on its own instead of their mean.
+    #[arg(long)]
+    pub(crate) readout_per_position: bool,
+    /// Readout: at most this many training pairs of each source (default: all).
+    #[arg(long)]
+    pub(crate) pairs_per_source: Option<usize>,
     /// Print one JSON line per evaluation point and a final summary.
     #[arg(long)]
     pub(crate) json: bool,

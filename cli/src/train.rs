@@ -30,9 +30,69 @@ fn keep_freed_memory() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn keep_freed_memory() {}
 
+/// `--mode readout`: the inputs computed (or read back) with a bar each, then the
+/// steps with their own bar; the same report as a step-wise run.
+fn readout_cmd(
+    c: duetdb::train::TrainConfig,
+    dir: &std::path::Path,
+    per_source: Option<usize>,
+    json: bool,
+    rc: duetdb::embed::prompt::ReadoutConfig,
+) -> Result<()> {
+    let steps = c.steps;
+    let mut bar: Option<(String, indicatif::ProgressBar)> = None;
+    let mut progress = |what: &str, done: usize, total: usize| {
+        if bar.as_ref().is_none_or(|(w, _)| w != what) {
+            if let Some((_, b)) = bar.take() {
+                b.finish_and_clear();
+            }
+            bar = Some((what.to_string(), progress::counter(total as u64, what)));
+        }
+        if let Some((_, b)) = &bar {
+            b.set_position(done as u64);
+        }
+    };
+    let steps_bar = std::cell::OnceCell::new();
+    let summary = duetdb::train::train_readout(c, dir, rc, per_source, &mut progress, &mut |l| {
+        let b = steps_bar.get_or_init(|| progress::counter(steps, "steps"));
+        b.set_position(l.step);
+        b.set_message(format!("loss {:.4}", l.loss));
+        if let Some(m) = l.dev_mrr10 {
+            match json {
+                true => out(serde_json::to_string(l).unwrap()),
+                false => b.println(format!("step {}: loss {:.4}, dev MRR@10 {m:.4} {:?}", l.step, l.loss, l.dev_by_domain.clone().unwrap_or_default())),
+            }
+        }
+    })?;
+    if let Some(b) = steps_bar.get() {
+        b.finish_and_clear();
+    }
+    report(&summary, steps, json);
+    Ok(())
+}
+
+fn report(summary: &duetdb::train::Summary, total: u64, json: bool) {
+    if json {
+        out(json!({"done": summary.steps >= total, "summary": summary}));
+    } else {
+        out(format!(
+            "checkpoint {}\n{} of {} steps, {} trainable values, median step {:.2} s, peak memory {:.0} MiB, recent loss {:.4}, dev MRR@10 {}",
+            summary.checkpoint.display(),
+            summary.steps,
+            total,
+            summary.parameters,
+            summary.median_step_s,
+            summary.peak_rss_mib,
+            summary.recent_loss,
+            summary.last_dev_mrr10.map_or("not measured".to_string(), |m| format!("{m:.4}"))
+        ));
+    }
+}
+
 pub(crate) fn train_cmd(args: TrainArgs) -> Result<()> {
     use duetdb::train::{Mode, TrainConfig, Trainer};
     keep_freed_memory();
+    let (readout_out, readout_per_source, readout_json, readout_blocks) = (args.out.clone(), args.pairs_per_source, args.json, args.readout_blocks.clone());
     if args.evaluate_only {
         let (step, m) = Trainer::evaluate_saved(&args.out)?;
         let m = m.ok_or_else(|| Error::invalid("the run has no dev pairs to evaluate"))?;
@@ -73,9 +133,13 @@ pub(crate) fn train_cmd(args: TrainArgs) -> Result<()> {
         c.grad_cache = args.grad_cache;
         c.seed = args.seed;
         c.backbone = args.backbone.as_deref().map(duetdb::embed::prompt::backbone).transpose()?;
-        c.from = args.from;
+        c.from = args.from.clone();
         if c.mode == Mode::Transfer {
             c.align_init = Some(duetdb::embed::prompt::AlignInit::parse(&args.align_init)?);
+        }
+        if c.mode == Mode::Readout {
+            let rc = duetdb::embed::prompt::ReadoutConfig { blocks: readout_blocks, per_position: args.readout_per_position };
+            return readout_cmd(c, &readout_out, readout_per_source, readout_json, rc);
         }
         Trainer::create(c, &args.out)?
     };
@@ -99,20 +163,6 @@ pub(crate) fn train_cmd(args: TrainArgs) -> Result<()> {
         }
     })?;
     bar.finish_and_clear();
-    if json {
-        out(json!({"done": summary.steps >= total, "summary": summary}));
-    } else {
-        out(format!(
-            "checkpoint {}\n{} of {} steps, {} trainable values, median step {:.2} s, peak memory {:.0} MiB, recent loss {:.4}, dev MRR@10 {}",
-            summary.checkpoint.display(),
-            summary.steps,
-            total,
-            summary.parameters,
-            summary.median_step_s,
-            summary.peak_rss_mib,
-            summary.recent_loss,
-            summary.last_dev_mrr10.map_or("not measured".to_string(), |m| format!("{m:.4}"))
-        ));
-    }
+    report(&summary, total, json);
     Ok(())
 }

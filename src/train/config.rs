@@ -21,11 +21,15 @@ pub enum Mode {
     /// LLM M' frozen, only a fresh alignment A' (with bias) trained (see
     /// [`PromptEmbedder::transfer`]).
     Transfer,
+    /// A readout over a trained checkpoint (`--from`), everything else frozen: see
+    /// [`crate::train::train_readout`], which runs it (the step-wise [`crate::train::Trainer`]
+    /// does not).
+    Readout,
 }
 
 impl Mode {
     /// Every mode, in the order of the CLI's help.
-    pub const ALL: [Mode; 5] = [Mode::Prompt, Mode::PromptPrefix, Mode::PromptText, Mode::LoraM, Mode::Transfer];
+    pub const ALL: [Mode; 6] = [Mode::Prompt, Mode::PromptPrefix, Mode::PromptText, Mode::LoraM, Mode::Transfer, Mode::Readout];
 
     /// The mode's name on the command line.
     pub fn name(self) -> &'static str {
@@ -35,6 +39,7 @@ impl Mode {
             Mode::PromptText => "prompt-text",
             Mode::LoraM => "lora-m",
             Mode::Transfer => "transfer",
+            Mode::Readout => "readout",
         }
     }
 
@@ -72,7 +77,7 @@ impl Mode {
                 c.embedding_lora = Some(LoraConfig { rank, alpha: 2.0 * rank as f32, targets: all });
             }
             // The source checkpoint's configuration is used (see `Trainer::create`).
-            Mode::Transfer => {}
+            Mode::Transfer | Mode::Readout => {}
         }
         c
     }
@@ -82,6 +87,7 @@ impl Mode {
         match self {
             Mode::LoraM => name.starts_with("m."),
             Mode::Transfer => name.starts_with("align."),
+            Mode::Readout => name.starts_with("readout."),
             _ => name.starts_with("p.") || name.starts_with("align."),
         }
     }
@@ -211,6 +217,9 @@ impl TrainConfig {
         }
         if self.mode == Mode::Transfer && (self.from.is_none() || self.backbone.is_none()) {
             return Err(Error::invalid("a transfer needs the source checkpoint (--from) and the new backbone (--backbone)"));
+        }
+        if self.mode == Mode::Readout && self.from.is_none() {
+            return Err(Error::invalid("--mode readout trains over a checkpoint: give it with --from"));
         }
         if self.from.is_some() && self.mode == Mode::LoraM {
             return Err(Error::invalid("--from starts a prompt-mode run from a trained checkpoint; lora-m trains M from scratch"));

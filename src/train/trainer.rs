@@ -26,6 +26,9 @@ impl Trainer {
     /// Starts a new run in `out` (which must not hold one already).
     pub fn create(cfg: TrainConfig, out: &Path) -> Result<Self> {
         cfg.check()?;
+        if cfg.mode == Mode::Readout {
+            return Err(Error::invalid("a readout run is not step-wise: run it with train::train_readout (`duetdb train --mode readout`)"));
+        }
         if out.join("train").join("config.json").exists() {
             return Err(Error::invalid(format!("{} already holds a training run: resume it, or choose another --out", out.display())));
         }

@@ -453,7 +453,7 @@ impl Decoder {
     /// [`Decoder::forward`] with low-rank adapters on the blocks' projections; on
     /// [`Kernels::Differentiable`] gradients reach the adapters' `A` and `B`.
     pub fn forward_adapted(&self, embeds: &Tensor, left_pad: &[usize], cache: Option<&mut KvCache>, path: Kernels, lora: Option<&Lora>) -> Result<Tensor> {
-        self.forward_inner(embeds, left_pad, cache, path, lora, None)
+        self.forward_inner(embeds, left_pad, cache, path, lora, None, &mut [])
     }
 
     /// The final hidden states of the last `n` positions only, (b, n, d): what a caller
@@ -466,9 +466,28 @@ impl Decoder {
         if n == 0 || n > t {
             return Err(Error::invalid(format!("forward_tail of {n} positions in a sequence of {t}")));
         }
-        self.forward_inner(embeds, left_pad, None, path, lora, Some(n))
+        self.forward_inner(embeds, left_pad, None, path, lora, Some(n), &mut [])
     }
 
+    /// [`Decoder::forward_tail`] read after several blocks: for each count in `blocks`
+    /// (1 to the model's depth, in any order), the states of the last `n` positions after
+    /// that many blocks, through the final norm, (b, n, d) each. One forward computes
+    /// them all, so reading earlier blocks costs nothing beyond the norm. A readout over
+    /// several depths reads these (see `embed::prompt::readout`).
+    pub fn forward_tail_at(&self, embeds: &Tensor, left_pad: &[usize], path: Kernels, lora: Option<&Lora>, n: usize, blocks: &[usize]) -> Result<Vec<Tensor>> {
+        let t = embeds.dim(1)?;
+        if n == 0 || n > t {
+            return Err(Error::invalid(format!("forward_tail of {n} positions in a sequence of {t}")));
+        }
+        if let Some(&bad) = blocks.iter().find(|&&k| k == 0 || k > self.blocks.len()) {
+            return Err(Error::invalid(format!("states after block {bad} asked of a decoder with {} (1 to {})", self.blocks.len(), self.blocks.len())));
+        }
+        let mut reads: Vec<(usize, Option<Tensor>)> = blocks.iter().map(|&k| (k, None)).collect();
+        let last = self.forward_inner(embeds, left_pad, None, path, lora, Some(n), &mut reads)?;
+        reads.into_iter().map(|(_, s)| s.map_or_else(|| Ok(last.clone()), Ok)).collect()
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn forward_inner(
         &self,
         embeds: &Tensor,
@@ -477,6 +496,7 @@ impl Decoder {
         path: Kernels,
         lora: Option<&Lora>,
         tail: Option<usize>,
+        reads: &mut [(usize, Option<Tensor>)],
     ) -> Result<Tensor> {
         if let Some(l) = lora {
             if l.layer_count() != self.blocks.len() {
@@ -526,6 +546,13 @@ impl Decoder {
             };
             let last = (li + 1 == self.blocks.len()).then_some(tail).flatten();
             x = self.block(blk, li, lora, &x, &rope.0, &rope.1, mask, slot, path, last)?;
+            // States read before the last block: the tail positions, through the final
+            // norm as the last block's are (the last block's come from the return value).
+            if li + 1 < self.blocks.len() && reads.iter().any(|(k, _)| *k == li + 1) {
+                let n = tail.unwrap_or(t);
+                let h = ops::rms_norm(&x.narrow(1, t - n, n)?, &self.norm, self.cfg.eps, path)?;
+                reads.iter_mut().filter(|(k, _)| *k == li + 1).for_each(|(_, s)| *s = Some(h.clone()));
+            }
         }
         if let Some(c) = cache {
             c.len += t;

@@ -114,6 +114,8 @@ impl PromptEmbedder {
         cfg.embedding = embedding;
         // A depth counts the source M's blocks; the new backbone runs whole.
         cfg.m_layers = None;
-        Self::assemble(cfg, None, PromptingInput::Loaded(Prompting { model: p, lora }), m, w, b, None, &device)
+        // A readout reads the source M's states; the new backbone's vector is its own.
+        cfg.readout = None;
+        Self::assemble(cfg, None, PromptingInput::Loaded(Prompting { model: p, lora }), m, (w, b), None, None, &device)
     }
 }

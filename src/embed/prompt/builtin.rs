@@ -80,8 +80,13 @@ impl PromptEmbedder {
         };
         let origin = Path::new(dir);
         let cfg: PromptConfig = serde_json::from_slice(config).map_err(|e| Error::corrupt_from(origin.join("config.json"), "invalid JSON", e))?;
-        let files =
-            CheckpointFiles { alignment: alignment.to_vec(), prompting_lora: Some(lora.to_vec()), embedding_lora: None, soft_prompts: Some(prompts.to_vec()) };
+        let files = CheckpointFiles {
+            alignment: alignment.to_vec(),
+            prompting_lora: Some(lora.to_vec()),
+            embedding_lora: None,
+            soft_prompts: Some(prompts.to_vec()),
+            readout: None,
+        };
         Self::from_files(cfg, &files, origin, Some(name.into()))
     }
 }

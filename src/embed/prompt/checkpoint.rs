@@ -1,6 +1,7 @@
 //! Checkpoint directories: reading and writing `config.json` and the tensor files, and the
 //! fingerprint that names the function from text to vector.
 
+use super::readout::READOUT_FILE;
 use super::*;
 
 /// File name of P's adapters in a checkpoint directory.
@@ -17,6 +18,7 @@ pub(super) struct CheckpointFiles {
     pub(super) prompting_lora: Option<Vec<u8>>,
     pub(super) embedding_lora: Option<Vec<u8>>,
     pub(super) soft_prompts: Option<Vec<u8>>,
+    pub(super) readout: Option<Vec<u8>>,
 }
 
 impl CheckpointFiles {
@@ -47,6 +49,13 @@ pub(super) fn read_checkpoint(dir: &Path) -> Result<(PromptConfig, CheckpointFil
         prompting_lora: adapters(&cfg.lora, LORA_FILE)?,
         embedding_lora: adapters(&cfg.embedding_lora, M_LORA_FILE)?,
         soft_prompts: if dir.join(PROMPTS_FILE).exists() { Some(read(PROMPTS_FILE)?) } else { None },
+        readout: match &cfg.readout {
+            Some(_) if !dir.join(READOUT_FILE).exists() => {
+                return Err(Error::corrupt(dir.join(READOUT_FILE), "missing: the checkpoint's config.json has a readout"))
+            }
+            Some(_) => Some(read(READOUT_FILE)?),
+            None => None,
+        },
     };
     Ok((cfg, files))
 }
@@ -57,13 +66,14 @@ pub(super) fn f32_tensors(bytes: &[u8], path: &Path) -> Result<HashMap<String, T
     t.into_iter().map(|(n, x)| Ok((n, x.to_dtype(DType::F32)?))).collect()
 }
 
-/// The fingerprint of a PromptEmbedder: its config, alignment and adapters, hashed.
+/// The fingerprint of a PromptEmbedder: its config, alignment, adapters and readout, hashed.
 pub(super) fn fingerprint(
     cfg: &PromptConfig,
     align_w: &Tensor,
     align_b: &Tensor,
     p_lora: Option<&HashMap<String, Tensor>>,
     m_lora: Option<&HashMap<String, Tensor>>,
+    readout: Option<&Tensor>,
 ) -> Result<String> {
     let mut h = Sha256::new();
     h.update(serde_json::to_vec(cfg).expect("config serialises"));
@@ -85,6 +95,11 @@ pub(super) fn fingerprint(
             h.update(format!("{prefix}{name}").as_bytes());
             hash_tensor(&mut h, t)?;
         }
+    }
+    // Hashed last, and only when present: checkpoints without one keep their fingerprints.
+    if let Some(w) = readout {
+        h.update(b"readout.weight");
+        hash_tensor(&mut h, w)?;
     }
     let de = align_b.dims().first().copied().unwrap_or(0);
     Ok(format!("prompt-v1:{}:d{de}", &crate::embed::hex(&h.finalize())[..16]))
@@ -151,6 +166,11 @@ impl PromptEmbedder {
             (Some(_), None) => return Err(Error::corrupt(origin.join(M_LORA_FILE), "missing: the checkpoint's config.json has LoRA adapters")),
             (None, _) => None,
         };
+        let readout = match (&cfg.readout, &files.readout) {
+            (Some(r), Some(b)) => Some(Readout::from_bytes(r.clone(), b, &origin.join(READOUT_FILE), cfg.soft_tokens, m.dec.config().hidden, &device)?),
+            (Some(_), None) => return Err(Error::corrupt(origin.join(READOUT_FILE), "missing: the checkpoint's config.json has a readout")),
+            (None, _) => None,
+        };
         if cfg.lora.is_some() && files.prompting_lora.is_none() {
             return Err(Error::corrupt(origin.join(LORA_FILE), "missing: the checkpoint's config.json has LoRA adapters"));
         }
@@ -167,11 +187,12 @@ impl PromptEmbedder {
             };
             let m_lora_tensors = m_lora.as_ref().map(|l| l.tensors());
             let adapters = [lora_tensors.as_ref(), m_lora_tensors.as_ref()];
-            if let Some(prompts) = Self::shipped_prompts(&cfg, bytes, origin, (&align_w, &align_b), adapters, m.dec.config().hidden)? {
+            let readout_w = readout.as_ref().map(|r| r.weight());
+            if let Some(prompts) = Self::shipped_prompts(&cfg, bytes, origin, (&align_w, &align_b), adapters, readout_w, m.dec.config().hidden)? {
                 verify_backbone(&cfg.prompting)?;
                 let deferred = DeferredPrompting { lora: files.prompting_lora.clone(), origin: origin.to_path_buf() };
                 let input = PromptingInput::Deferred { lora_tensors, deferred, prompts };
-                return Self::assemble(cfg, spec, input, m, align_w, align_b, m_lora, &device);
+                return Self::assemble(cfg, spec, input, m, (align_w, align_b), m_lora, readout, &device);
             }
         }
         let p = if cfg.embedding == cfg.prompting { m.clone() } else { Arc::new(load_model(&cfg.prompting, &device)?) };
@@ -179,7 +200,7 @@ impl PromptEmbedder {
             (Some(l), Some(b)) => Some(Lora::from_bytes(l.clone(), &p.dec, b, &origin.join(LORA_FILE))?),
             _ => None,
         };
-        Self::assemble(cfg, spec, PromptingInput::Loaded(Prompting { model: p, lora }), m, align_w, align_b, m_lora, &device)
+        Self::assemble(cfg, spec, PromptingInput::Loaded(Prompting { model: p, lora }), m, (align_w, align_b), m_lora, readout, &device)
     }
 
     /// The checkpoint's constant soft prompts (`soft_prompts.safetensors`, its `bytes`), by
@@ -193,10 +214,11 @@ impl PromptEmbedder {
         origin: &Path,
         (align_w, align_b): (&Tensor, &Tensor),
         adapters: [Option<&HashMap<String, Tensor>>; 2],
+        readout: Option<&Tensor>,
         de: usize,
     ) -> Result<Option<HashMap<Kind, Tensor>>> {
         let path = origin.join(PROMPTS_FILE);
-        let want = fingerprint(cfg, align_w, align_b, adapters[0], adapters[1])?;
+        let want = fingerprint(cfg, align_w, align_b, adapters[0], adapters[1], readout)?;
         let read = || -> std::result::Result<HashMap<Kind, Tensor>, String> {
             let t = candle_core::safetensors::load_buffer(bytes, &Device::Cpu).map_err(|e| e.to_string())?;
             let fp = t.get("fingerprint").ok_or("no tensor `fingerprint`")?.to_vec1::<u8>().map_err(|e| e.to_string())?;
@@ -248,7 +270,14 @@ impl PromptEmbedder {
         // have left stale), keyed by the fingerprint these parameters load with.
         if !self.cfg.condition_on_text && self.cfg.soft_tokens > 0 {
             let (w, b) = self.alignment();
-            let fp = fingerprint(&self.cfg, w, b, p_lora.map(|l| l.tensors()).as_ref(), self.m_lora.as_ref().map(|l| l.tensors()).as_ref())?;
+            let fp = fingerprint(
+                &self.cfg,
+                w,
+                b,
+                p_lora.map(|l| l.tensors()).as_ref(),
+                self.m_lora.as_ref().map(|l| l.tensors()).as_ref(),
+                self.readout.as_ref().map(|r| r.weight()),
+            )?;
             let mut t: HashMap<String, Tensor> = HashMap::new();
             for (kind, name) in [(Kind::Query, "query"), (Kind::Passage, "passage")] {
                 t.insert(name.into(), self.soft_prompts(&[self.instruction_prompt(kind)], Kernels::Fast)?.squeeze(0)?);
@@ -258,6 +287,10 @@ impl PromptEmbedder {
             put(PROMPTS_FILE, &|f| Ok(candle_core::safetensors::save(&t, f)?))?;
         } else {
             remove(PROMPTS_FILE)?;
+        }
+        match &self.readout {
+            Some(r) => put(READOUT_FILE, &|f| r.save(f))?,
+            None => remove(READOUT_FILE)?,
         }
         let cfg = serde_json::to_vec_pretty(&self.cfg).expect("config serialises");
         put("config.json", &|f| std::fs::write(f, &cfg).map_err(|e| Error::io(f, e)))?;

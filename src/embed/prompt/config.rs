@@ -88,6 +88,11 @@ pub struct PromptConfig {
     /// checkpoint's `embedding_lora.safetensors`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embedding_lora: Option<LoraConfig>,
+    /// A trained linear map from M's states at the soft positions (after several blocks)
+    /// to the vector, stored in `readout.safetensors`; `None`: the pooled state itself
+    /// (see [`super::readout`]). Needs soft tokens after the text, pooled over them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readout: Option<ReadoutConfig>,
 }
 
 /// Qwen2.5-Coder-0.5B-Instruct, the second backbone (ARCHITECTURE.md, "Models").
@@ -189,6 +194,7 @@ impl Default for PromptConfig {
             lora: None,
             embedding_lora: None,
             m_layers: None,
+            readout: None,
         }
     }
 }

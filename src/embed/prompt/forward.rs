@@ -74,6 +74,12 @@ impl PromptEmbedder {
     /// whole input (the reference path). `soft` holds each row's soft prompt (b, K, d_e)
     /// when K > 0.
     pub fn embed_batch(&self, text_ids: &[Vec<u32>], soft: Option<&Tensor>, path: Kernels) -> Result<Tensor> {
+        self.embed_rows(text_ids, soft, path, None)
+    }
+
+    /// [`PromptEmbedder::embed_batch`]; with `inputs_of`, each row's input to a readout of
+    /// that shape instead of its vector (see [`PromptEmbedder::readout_inputs`]).
+    fn embed_rows(&self, text_ids: &[Vec<u32>], soft: Option<&Tensor>, path: Kernels, inputs_of: Option<&ReadoutConfig>) -> Result<Tensor> {
         let m = &self.m.dec;
         let k = self.cfg.soft_tokens;
         let b = text_ids.len();
@@ -109,6 +115,20 @@ impl PromptEmbedder {
         // the last token; rows are left-padded) needs M's last block there alone.
         let first_read = (0..total).find(|&j| (0..b).any(|i| weights[i * total + j] != 0.0)).unwrap_or(0);
         let n = total - first_read;
+        if let Some(rc) = inputs_of.or(self.readout.as_ref().map(|r| r.config())) {
+            // Soft tokens after left-padded rows: every row's are its last K positions.
+            if path != Kernels::Fast || k == 0 || self.cfg.placement != Placement::Suffix || self.m_lora.is_some() {
+                return Err(Error::invalid(
+                    "a readout reads soft tokens after the text of a frozen M, on the inference path (`train --mode readout` trains it)",
+                ));
+            }
+            let read = m.forward_tail_at(&x, &pads, path, None, k, &rc.blocks)?;
+            return match (inputs_of, &self.readout) {
+                (Some(rc), _) => rc.inputs(&read),
+                (None, Some(r)) => r.apply(&read),
+                (None, None) => unreachable!("one of the two is set"),
+            };
+        }
         if path == Kernels::Fast && n < total {
             let h = m.forward_tail(&x, &pads, path, self.m_lora.as_ref(), n)?;
             let w: Vec<f32> = (0..b).flat_map(|i| weights[i * total + first_read..(i + 1) * total].iter().copied()).collect();
@@ -126,6 +146,9 @@ impl PromptEmbedder {
     pub fn embed_batch_suffix(&self, text_ids: &[Vec<u32>], soft: &Tensor, path: Kernels) -> Result<Tensor> {
         if self.cfg.placement != Placement::Suffix || self.m_lora.is_some() {
             return Err(Error::invalid("the cached suffix path needs soft tokens after the text and a frozen M"));
+        }
+        if self.readout.is_some() {
+            return Err(Error::invalid("a checkpoint with a readout trains only its readout (`train --mode readout`)"));
         }
         let m = &self.m.dec;
         let (ids, pads) = m.pad_left(text_ids, 0)?;
@@ -167,6 +190,29 @@ impl PromptEmbedder {
     /// [`PromptEmbedder::instruction_prompts`]) instead of computed here; `None`: as
     /// `embed_texts`. Ignored when P reads the text.
     pub fn embed_texts_with(&self, texts: &[&str], kind: Kind, path: Kernels, max_tokens: usize, prompt: Option<Tensor>) -> Result<Tensor> {
+        self.embed_texts_inner(texts, kind, path, max_tokens, prompt, None)
+    }
+
+    /// Each text's input to a readout of shape `rc` (see [`ReadoutConfig::inputs`]),
+    /// (n, groups x d_e), in input order: what `train --mode readout` trains over. The
+    /// embedder's own readout, if any, is not applied.
+    pub fn readout_inputs(&self, texts: &[&str], kind: Kind, rc: &ReadoutConfig) -> Result<Tensor> {
+        let run = || self.embed_texts_inner(texts, kind, Kernels::Fast, self.cfg.max_text_tokens, None, Some(rc));
+        crate::embed::threads::on_pool(|| match kind {
+            Kind::Passage => crate::embed::decoder::bf16::for_documents(run),
+            Kind::Query => crate::embed::decoder::bf16::for_queries(run),
+        })
+    }
+
+    fn embed_texts_inner(
+        &self,
+        texts: &[&str],
+        kind: Kind,
+        path: Kernels,
+        max_tokens: usize,
+        prompt: Option<Tensor>,
+        inputs_of: Option<&ReadoutConfig>,
+    ) -> Result<Tensor> {
         let ids: Vec<Vec<u32>> = texts.iter().map(|t| self.tokenize(t, max_tokens)).collect::<Result<_>>()?;
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
@@ -204,7 +250,7 @@ impl PromptEmbedder {
                 };
                 match soft {
                     Some(s) if suffixed => self.embed_batch_suffix(&batch_ids, &s, path)?,
-                    soft => self.embed_batch(&batch_ids, soft.as_ref(), path)?,
+                    soft => self.embed_rows(&batch_ids, soft.as_ref(), path, inputs_of)?,
                 }
             };
             for (j, &i) in batch.iter().enumerate() {

@@ -21,12 +21,14 @@ mod builtin;
 mod checkpoint;
 mod config;
 mod forward;
+pub mod readout;
 mod soft;
 
 use alignment::*;
 use checkpoint::*;
 pub use config::*;
 use forward::shared_opening;
+pub use readout::{Readout, ReadoutConfig};
 
 struct Model {
     dec: Decoder,
@@ -76,6 +78,8 @@ pub struct PromptEmbedder {
     align_b: Var,
     /// M's adapters, when the config has them (the LoRA baseline).
     m_lora: Option<Lora>,
+    /// The map from M's soft-position states to the vector, when the config has one.
+    readout: Option<Readout>,
     /// Soft prompts in M's space (K, d_e) per kind, when they do not read the text.
     prompt_cache: Mutex<HashMap<Kind, Tensor>>,
     /// M's keys and values over that soft prompt, when it is a prefix: every text
@@ -149,7 +153,11 @@ impl PromptEmbedder {
             Some(l) => Some(Lora::new(l.clone(), &m.dec, seed.wrapping_add(1))?),
             None => None,
         };
-        Self::assemble(cfg, None, PromptingInput::Loaded(Prompting { model: p, lora }), m, align_w, align_b, m_lora, device)
+        let readout = match &cfg.readout {
+            Some(r) => Some(Readout::identity(r.clone(), cfg.soft_tokens, m.dec.config().hidden, device)?),
+            None => None,
+        };
+        Self::assemble(cfg, None, PromptingInput::Loaded(Prompting { model: p, lora }), m, (align_w, align_b), m_lora, readout, device)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -158,9 +166,9 @@ impl PromptEmbedder {
         spec: Option<String>,
         p: PromptingInput,
         m: Arc<Model>,
-        align_w: Tensor,
-        align_b: Tensor,
+        (align_w, align_b): (Tensor, Tensor),
         m_lora: Option<Lora>,
+        readout: Option<Readout>,
         device: &Device,
     ) -> Result<Self> {
         let de = m.dec.config().hidden;
@@ -175,11 +183,21 @@ impl PromptEmbedder {
         if cfg.soft_tokens > 0 && cfg.placement == Placement::Suffix && cfg.pooling == Pooling::MeanText {
             return Err(Error::invalid("soft tokens after the text with mean-over-text pooling: a causal M never lets the text see them; pool over the soft positions or the last token"));
         }
+        if let Some(r) = &cfg.readout {
+            if cfg.soft_tokens == 0 || cfg.placement != Placement::Suffix || cfg.pooling != Pooling::MeanSoft || cfg.embedding_lora.is_some() {
+                return Err(Error::invalid("a readout needs soft tokens after the text, pooled over the soft positions, and a frozen M"));
+            }
+            let depth = m.dec.config().layers;
+            if let Some(&bad) = r.blocks.iter().find(|&&k| k == 0 || k > depth) {
+                return Err(Error::invalid(format!("the readout reads block {bad}; the Embedding LLM has blocks 1 to {depth}")));
+            }
+        }
         let p_lora = match &p {
             PromptingInput::Loaded(pr) => pr.lora.as_ref().map(|l| l.tensors()),
             PromptingInput::Deferred { lora_tensors, .. } => lora_tensors.clone(),
         };
-        let fingerprint = fingerprint(&cfg, &align_w, &align_b, p_lora.as_ref(), m_lora.as_ref().map(|l| l.tensors()).as_ref())?;
+        let fingerprint =
+            fingerprint(&cfg, &align_w, &align_b, p_lora.as_ref(), m_lora.as_ref().map(|l| l.tensors()).as_ref(), readout.as_ref().map(|r| r.weight()))?;
         let (align_w, align_b) = (Var::from_tensor(&align_w)?, Var::from_tensor(&align_b)?);
         let (prompting, deferred, prompts) = match p {
             PromptingInput::Loaded(pr) => (OnceLock::from(pr), None, HashMap::new()),
@@ -194,6 +212,7 @@ impl PromptEmbedder {
             align_w,
             align_b,
             m_lora,
+            readout,
             prompt_cache: Mutex::new(prompts),
             prefix_cache: Mutex::default(),
             fingerprint,
@@ -257,6 +276,28 @@ impl PromptEmbedder {
     /// M's low-rank adapters, when the config has them (the LoRA baseline).
     pub fn embedding_lora(&self) -> Option<&Lora> {
         self.m_lora.as_ref()
+    }
+
+    /// The readout, when the config has one (see [`readout`]).
+    pub fn readout(&self) -> Option<&Readout> {
+        self.readout.as_ref()
+    }
+
+    /// This embedder with `readout` as its map to the vector (the config records its
+    /// configuration); the fingerprint is computed again, so the result is another
+    /// function from text to vector. Training writes the readout it trained this way.
+    pub fn with_readout(mut self, readout: Readout) -> Result<Self> {
+        let d = self.m.dec.config().hidden;
+        let readout = Readout::new(readout.config().clone(), readout.weight().clone(), self.cfg.soft_tokens, d)?;
+        self.cfg.readout = Some(readout.config().clone());
+        let p_lora = match self.prompting.get() {
+            Some(p) => p.lora.as_ref().map(|l| l.tensors()),
+            None => self.lora()?.map(|l| l.tensors()),
+        };
+        let (w, b) = self.alignment();
+        self.fingerprint = fingerprint(&self.cfg, w, b, p_lora.as_ref(), self.m_lora.as_ref().map(|l| l.tensors()).as_ref(), Some(readout.weight()))?;
+        self.readout = Some(readout);
+        Ok(self)
     }
 
     /// The alignment matrix (d_p, d_e) and bias (d_e).

@@ -1,0 +1,72 @@
+//! The readout (`embed::prompt::readout`) on real SmolLM2 weights (run
+//! `scripts/fetch-models.sh` first): what it computes, how it is saved and loaded, and how
+//! a checkpoint without its file fails.
+
+use candle_core::{DType, Device, Tensor};
+use duetdb::embed::decoder::max_abs_diff;
+use duetdb::embed::prompt::{Placement, Pooling, PromptConfig, PromptEmbedder, Readout, ReadoutConfig};
+use duetdb::embed::{Embedder, Kind};
+
+/// SmolLM2 prompting itself, soft tokens after the text pooled over them: the shape a
+/// readout reads.
+fn suffix_config() -> PromptConfig {
+    PromptConfig { placement: Placement::Suffix, pooling: Pooling::MeanSoft, soft_tokens: 3, ..PromptConfig::default() }
+}
+
+const TEXTS: [&str; 3] = ["regex search tool", "x", "GNU C compiler: the GNU compiler collection front end for C, with the usual optimisers"];
+
+fn vectors(e: &PromptEmbedder, kind: Kind) -> Tensor {
+    let v = e.embed(&TEXTS, kind).unwrap();
+    Tensor::new(v, &Device::Cpu).unwrap()
+}
+
+#[test]
+fn an_identity_readout_of_the_last_block_gives_the_plain_vectors_and_a_trained_one_survives_a_save() {
+    duetdb::embed::set_precision(duetdb::embed::Precision::F32);
+    let plain = PromptEmbedder::new(suffix_config(), &Device::Cpu).unwrap();
+    let depth = plain.embedding_model().config().layers;
+    let one = ReadoutConfig { blocks: vec![depth], per_position: false };
+    let identity = PromptEmbedder::new(PromptConfig { readout: Some(one), ..suffix_config() }, &Device::Cpu).unwrap();
+    for kind in [Kind::Query, Kind::Passage] {
+        let diff = max_abs_diff(&vectors(&plain, kind), &vectors(&identity, kind)).unwrap();
+        assert!(diff < 1e-5, "{kind:?}: identity readout differs from the plain vectors by {diff}");
+    }
+    assert_ne!(plain.fingerprint(), identity.fingerprint(), "a readout is part of the function");
+
+    // Two blocks, each position on its own, a random weight: its inputs are what the
+    // trainer reads, and the vectors are those inputs through the weight.
+    let rc = ReadoutConfig { blocks: vec![depth / 2, depth], per_position: true };
+    let d = plain.dim();
+    let inputs = plain.readout_inputs(&TEXTS, Kind::Passage, &rc).unwrap();
+    assert_eq!(inputs.dims(), [3, rc.groups(3) * d]);
+    let w = Tensor::randn(0f32, 0.05, (rc.groups(3) * d, d), &Device::Cpu).unwrap();
+    let trained = PromptEmbedder::new(suffix_config(), &Device::Cpu).unwrap().with_readout(Readout::new(rc.clone(), w, 3, d).unwrap()).unwrap();
+    let want = Readout::apply_with(&inputs, trained.readout().unwrap().weight()).unwrap();
+    let got = vectors(&trained, Kind::Passage);
+    let diff = max_abs_diff(&want, &got).unwrap();
+    assert!(diff < 1e-5, "vectors differ from the readout of its inputs by {diff}");
+
+    let dir = tempfile::tempdir().unwrap();
+    trained.save(dir.path()).unwrap();
+    let back = PromptEmbedder::load(dir.path()).unwrap();
+    assert_eq!(back.fingerprint(), trained.fingerprint(), "saved in f16, the weight it was rounded to");
+    assert_eq!(back.config().readout.as_ref(), Some(&rc));
+    let diff = max_abs_diff(&got, &vectors(&back, Kind::Passage)).unwrap();
+    assert!(diff < 1e-5, "reloaded readout embeds differently by {diff}");
+    let stored = candle_core::safetensors::load(dir.path().join("readout.safetensors"), &Device::Cpu).unwrap();
+    assert_eq!(stored["weight"].dtype(), DType::F16);
+
+    std::fs::remove_file(dir.path().join("readout.safetensors")).unwrap();
+    let err = PromptEmbedder::load(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("readout.safetensors") && err.contains("missing"), "{err}");
+}
+
+#[test]
+fn a_readout_needs_soft_tokens_after_the_text_and_blocks_the_model_has() {
+    let prefix = PromptConfig { readout: Some(ReadoutConfig { blocks: vec![1], per_position: false }), ..PromptConfig::default() };
+    let err = PromptEmbedder::new(prefix, &Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("a readout needs soft tokens after the text"), "{err}");
+    let deep = PromptConfig { readout: Some(ReadoutConfig { blocks: vec![99], per_position: false }), ..suffix_config() };
+    let err = PromptEmbedder::new(deep, &Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("reads block 99"), "{err}");
+}
