@@ -256,16 +256,19 @@ fn very_long_texts_are_cut_not_refused() {
 #[test]
 fn databases_of_earlier_defaults_keep_their_embedder() {
     // `default` was first the untrained embedder, then the trained one on SmolLM2 alone
-    // (now `smollm2`), then SmolLM2 prompting Gemma3 trained on Debian alone (`debian`). Databases that recorded `default` with one of those fingerprints
-    // must get that embedder back, not today's default.
+    // (now `smollm2`), then SmolLM2 prompting Gemma3 trained on Debian alone (`debian`),
+    // then on four sources (`general`). Databases that recorded `default` with one of
+    // those fingerprints must get that embedder back, not today's default.
     let untrained = duetdb::embed::from_spec("untrained").unwrap();
     let smollm2 = duetdb::embed::from_spec("smollm2").unwrap();
     let debian = duetdb::embed::from_spec("debian").unwrap();
+    let general = duetdb::embed::from_spec("general").unwrap();
     let default = duetdb::embed::from_spec("default").unwrap();
     assert_eq!(default.dim(), 640, "today's default embeds with Gemma3-270M");
     assert_eq!(debian.dim(), 640);
     assert_eq!(smollm2.dim(), 576);
-    for old in [&untrained, &smollm2, &debian] {
+    assert_eq!(general.dim(), 640);
+    for old in [&untrained, &smollm2, &debian, &general] {
         assert_ne!(old.fingerprint(), default.fingerprint());
         let back = duetdb::embed::from_record("default", &old.fingerprint()).unwrap();
         assert_eq!(back.fingerprint(), old.fingerprint());

@@ -103,7 +103,13 @@ pub const BUILTINS: &[Builtin] = &[
         name: "default",
         arg: None,
         about:
-            "the trained PromptEmbedder shipped in checkpoints/default/: SmolLM2-135M prompting Gemma3-270M, trained on Debian, Python, Rust and glossary pairs",
+            "the trained PromptEmbedder shipped in checkpoints/default/: SmolLM2-135M prompting Gemma3-270M, trained on Debian, Python, Rust and glossary pairs, with a trained readout",
+        build: build_prompt,
+    },
+    Builtin {
+        name: "general",
+        arg: None,
+        about: "the same without the readout (checkpoints/general/), the default before it",
         build: build_prompt,
     },
     Builtin {
@@ -170,6 +176,7 @@ pub fn from_record(spec: &str, fingerprint: &str) -> Result<Arc<dyn Embedder>> {
     let e = from_spec(spec)?;
     if e.fingerprint() != fingerprint && spec.trim() == "default" {
         for (old_spec, what) in [
+            ("general", "the multi-source default (before its readout became the default)"),
             ("debian", "the Debian-only default (before the multi-source training became the default)"),
             ("smollm2", "the SmolLM2 default (before the Gemma3 transfer became the default)"),
             ("untrained", "the untrained default (before training landed)"),

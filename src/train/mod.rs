@@ -7,7 +7,8 @@
 //!
 //! What is trained depends on the [`Mode`]: P's LoRA adapters and the alignment for the
 //! PromptEmbedder modes (M frozen: gradients flow through it to the soft tokens, none is
-//! computed for its weights), or LoRA adapters on M itself for the baseline.
+//! computed for its weights), or LoRA adapters on M itself for the baseline; or, over a
+//! trained checkpoint, a readout alone ([`train_readout`], `--mode readout`).
 //!
 //! A run directory holds the trained embedder as a checkpoint (`config.json`,
 //! `alignment.safetensors`, adapters: usable as an embedder spec) and `train/`: the run's

@@ -16,11 +16,12 @@ use std::collections::BTreeMap;
 const CHUNK: usize = 256;
 
 /// The readout's inputs for `texts` of `kind`, computed by `e` (frozen) or read back from
-/// `cache` when it holds as many rows as there are texts. `progress(done, total)` after
+/// `cache` when it holds one row of this shape per text. `progress(done, total)` after
 /// each chunk.
 fn inputs(e: &PromptEmbedder, rc: &ReadoutConfig, texts: &[&str], kind: Kind, cache: &Path, progress: &mut dyn FnMut(usize, usize)) -> Result<Tensor> {
+    let width = rc.groups(e.config().soft_tokens) * crate::embed::Embedder::dim(e);
     if let Ok(t) = candle_core::safetensors::load(cache, &Device::Cpu) {
-        if let Some(x) = t.get("inputs").filter(|x| x.dim(0).ok() == Some(texts.len())) {
+        if let Some(x) = t.get("inputs").filter(|x| x.dims() == [texts.len(), width]) {
             return Ok(x.clone());
         }
     }
@@ -93,7 +94,13 @@ pub fn train_readout(
     }
     let dir = out.join("train");
     std::fs::create_dir_all(&dir).map_err(|err| Error::io(&dir, err))?;
-    write_atomic(&dir.join("config.json"), &serde_json::to_vec_pretty(&(&cfg, &rc, per_source)).expect("config serialises"))?;
+    // The cached inputs belong to one run's settings: the same command reuses them, other
+    // settings in the same directory are refused rather than trained on stale inputs.
+    let settings = serde_json::to_vec_pretty(&(&cfg, &rc, per_source)).expect("config serialises");
+    match std::fs::read(dir.join("config.json")) {
+        Ok(old) if old != settings => return Err(Error::invalid(format!("{} holds a run with other settings: choose another --out", out.display()))),
+        _ => write_atomic(&dir.join("config.json"), &settings)?,
+    }
     let pairs = training_pairs(&cfg, per_source)?;
     let dev = read_dev(&cfg)?;
     let text = |ps: &[Pair], q: bool| -> Vec<String> { ps.iter().map(|p| if q { p.query.clone() } else { p.doc.clone() }).collect() };

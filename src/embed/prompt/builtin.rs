@@ -6,8 +6,10 @@ use super::*;
 impl PromptEmbedder {
     /// A built-in embedder by name:
     /// - `default`: the trained PromptEmbedder shipped in `checkpoints/default/`
-    ///   (SmolLM2-135M as the Prompting LLM, Gemma3-270M as the Embedding LLM), trained
-    ///   on Debian descriptions, Python and Rust docs and two glossaries;
+    ///   (SmolLM2-135M as the Prompting LLM, Gemma3-270M as the Embedding LLM): `general`
+    ///   with a trained readout (see [`super::readout`]);
+    /// - `general`: the same backbones trained on Debian descriptions, Python and Rust
+    ///   docs and two glossaries (`checkpoints/general/`), the default before the readout;
     /// - `debian`: the same backbones trained on Debian descriptions alone
     ///   (`checkpoints/debian/`), the default before the multi-source training;
     /// - `smollm2` (also `prompt`): the trained PromptEmbedder with SmolLM2 as both,
@@ -19,6 +21,7 @@ impl PromptEmbedder {
     pub fn builtin(name: &str) -> Result<Self> {
         match name {
             "default" => return Self::shipped("default"),
+            "general" => return Self::shipped("general"),
             "debian" => return Self::shipped("debian"),
             // `prompt` named the SmolLM2 checkpoint (runs/prompt) when it was the default.
             "smollm2" | "prompt" => return Self::shipped("smollm2"),
@@ -61,31 +64,56 @@ impl PromptEmbedder {
     /// needs only the backbone files. Both ship their constant soft prompts, so they
     /// embed without loading the Prompting LLM (`examples/write_soft_prompts.rs`).
     pub(super) fn shipped(name: &str) -> Result<Self> {
-        macro_rules! dir {
-            ($d:literal) => {
-                (
-                    concat!(env!("CARGO_MANIFEST_DIR"), "/checkpoints/", $d),
-                    include_bytes!(concat!("../../../checkpoints/", $d, "/config.json")).as_slice(),
-                    include_bytes!(concat!("../../../checkpoints/", $d, "/alignment.safetensors")).as_slice(),
-                    include_bytes!(concat!("../../../checkpoints/", $d, "/prompting_lora.safetensors")).as_slice(),
-                    include_bytes!(concat!("../../../checkpoints/", $d, "/soft_prompts.safetensors")).as_slice(),
-                )
+        macro_rules! file {
+            ($d:literal, $f:literal) => {
+                include_bytes!(concat!("../../../checkpoints/", $d, "/", $f)).as_slice()
             };
         }
+        // A file that two checkpoints share byte for byte is compiled in once, from the
+        // checkpoint it was trained in: the crate must stay under crates.io's 10 MB.
+        // `debian` kept `smollm2`'s adapters (a transfer trains only the alignment).
         let (dir, config, alignment, lora, prompts) = match name {
-            "default" => dir!("default"),
-            "debian" => dir!("debian"),
-            "smollm2" => dir!("smollm2"),
+            "default" => (
+                "default",
+                file!("default", "config.json"),
+                file!("general", "alignment.safetensors"),
+                file!("general", "prompting_lora.safetensors"),
+                file!("default", "soft_prompts.safetensors"),
+            ),
+            "general" => (
+                "general",
+                file!("general", "config.json"),
+                file!("general", "alignment.safetensors"),
+                file!("general", "prompting_lora.safetensors"),
+                file!("general", "soft_prompts.safetensors"),
+            ),
+            "debian" => (
+                "debian",
+                file!("debian", "config.json"),
+                file!("debian", "alignment.safetensors"),
+                file!("smollm2", "prompting_lora.safetensors"),
+                file!("debian", "soft_prompts.safetensors"),
+            ),
+            "smollm2" => (
+                "smollm2",
+                file!("smollm2", "config.json"),
+                file!("smollm2", "alignment.safetensors"),
+                file!("smollm2", "prompting_lora.safetensors"),
+                file!("smollm2", "soft_prompts.safetensors"),
+            ),
             other => return Err(Error::UnknownEmbedder { spec: other.into(), detail: "not a shipped checkpoint".into() }),
         };
-        let origin = Path::new(dir);
+        let dir = format!("{}/checkpoints/{dir}", env!("CARGO_MANIFEST_DIR"));
+        let origin = Path::new(&dir);
         let cfg: PromptConfig = serde_json::from_slice(config).map_err(|e| Error::corrupt_from(origin.join("config.json"), "invalid JSON", e))?;
+        // The default's readout (trained over `general`, whose other files it shares).
+        let readout = (name == "default").then(|| file!("default", "readout.safetensors").to_vec());
         let files = CheckpointFiles {
             alignment: alignment.to_vec(),
             prompting_lora: Some(lora.to_vec()),
             embedding_lora: None,
             soft_prompts: Some(prompts.to_vec()),
-            readout: None,
+            readout,
         };
         Self::from_files(cfg, &files, origin, Some(name.into()))
     }

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Trains the readout of issue 30 in runs/readout: a linear map from Gemma3's states at the
+# soft positions (after blocks 15 and 18, each averaged over the five positions) to the
+# vector, over the frozen default checkpoint (`--from`), on every source of
+# scripts/fetch-data.sh (at most PAIRS pairs of each), one source per batch. The inputs are
+# computed once and kept in runs/readout/train/ (not in git): the same command again
+# trains without embedding anything. Dev MRR@10: each source's whole dev split.
+#   scripts/train-readout.sh                 # STEPS=1000 PAIRS=4500 FROM=checkpoints/general
+set -euo pipefail
+cd "$(dirname "$0")/.."
+c=bench-out/corpus
+[ -s "$c/train.jsonl" ] || scripts/fetch-data.sh
+cat "$c"/dev-{debian,glossary,python,rust}.jsonl > "$c/dev-all.jsonl"
+./scripts/fetch-models.sh
+cargo build --release --quiet
+exec ./target/release/duetdb train --mode readout --from "${FROM:-checkpoints/general}" \
+  --data "$c/train.jsonl" --group-field source --domain-field corpus \
+  --dev "$c/dev-all.jsonl" --eval-size 600 --query-field summary --doc-field description \
+  --pairs-per-source "${PAIRS:-4500}" --readout-blocks 15,18 --batch 256 --steps "${STEPS:-1000}" \
+  --lr 1e-3 --warmup 50 --temperature 0.05 --eval-every 100 --out "${OUT:-runs/readout}" --json "$@"
