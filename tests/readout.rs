@@ -4,7 +4,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use duetdb::embed::decoder::max_abs_diff;
-use duetdb::embed::prompt::{Placement, Pooling, PromptConfig, PromptEmbedder, Readout, ReadoutConfig};
+use duetdb::embed::prompt::{Placement, Pooling, PromptConfig, PromptEmbedder, Readout, ReadoutConfig, Reshape};
 use duetdb::embed::{Embedder, Kind};
 
 /// SmolLM2 prompting itself, soft tokens after the text pooled over them: the shape a
@@ -55,6 +55,10 @@ fn an_identity_readout_of_the_last_block_gives_the_plain_vectors_and_a_trained_o
     assert!(diff < 1e-5, "reloaded readout embeds differently by {diff}");
     let stored = candle_core::safetensors::load(dir.path().join("readout.safetensors"), &Device::Cpu).unwrap();
     assert_eq!(stored["weight"].dtype(), DType::F16);
+
+    // A run that reshapes the checkpoint (prompt mode, more soft tokens) starts without it.
+    let reshaped = PromptEmbedder::load_reshaped(dir.path(), Reshape { soft_tokens: Some(4), ..Reshape::default() }).unwrap();
+    assert!(reshaped.readout().is_none() && reshaped.config().readout.is_none());
 
     std::fs::remove_file(dir.path().join("readout.safetensors")).unwrap();
     let err = PromptEmbedder::load(dir.path()).unwrap_err().to_string();

@@ -25,6 +25,9 @@ fn inputs(e: &PromptEmbedder, rc: &ReadoutConfig, texts: &[&str], kind: Kind, ca
             return Ok(x.clone());
         }
     }
+    if texts.is_empty() {
+        return Ok(Tensor::zeros((0, width), candle_core::DType::F32, &Device::Cpu)?);
+    }
     let mut parts = Vec::with_capacity(texts.len().div_ceil(CHUNK));
     for (i, chunk) in texts.chunks(CHUNK).enumerate() {
         parts.push(e.readout_inputs(chunk, kind, rc)?);
@@ -78,6 +81,11 @@ fn dev_mrr(w: &Tensor, q: &Tensor, d: &Tensor, domain: &[String]) -> Result<(f64
 /// with it to `out`, and reports each step to `each` (with the dev MRR@10 at evaluation
 /// points). `per_source`: at most that many training pairs of each source.
 /// `progress(what, done, total)` while the inputs are computed.
+///
+/// Settings of `cfg` that belong to step-wise training do not apply and are ignored: hard
+/// negatives (in-batch negatives only), accumulation, gradient caching, saved states, the
+/// LoRA rank and the training token limits (the inputs are the inference path's, texts cut
+/// at the checkpoint's own limit).
 pub fn train_readout(
     cfg: TrainConfig,
     out: &Path,

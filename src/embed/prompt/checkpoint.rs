@@ -124,7 +124,8 @@ impl PromptEmbedder {
     /// [`PromptEmbedder::load`] with the shape changes of `reshape` (each `None`: as
     /// saved): the start of a run that trains the checkpoint for an earlier exit of M or
     /// for another number of soft tokens. The result is another embedder, with its own
-    /// fingerprint; a shipped constant prompt written for the saved shape is ignored.
+    /// fingerprint, without the checkpoint's readout if it has one; a shipped constant
+    /// prompt written for the saved shape is ignored.
     ///
     /// ```no_run
     /// use duetdb::embed::prompt::{PromptEmbedder, Reshape};
@@ -138,6 +139,9 @@ impl PromptEmbedder {
             return Self::load(dir);
         }
         let (mut cfg, files) = read_checkpoint(dir)?;
+        // A readout reads the saved shape's states (and a prompt-mode run cannot train
+        // through one): the reshaped embedder starts without it.
+        cfg.readout = None;
         if let Some(n) = reshape.m_layers {
             cfg.m_layers = Some(n);
         }

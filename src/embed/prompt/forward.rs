@@ -16,6 +16,16 @@ pub(super) fn shared_opening(seqs: &[Vec<u32>]) -> usize {
     common.min(shortest.saturating_sub(1))
 }
 
+/// Runs `f` as inference does: on rayon's threads (see `threads::on_pool`), documents in
+/// the process's precision, queries too where that is AMX tiles, f32 elsewhere (see
+/// `decoder/bf16.rs`).
+pub(super) fn inference<R: Send>(kind: Kind, f: impl FnOnce() -> R + Send) -> R {
+    crate::embed::threads::on_pool(|| match kind {
+        Kind::Passage => crate::embed::decoder::bf16::for_documents(f),
+        Kind::Query => crate::embed::decoder::bf16::for_queries(f),
+    })
+}
+
 impl PromptEmbedder {
     /// M's cache over the constant soft prompt of a kind (one row, K positions).
     pub(super) fn prefix_kv(&self, kind: Kind) -> Result<KvCache> {
@@ -115,7 +125,13 @@ impl PromptEmbedder {
         // the last token; rows are left-padded) needs M's last block there alone.
         let first_read = (0..total).find(|&j| (0..b).any(|i| weights[i * total + j] != 0.0)).unwrap_or(0);
         let n = total - first_read;
-        if let Some(rc) = inputs_of.or(self.readout.as_ref().map(|r| r.config())) {
+        // A readout's inputs asked for, or the embedder's readout to apply to them.
+        let readout = match (inputs_of, &self.readout) {
+            (Some(rc), _) => Some((rc, None)),
+            (None, Some(r)) => Some((r.config(), Some(r))),
+            (None, None) => None,
+        };
+        if let Some((rc, apply)) = readout {
             // Soft tokens after left-padded rows: every row's are its last K positions.
             if path != Kernels::Fast || k == 0 || self.cfg.placement != Placement::Suffix || self.m_lora.is_some() {
                 return Err(Error::invalid(
@@ -123,10 +139,9 @@ impl PromptEmbedder {
                 ));
             }
             let read = m.forward_tail_at(&x, &pads, path, None, k, &rc.blocks)?;
-            return match (inputs_of, &self.readout) {
-                (Some(rc), _) => rc.inputs(&read),
-                (None, Some(r)) => r.apply(&read),
-                (None, None) => unreachable!("one of the two is set"),
+            return match apply {
+                Some(r) => r.apply(&read),
+                None => rc.inputs(&read),
             };
         }
         if path == Kernels::Fast && n < total {
@@ -197,11 +212,7 @@ impl PromptEmbedder {
     /// (n, groups x d_e), in input order: what `train --mode readout` trains over. The
     /// embedder's own readout, if any, is not applied.
     pub fn readout_inputs(&self, texts: &[&str], kind: Kind, rc: &ReadoutConfig) -> Result<Tensor> {
-        let run = || self.embed_texts_inner(texts, kind, Kernels::Fast, self.cfg.max_text_tokens, None, Some(rc));
-        crate::embed::threads::on_pool(|| match kind {
-            Kind::Passage => crate::embed::decoder::bf16::for_documents(run),
-            Kind::Query => crate::embed::decoder::bf16::for_queries(run),
-        })
+        inference(kind, || self.embed_texts_inner(texts, kind, Kernels::Fast, self.cfg.max_text_tokens, None, Some(rc)))
     }
 
     fn embed_texts_inner(

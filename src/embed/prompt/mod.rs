@@ -347,13 +347,7 @@ impl Embedder for PromptEmbedder {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let run = || -> Result<Vec<Vec<f32>>> { Ok(self.embed_tensor(texts, kind, Kernels::Fast)?.to_vec2()?) };
-        crate::embed::threads::on_pool(|| match kind {
-            // Documents in the process's precision; queries, a few rows each, too where
-            // that is AMX tiles, f32 elsewhere (see `decoder/bf16.rs`).
-            Kind::Passage => crate::embed::decoder::bf16::for_documents(run),
-            Kind::Query => crate::embed::decoder::bf16::for_queries(run),
-        })
+        forward::inference(kind, || -> Result<Vec<Vec<f32>>> { Ok(self.embed_tensor(texts, kind, Kernels::Fast)?.to_vec2()?) })
     }
 
     fn dim(&self) -> usize {
