@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Checks the crate a crates.io user would get: `cargo package` must hold what the library
-# needs (sources, the checkpoints it embeds, README, LICENSE) and nothing else, stay under
+# needs (sources, the checkpoint files it embeds, README, LICENSE) and nothing else, stay under
 # crates.io's 10 MB, and compile on its own from the unpacked .crate.
 #
 #   scripts/check-package.sh
@@ -18,7 +18,7 @@ size=$(stat -c %s "$crate")
 list=$(tar tzf "$crate")
 fail() { echo "package check: $*" >&2; exit 1; }
 [ "$size" -lt 10000000 ] || fail "$crate is $size bytes, over crates.io's 10 MB"
-for need in src/lib.rs README.md LICENSE checkpoints/default/alignment.safetensors checkpoints/debian/alignment.safetensors checkpoints/smollm2/prompting_lora.safetensors; do
+for need in src/lib.rs README.md LICENSE checkpoints/default/readout.safetensors checkpoints/default/soft_prompts.safetensors checkpoints/general/alignment.safetensors checkpoints/general/prompting_lora.safetensors checkpoints/debian/alignment.safetensors checkpoints/smollm2/prompting_lora.safetensors; do
   grep -q "^duetdb-[^/]*/$need\$" <<<"$list" || fail "$need is missing from $crate"
 done
 if grep -qE "^duetdb-[^/]*/(runs|benches|fixtures|docs|cli|tests|scripts)/" <<<"$list"; then

@@ -110,9 +110,17 @@ fn random_damage_to_every_file_ends_in_an_error_or_the_exact_database() {
     let mut rng = fastrand::Rng::with_seed(2026);
     let mut by_file: BTreeMap<String, Outcomes> = BTreeMap::new();
     let mut n = 0;
-    // Panics inside the trials are counted, not printed as test failures.
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
+    // Panics inside the trials are counted, not printed as test failures. The hook is the
+    // process's, and the other test runs beside this one: only this thread's panics are
+    // silenced, so a failure of the other test still shows its message.
+    let hook: std::sync::Arc<dyn Fn(&std::panic::PanicHookInfo<'_>) + Send + Sync> = std::panic::take_hook().into();
+    let this = std::thread::current().id();
+    let others = hook.clone();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().id() != this {
+            others(info)
+        }
+    }));
     for rel in &all {
         let len = fs::metadata(base.join(rel)).unwrap().len() as usize;
         // Full-text segment files are many and alike: fewer trials each.
@@ -153,7 +161,7 @@ fn random_damage_to_every_file_ends_in_an_error_or_the_exact_database() {
             let _ = fs::remove_dir_all(&path);
         }
     }
-    std::panic::set_hook(hook);
+    std::panic::set_hook(Box::new(move |info| hook(info)));
     let (mut errors, mut exact, mut panics, mut losses) = (0, 0, Vec::new(), Vec::new());
     for (f, o) in &by_file {
         println!(
