@@ -11,7 +11,7 @@ use super::decoder::activation::{self, FastActivation};
 use super::decoder::{ops, Activation, Kernels};
 use super::{Embedder, Kind};
 use crate::error::{Error, Result};
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 use serde::Deserialize;
@@ -206,8 +206,7 @@ impl BertEmbedder {
         let hs = x.reshape((b, t, d))?;
         let m = Tensor::from_vec(mask, (b, t, 1), &self.device)?;
         let pooled = hs.broadcast_mul(&m)?.sum(1)?.broadcast_div(&m.sum(1)?)?;
-        let norm = pooled.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
-        Ok(pooled.broadcast_div(&norm)?.to_vec2()?)
+        Ok(super::normalize_rows(&pooled)?.to_vec2()?)
     }
 }
 

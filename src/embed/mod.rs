@@ -217,6 +217,13 @@ pub fn model_path(file: &str) -> Result<PathBuf> {
     })
 }
 
+/// Each row of `x` (along its last dimension) L2-normalised; a zero row stays zero (its
+/// norm is clamped at 1e-12).
+pub(crate) fn normalize_rows(x: &candle_core::Tensor) -> Result<candle_core::Tensor> {
+    let norm = x.sqr()?.sum_keepdim(candle_core::D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+    Ok(x.broadcast_div(&norm)?)
+}
+
 /// L2-normalises `v` in place; a zero vector stays zero.
 pub fn normalize(v: &mut [f32]) {
     let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();

@@ -130,7 +130,8 @@ pub fn train_readout(
     let dev_domain: Vec<String> = dev.iter().map(|p| p.domain.clone()).collect();
     let base_rss = peak_rss_mib();
     let (mut times, mut losses, mut last_dev) = (Vec::new(), Vec::new(), None);
-    std::fs::write(dir.join("log.jsonl"), b"").map_err(|err| Error::io(dir.join("log.jsonl"), err))?;
+    let log_path = dir.join("log.jsonl");
+    let mut log = std::fs::File::create(&log_path).map_err(|err| Error::io(&log_path, err))?;
     for step in 1..=cfg.steps {
         let t0 = Instant::now();
         let batch = schedule.batch(step - 1, &|_| Vec::new());
@@ -167,8 +168,7 @@ pub fn train_readout(
             dev_mrr10,
             dev_by_domain,
         };
-        let mut log = std::fs::OpenOptions::new().append(true).open(dir.join("log.jsonl")).map_err(|err| Error::io(dir.join("log.jsonl"), err))?;
-        writeln!(log, "{}", serde_json::to_string(&line).expect("log line serialises")).map_err(|err| Error::io(dir.join("log.jsonl"), err))?;
+        writeln!(log, "{}", serde_json::to_string(&line).expect("log line serialises")).map_err(|err| Error::io(&log_path, err))?;
         each(&line);
     }
     let readout = Readout::new(rc, w.as_tensor().clone(), e.config().soft_tokens, d_e)?;

@@ -59,9 +59,9 @@ impl PromptEmbedder {
         Ok(e)
     }
 
-    /// A trained checkpoint built into the crate (`checkpoints/default/`,
-    /// `checkpoints/debian/` or `checkpoints/smollm2/`; each README says how it was trained), so a fresh clone
-    /// needs only the backbone files. Both ship their constant soft prompts, so they
+    /// A trained checkpoint built into the crate (`checkpoints/default/`, `general/`,
+    /// `debian/` or `smollm2/`; each README says how it was trained), so a fresh clone
+    /// needs only the backbone files. All ship their constant soft prompts, so they
     /// embed without loading the Prompting LLM (`examples/write_soft_prompts.rs`).
     pub(super) fn shipped(name: &str) -> Result<Self> {
         macro_rules! file {
@@ -71,36 +71,24 @@ impl PromptEmbedder {
         }
         // A file that two checkpoints share byte for byte is compiled in once, from the
         // checkpoint it was trained in: the crate must stay under crates.io's 10 MB.
-        // `debian` kept `smollm2`'s adapters (a transfer trains only the alignment).
+        // `files!(own, alignment's, adapters')`: `debian` kept `smollm2`'s adapters (a
+        // transfer trains only the alignment); the default is `general` with a readout.
+        macro_rules! files {
+            ($own:literal, $align:literal, $lora:literal) => {
+                (
+                    $own,
+                    file!($own, "config.json"),
+                    file!($align, "alignment.safetensors"),
+                    file!($lora, "prompting_lora.safetensors"),
+                    file!($own, "soft_prompts.safetensors"),
+                )
+            };
+        }
         let (dir, config, alignment, lora, prompts) = match name {
-            "default" => (
-                "default",
-                file!("default", "config.json"),
-                file!("general", "alignment.safetensors"),
-                file!("general", "prompting_lora.safetensors"),
-                file!("default", "soft_prompts.safetensors"),
-            ),
-            "general" => (
-                "general",
-                file!("general", "config.json"),
-                file!("general", "alignment.safetensors"),
-                file!("general", "prompting_lora.safetensors"),
-                file!("general", "soft_prompts.safetensors"),
-            ),
-            "debian" => (
-                "debian",
-                file!("debian", "config.json"),
-                file!("debian", "alignment.safetensors"),
-                file!("smollm2", "prompting_lora.safetensors"),
-                file!("debian", "soft_prompts.safetensors"),
-            ),
-            "smollm2" => (
-                "smollm2",
-                file!("smollm2", "config.json"),
-                file!("smollm2", "alignment.safetensors"),
-                file!("smollm2", "prompting_lora.safetensors"),
-                file!("smollm2", "soft_prompts.safetensors"),
-            ),
+            "default" => files!("default", "general", "general"),
+            "general" => files!("general", "general", "general"),
+            "debian" => files!("debian", "debian", "smollm2"),
+            "smollm2" => files!("smollm2", "smollm2", "smollm2"),
             other => return Err(Error::UnknownEmbedder { spec: other.into(), detail: "not a shipped checkpoint".into() }),
         };
         let dir = format!("{}/checkpoints/{dir}", env!("CARGO_MANIFEST_DIR"));

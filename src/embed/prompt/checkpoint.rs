@@ -248,6 +248,14 @@ impl PromptEmbedder {
         }
     }
 
+    /// The fingerprint of the parameters as they are now (training changes them in place;
+    /// the embedder's own fingerprint is the one it was built with). Loads P if needed.
+    pub(super) fn current_fingerprint(&self) -> Result<String> {
+        let (w, b) = self.alignment();
+        let p_lora = self.lora()?.map(|l| l.tensors());
+        fingerprint(&self.cfg, w, b, p_lora.as_ref(), self.m_lora.as_ref().map(|l| l.tensors()).as_ref(), self.readout.as_ref().map(|r| r.weight()))
+    }
+
     /// Writes this embedder as a checkpoint directory.
     ///
     /// Each file is written under a temporary name and renamed into place, tensors
@@ -273,15 +281,7 @@ impl PromptEmbedder {
         // The constant soft prompts, computed now (not from the cache, which training may
         // have left stale), keyed by the fingerprint these parameters load with.
         if !self.cfg.condition_on_text && self.cfg.soft_tokens > 0 {
-            let (w, b) = self.alignment();
-            let fp = fingerprint(
-                &self.cfg,
-                w,
-                b,
-                p_lora.map(|l| l.tensors()).as_ref(),
-                self.m_lora.as_ref().map(|l| l.tensors()).as_ref(),
-                self.readout.as_ref().map(|r| r.weight()),
-            )?;
+            let fp = self.current_fingerprint()?;
             let mut t: HashMap<String, Tensor> = HashMap::new();
             for (kind, name) in [(Kind::Query, "query"), (Kind::Passage, "passage")] {
                 t.insert(name.into(), self.soft_prompts(&[self.instruction_prompt(kind)], Kernels::Fast)?.squeeze(0)?);

@@ -76,8 +76,7 @@ impl PromptEmbedder {
         let (b, t, _) = h.dims3()?;
         let w = Tensor::from_vec(weights, (b, t, 1), &self.device)?;
         let pooled = h.broadcast_mul(&w)?.sum(1)?;
-        let norm = pooled.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
-        Ok(pooled.broadcast_div(&norm)?)
+        crate::embed::normalize_rows(&pooled)
     }
 
     /// Embeddings of one batch, (b, d_e), L2-normalised, by one forward of M over the

@@ -9,7 +9,7 @@ use super::gguf::Gguf;
 use super::tokenizer::TextTokenizer;
 use super::{Embedder, Kind};
 use crate::error::{Error, Result};
-use candle_core::{DType, Device, Tensor, Var, D};
+use candle_core::{DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -290,13 +290,8 @@ impl PromptEmbedder {
         let d = self.m.dec.config().hidden;
         let readout = Readout::new(readout.config().clone(), readout.weight().clone(), self.cfg.soft_tokens, d)?;
         self.cfg.readout = Some(readout.config().clone());
-        let p_lora = match self.prompting.get() {
-            Some(p) => p.lora.as_ref().map(|l| l.tensors()),
-            None => self.lora()?.map(|l| l.tensors()),
-        };
-        let (w, b) = self.alignment();
-        self.fingerprint = fingerprint(&self.cfg, w, b, p_lora.as_ref(), self.m_lora.as_ref().map(|l| l.tensors()).as_ref(), Some(readout.weight()))?;
         self.readout = Some(readout);
+        self.fingerprint = self.current_fingerprint()?;
         Ok(self)
     }
 

@@ -43,8 +43,7 @@ impl ReadoutConfig {
         for s in read {
             let s = if self.per_position { s.clone() } else { s.mean_keepdim(1)? };
             groups += s.dim(1)?;
-            let norm = s.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
-            parts.push(s.broadcast_div(&norm)?.flatten_from(1)?);
+            parts.push(crate::embed::normalize_rows(&s)?.flatten_from(1)?);
         }
         Ok((Tensor::cat(&parts, 1)? / (groups.max(1) as f64).sqrt())?)
     }
@@ -105,9 +104,7 @@ impl Readout {
     /// The vectors of inputs `x` (b, groups x d) through `weight`, L2-normalised, (b, d).
     /// Training passes its own weight variable; inference the readout's.
     pub fn apply_with(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
-        let y = x.matmul(weight)?;
-        let norm = y.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
-        Ok(y.broadcast_div(&norm)?)
+        crate::embed::normalize_rows(&x.matmul(weight)?)
     }
 
     /// The vectors of the states `read`: [`ReadoutConfig::inputs`], then the weight.
@@ -119,6 +116,7 @@ impl Readout {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::D;
 
     #[test]
     fn an_identity_readout_over_the_last_mean_is_the_plain_vector() -> Result<()> {
