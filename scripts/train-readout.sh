@@ -3,9 +3,12 @@
 # soft positions (after blocks 15 and 18, each averaged over the five positions) to the
 # vector, over the frozen default checkpoint (`--from`), on every source of
 # scripts/fetch-data.sh (at most PAIRS pairs of each), one source per batch. The inputs are
-# computed once and kept in runs/readout/train/ (not in git): the same command again
-# trains without embedding anything. Dev MRR@10: each source's whole dev split.
-#   scripts/train-readout.sh                 # STEPS=1000 PAIRS=4500 FROM=checkpoints/general
+# computed once and kept in $OUT/train/ (not in git): the same command again trains
+# without embedding anything, and `--inputs-from DIR` takes the rows another run over the
+# same checkpoint already computed. Hard negatives (10 candidates a query, one drawn into
+# each batch) are mined in that cached space. Dev MRR@10: each source's whole dev split.
+#   scripts/train-readout.sh                 # STEPS=1000 PAIRS=4500 FROM=checkpoints/general OUT=runs/readout
+#   OUT=runs/readout-12k PAIRS=12000 STEPS=2000 scripts/train-readout.sh --inputs-from runs/readout
 set -euo pipefail
 cd "$(dirname "$0")/.."
 c=bench-out/corpus

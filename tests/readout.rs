@@ -74,3 +74,51 @@ fn a_readout_needs_soft_tokens_after_the_text_and_blocks_the_model_has() {
     let err = PromptEmbedder::new(deep, &Device::Cpu).unwrap_err().to_string();
     assert!(err.contains("reads block 99"), "{err}");
 }
+
+/// `train --mode readout` over a saved checkpoint: a run on more pairs takes the rows an
+/// earlier run computed (bit for bit) and embeds only the texts that run lacked; hard
+/// negatives mined in the cached space train to a checkpoint that loads.
+#[test]
+fn a_larger_readout_run_reuses_the_inputs_of_a_smaller_one() {
+    use duetdb::train::{train_readout, Mode, ReadoutRun, TrainConfig};
+    duetdb::embed::set_precision(duetdb::embed::Precision::F32);
+    let root = tempfile::tempdir().unwrap();
+    let from = root.path().join("from");
+    PromptEmbedder::new(suffix_config(), &Device::Cpu).unwrap().save(&from).unwrap();
+    let depth = PromptEmbedder::load(&from).unwrap().embedding_model().config().layers;
+    let rc = ReadoutConfig { blocks: vec![depth / 2, depth], per_position: false };
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/train-pairs.jsonl");
+    let mut cfg = TrainConfig::new(&data, "summary", "description", Mode::Readout);
+    (cfg.group_field, cfg.from, cfg.steps, cfg.batch, cfg.hard_negatives, cfg.eval_every) = (Some("source".into()), Some(from.clone()), 3, 4, 2, 0);
+    let run = |per: usize, inputs_from: Option<std::path::PathBuf>, out: &std::path::Path| {
+        let mut computed = std::collections::BTreeMap::new();
+        let r = ReadoutRun { readout: rc.clone(), pairs_per_source: Some(per), inputs_from };
+        let s = train_readout(
+            cfg.clone(),
+            out,
+            r,
+            &mut |what, _, total| {
+                computed.insert(what.to_string(), total);
+            },
+            &mut |l| assert!(l.loss.is_finite()),
+        )
+        .unwrap();
+        assert_eq!(s.steps, 3);
+        computed
+    };
+    let (small, large) = (root.path().join("small"), root.path().join("large"));
+    let first = run(6, None, &small);
+    assert!(first.get("train-queries").is_some_and(|&n| (1..=6).contains(&n)), "each distinct text once: {first:?}");
+    let second = run(10, Some(small.clone()), &large);
+    assert!(second.get("train-queries").is_some_and(|&n| (1..=4).contains(&n)), "only texts the first run lacked: {second:?}");
+    let rows = |dir: &std::path::Path, n: usize| {
+        let t = candle_core::safetensors::load(dir.join("train/inputs-train-queries.safetensors"), &Device::Cpu).unwrap();
+        t["inputs"].narrow(0, 0, n).unwrap()
+    };
+    assert_eq!(max_abs_diff(&rows(&small, 6), &rows(&large, 6)).unwrap(), 0.0, "a larger cap draws a superset, rows reused as they were");
+    let trained = PromptEmbedder::load(&large).unwrap();
+    assert_eq!(trained.config().readout.as_ref(), Some(&rc));
+    let other = ReadoutRun { readout: ReadoutConfig { blocks: vec![depth], per_position: false }, pairs_per_source: Some(6), inputs_from: Some(small) };
+    let err = train_readout(cfg, &root.path().join("other"), other, &mut |_, _, _| {}, &mut |_| {}).unwrap_err().to_string();
+    assert!(err.contains("another checkpoint or readout shape"), "{err}");
+}

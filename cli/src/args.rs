@@ -446,6 +446,10 @@ pub(crate) struct TrainArgs {
     /// Readout: at most this many training pairs of each source (default: all).
     #[arg(long)]
     pub(crate) pairs_per_source: Option<usize>,
+    /// Readout: another readout run's directory (same --from and readout shape) whose
+    /// computed inputs are reused where the texts agree; only the rest is embedded.
+    #[arg(long)]
+    pub(crate) inputs_from: Option<PathBuf>,
     /// Print one JSON line per evaluation point and a final summary.
     #[arg(long)]
     pub(crate) json: bool,

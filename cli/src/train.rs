@@ -32,13 +32,7 @@ fn keep_freed_memory() {}
 
 /// `--mode readout`: the inputs computed (or read back) with a bar each, then the
 /// steps with their own bar; the same report as a step-wise run.
-fn readout_cmd(
-    c: duetdb::train::TrainConfig,
-    dir: &std::path::Path,
-    per_source: Option<usize>,
-    json: bool,
-    rc: duetdb::embed::prompt::ReadoutConfig,
-) -> Result<()> {
+fn readout_cmd(c: duetdb::train::TrainConfig, dir: &std::path::Path, run: duetdb::train::ReadoutRun, json: bool) -> Result<()> {
     let steps = c.steps;
     let mut bar: Option<(String, indicatif::ProgressBar)> = None;
     let mut progress = |what: &str, done: usize, total: usize| {
@@ -53,7 +47,7 @@ fn readout_cmd(
         }
     };
     let steps_bar = std::cell::OnceCell::new();
-    let summary = duetdb::train::train_readout(c, dir, rc, per_source, &mut progress, &mut |l| {
+    let summary = duetdb::train::train_readout(c, dir, run, &mut progress, &mut |l| {
         let b = steps_bar.get_or_init(|| progress::counter(steps, "steps"));
         b.set_position(l.step);
         b.set_message(format!("loss {:.4}", l.loss));
@@ -92,7 +86,12 @@ fn report(summary: &duetdb::train::Summary, total: u64, json: bool) {
 pub(crate) fn train_cmd(args: TrainArgs) -> Result<()> {
     use duetdb::train::{Mode, TrainConfig, Trainer};
     keep_freed_memory();
-    let (readout_out, readout_per_source, readout_json, readout_blocks) = (args.out.clone(), args.pairs_per_source, args.json, args.readout_blocks.clone());
+    let (readout_out, readout_json) = (args.out.clone(), args.json);
+    let readout_run = duetdb::train::ReadoutRun {
+        readout: duetdb::embed::prompt::ReadoutConfig { blocks: args.readout_blocks.clone(), per_position: args.readout_per_position },
+        pairs_per_source: args.pairs_per_source,
+        inputs_from: args.inputs_from.clone(),
+    };
     if args.evaluate_only {
         let (step, m) = Trainer::evaluate_saved(&args.out)?;
         let m = m.ok_or_else(|| Error::invalid("the run has no dev pairs to evaluate"))?;
@@ -138,8 +137,7 @@ pub(crate) fn train_cmd(args: TrainArgs) -> Result<()> {
             c.align_init = Some(duetdb::embed::prompt::AlignInit::parse(&args.align_init)?);
         }
         if c.mode == Mode::Readout {
-            let rc = duetdb::embed::prompt::ReadoutConfig { blocks: readout_blocks, per_position: args.readout_per_position };
-            return readout_cmd(c, &readout_out, readout_per_source, readout_json, rc);
+            return readout_cmd(c, &readout_out, readout_run, readout_json);
         }
         Trainer::create(c, &args.out)?
     };

@@ -41,7 +41,7 @@ pub use config::{Mode, TrainConfig};
 use evaluate::*;
 pub use memory::peak_rss_mib;
 use memory::*;
-pub use readout::train_readout;
+pub use readout::{train_readout, ReadoutRun, MINE_EVERY};
 pub use report::{LogLine, Summary};
 use run_dir::*;
 pub use trainer::Trainer;
