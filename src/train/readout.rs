@@ -12,8 +12,8 @@
 //!
 //! Hard negatives (`--hard-negatives K`) are mined in the same cached space: every
 //! [`MINE_EVERY`] steps, each training query's `K` best-scoring documents of its own source
-//! under the current weight (never its positive, its group's, or the same text); each
-//! query then brings one of them into its batch.
+//! under the current weight (never its positive, its group's, or one of a pair with the
+//! same query or document text); each query then brings one of them into its batch.
 
 use super::*;
 use crate::embed::prompt::{Readout, ReadoutConfig};
@@ -179,8 +179,9 @@ fn dev_mrr(w: &Tensor, q: &Tensor, d: &Tensor, domain: &[String]) -> Result<(f64
 }
 
 /// Each training pair's `k` hardest documents under the weight `w`: the best-scoring
-/// documents of its own source for its query, never its own, one of its group's or one
-/// with its document's text.
+/// documents of its own source for its query, never its own, one of its group's, or one
+/// of a pair with its document's or its query's text (Debian has many "transitional
+/// package" summaries: any of their documents answers them).
 fn mine(w: &Tensor, q: &Tensor, d: &Tensor, pairs: &[Pair], k: usize) -> Result<Vec<Vec<u32>>> {
     let (qv, dv) = (Readout::apply_with(q, w)?, Readout::apply_with(d, w)?);
     let mut out = vec![Vec::new(); pairs.len()];
@@ -193,12 +194,22 @@ fn mine(w: &Tensor, q: &Tensor, d: &Tensor, pairs: &[Pair], k: usize) -> Result<
             for (&i, s) in part.iter().zip(&scores) {
                 let me = &pairs[i as usize];
                 let mut order: Vec<usize> = (0..s.len()).collect();
-                let take = (4 * k + 16).min(order.len() - 1);
-                order.select_nth_unstable_by(take, |a, b| s[*b].total_cmp(&s[*a]));
-                order.truncate(take);
+                // Enough candidates to survive the filters below, then an exact order.
+                let take = 4 * k + 16;
+                if take < order.len() {
+                    order.select_nth_unstable_by(take, |a, b| s[*b].total_cmp(&s[*a]));
+                    order.truncate(take);
+                }
                 order.sort_by(|a, b| s[*b].total_cmp(&s[*a]).then(a.cmp(b)));
-                out[i as usize] =
-                    order.into_iter().map(|j| members[j]).filter(|&j| pairs[j as usize].group != me.group && pairs[j as usize].doc != me.doc).take(k).collect();
+                out[i as usize] = order
+                    .into_iter()
+                    .map(|j| members[j])
+                    .filter(|&j| {
+                        let o = &pairs[j as usize];
+                        o.group != me.group && o.doc != me.doc && o.query != me.query
+                    })
+                    .take(k)
+                    .collect();
             }
         }
     }
@@ -271,13 +282,17 @@ pub fn train_readout(
         let batch = schedule.batch(step - 1, &|p| hard.get(p).cloned().unwrap_or_default());
         // The documents scored: the batch's positives, then each query's hard negative.
         let docs: Vec<usize> = batch.pairs.iter().copied().chain(batch.negatives.iter().flatten().copied()).collect();
-        // Pairs of one group are near-duplicates (same package): not each other's negatives.
+        // Pairs of one group are near-duplicates (same package), and a pair with this
+        // document's or this query's text is a positive too: not each other's negatives.
         let excluded: Vec<Vec<bool>> = batch
             .pairs
             .iter()
             .enumerate()
             .map(|(r, &i)| {
-                docs.iter().enumerate().map(|(c, &j)| c != r && (i == j || pairs[i].group == pairs[j].group || pairs[i].doc == pairs[j].doc)).collect()
+                docs.iter()
+                    .enumerate()
+                    .map(|(c, &j)| c != r && (i == j || pairs[i].group == pairs[j].group || pairs[i].doc == pairs[j].doc || pairs[i].query == pairs[j].query))
+                    .collect()
             })
             .collect();
         let b = batch.pairs.len();
@@ -344,15 +359,22 @@ mod tests {
 
     #[test]
     fn mined_negatives_are_the_best_scoring_documents_of_the_source_never_the_positives_own() -> Result<()> {
-        let pair = |doc: &str, group: &str, domain: &str| Pair { query: String::new(), doc: doc.into(), group: group.into(), domain: domain.into() };
-        // Pair 4's document has pair 2's text; pair 5 is alone in its source.
-        let pairs = [pair("d0", "g0", "s"), pair("d1", "g0", "s"), pair("d2", "g1", "s"), pair("d3", "g2", "s"), pair("d2", "g3", "s"), pair("e", "h", "t")];
+        let pair = |q: &str, doc: &str, group: &str, domain: &str| Pair { query: q.into(), doc: doc.into(), group: group.into(), domain: domain.into() };
+        // Pair 4 has pair 2's document and pair 0's query; pair 5 is alone in its source.
+        let pairs = [
+            pair("q0", "d0", "g0", "s"),
+            pair("q1", "d1", "g0", "s"),
+            pair("q2", "d2", "g1", "s"),
+            pair("q3", "d3", "g2", "s"),
+            pair("q0", "d2", "g3", "s"),
+            pair("e", "e", "h", "t"),
+        ];
         let docs = [[1., 0., 0.], [0.9, 0.1, 0.], [0.8, 0.2, 0.], [0., 1., 0.], [0.7, 0.3, 0.], [0., 0., 1.]];
         let d = Tensor::new(&docs, &Device::Cpu)?.to_dtype(candle_core::DType::F32)?;
         let w = Tensor::eye(3, candle_core::DType::F32, &Device::Cpu)?;
         // Each query is its own document: the best-scoring one is always its positive.
         let got = mine(&w, &d, &d, &pairs, 2)?;
-        assert_eq!(got[0], [2, 4], "not its own document nor pair 1's (same group)");
+        assert_eq!(got[0], [2, 3], "not its own document, pair 1's (same group) or pair 4's (same query)");
         assert_eq!(got[2], [1, 0], "not pair 4's document (its own text)");
         assert_eq!(got[3], [4, 2]);
         assert!(got[5].is_empty(), "alone in its source");
