@@ -165,29 +165,51 @@ pub fn from_spec(spec: &str) -> Result<Arc<dyn Embedder>> {
     Err(Error::UnknownEmbedder { spec: spec.to_string(), detail: format!("expected {}, or a checkpoint directory", names.join(", ")) })
 }
 
+/// Earlier defaults kept as checkpoint directories of the repository, not built into the
+/// crate (crates.io's 10 MB holds one readout): a database that recorded one of them finds
+/// it when the crate was built from a clone; otherwise opening it names both fingerprints
+/// and `reindex`.
+const REPOSITORY_DEFAULTS: &[(&str, &str)] = [("checkpoints/readout-4500", "the first readout default (4,500 training pairs a source, 2026-12-05)")].as_slice();
+
 /// The embedder a database recorded, by spec and fingerprint.
 ///
-/// `default` has named four functions over time: the untrained PromptEmbedder, then the
+/// `default` has named six functions over time: the untrained PromptEmbedder, then the
 /// trained one on SmolLM2 (`smollm2`), then SmolLM2 prompting Gemma3 trained on Debian
-/// alone (`debian`), now the same trained on four sources. A database that
-/// recorded `default` with an earlier default's fingerprint gets that embedder back (and a
-/// warning that says how to move to today's default), never vectors of another function.
+/// alone (`debian`), then the same trained on four sources (`general`), then `general`
+/// with a first readout (`checkpoints/readout-4500`), now with a readout trained on more
+/// pairs. A database that recorded `default` with an earlier default's fingerprint gets
+/// that embedder back (and a warning that says how to move to today's default), never
+/// vectors of another function.
 pub fn from_record(spec: &str, fingerprint: &str) -> Result<Arc<dyn Embedder>> {
     let e = from_spec(spec)?;
-    if e.fingerprint() != fingerprint && spec.trim() == "default" {
-        for (old_spec, what) in [
-            ("general", "the multi-source default (before its readout became the default)"),
-            ("debian", "the Debian-only default (before the multi-source training became the default)"),
-            ("smollm2", "the SmolLM2 default (before the Gemma3 transfer became the default)"),
-            ("untrained", "the untrained default (before training landed)"),
-        ] {
-            let old = from_spec(old_spec)?;
+    if e.fingerprint() == fingerprint || spec.trim() != "default" {
+        return Ok(e);
+    }
+    let warn = |what: &str, name: &str| {
+        tracing::warn!(
+            "this database was built with {what}; it keeps working with it (`{name}`), but today's default retrieves \
+             better: move it with `duetdb reindex DB --embedder default` (a new generation, queries keep being answered \
+             meanwhile)"
+        )
+    };
+    for (old_spec, what) in [
+        ("general", "the multi-source default (before its readout became the default)"),
+        ("debian", "the Debian-only default (before the multi-source training became the default)"),
+        ("smollm2", "the SmolLM2 default (before the Gemma3 transfer became the default)"),
+        ("untrained", "the untrained default (before training landed)"),
+    ] {
+        let old = from_spec(old_spec)?;
+        if old.fingerprint() == fingerprint {
+            warn(what, old_spec);
+            return Ok(old);
+        }
+    }
+    for (dir, what) in REPOSITORY_DEFAULTS {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+        if path.join("config.json").is_file() {
+            let old: Arc<dyn Embedder> = Arc::new(prompt::PromptEmbedder::load(&path)?);
             if old.fingerprint() == fingerprint {
-                tracing::warn!(
-                    "this database was built with {what}; it keeps working with it (`{old_spec}`), but today's default \
-                     retrieves better: move it with `duetdb reindex DB --embedder default` (a new generation, queries keep \
-                     being answered meanwhile)"
-                );
+                warn(what, &path.display().to_string());
                 return Ok(old);
             }
         }
