@@ -67,6 +67,14 @@ fn schema() -> (Schema, Field, Field) {
     (b.build(), row, text)
 }
 
+/// The segments the last commit of the index in `dir` names, as its files name them (the
+/// id without dashes); empty when `meta.json` cannot be read (tantivy then says why).
+fn live_segments(dir: &Path) -> std::collections::HashSet<String> {
+    let meta: Option<serde_json::Value> = std::fs::read(dir.join("meta.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    let segments = meta.as_ref().and_then(|m| m["segments"].as_array().cloned()).unwrap_or_default();
+    segments.iter().filter_map(|s| s["segment_id"].as_str()).map(|id| id.replace('-', "")).collect()
+}
+
 impl FullText {
     /// Opens the index in `dir`, or creates an empty one when the directory is missing;
     /// returns it with what it covers (zero for a new index). A directory that tantivy
@@ -76,11 +84,16 @@ impl FullText {
         let (schema, row, text) = schema();
         let index = if dir.join("meta.json").exists() {
             // Every segment file ends in an 8-byte footer trailer (length, magic); tantivy
-            // 0.27 reads it out of bounds from a shorter file, so check lengths first.
+            // 0.27 reads it out of bounds from a shorter file, so check lengths first. Only
+            // the files of segments a commit names: a merge the process did not live to
+            // finish leaves files of a segment no commit names (often empty), garbage that
+            // tantivy collects, not damage (it had cost a rebuild on the next open).
+            let live = live_segments(dir);
             for e in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
                 let len = e.metadata().map_err(|x| Error::io(e.path(), x))?.len();
-                if !name.ends_with(".json") && !name.ends_with(".lock") && len < 8 {
+                let segment = name.split('.').next().unwrap_or_default();
+                if live.contains(segment) && len < 8 {
                     return Err(err(format!("{name} is {len} bytes long, shorter than a tantivy file footer")));
                 }
             }
@@ -243,5 +256,16 @@ mod tests {
         let (ft, cov) = FullText::open(&p).unwrap();
         assert_eq!(cov, Coverage { rows: 4, dead: 1 });
         assert_eq!(ft.num_docs(), 3);
+        drop(ft);
+
+        // An unfinished merge's empty file (no commit names its segment) is not damage;
+        // an empty file of a committed segment is.
+        std::fs::write(p.join("0123456789abcdef0123456789abcdef.pos"), b"").unwrap();
+        assert_eq!(FullText::open(&p).unwrap().0.num_docs(), 3);
+        let live = live_segments(&p).into_iter().next().expect("a committed segment");
+        let file = std::fs::read_dir(&p).unwrap().flatten().map(|e| e.path()).find(|f| f.to_string_lossy().contains(&live)).unwrap();
+        std::fs::write(&file, b"").unwrap();
+        let err = FullText::open(&p).unwrap_err().to_string();
+        assert!(err.contains("shorter than a tantivy file footer"), "{err}");
     }
 }
