@@ -54,7 +54,8 @@ fn readout_cmd(c: duetdb::train::TrainConfig, dir: &std::path::Path, run: duetdb
         if let Some(m) = l.dev_mrr10 {
             match json {
                 true => out(serde_json::to_string(l).unwrap()),
-                false => b.println(format!("step {}: loss {:.4}, dev MRR@10 {m:.4} {:?}", l.step, l.loss, l.dev_by_domain.clone().unwrap_or_default())),
+                // `suspend`, not `println`: the line must reach a log too, where the bar is not drawn.
+                false => b.suspend(|| eprintln!("step {}: loss {:.4}, dev MRR@10 {m:.4} {:?}", l.step, l.loss, l.dev_by_domain.clone().unwrap_or_default())),
             }
         }
     })?;
@@ -156,7 +157,7 @@ pub(crate) fn train_cmd(args: TrainArgs) -> Result<()> {
             if json {
                 out(serde_json::to_string(l).unwrap());
             } else {
-                bar.println(format!("step {}: loss {:.4}, dev MRR@10 {m:.4}", l.step, l.loss));
+                bar.suspend(|| eprintln!("step {}: loss {:.4}, dev MRR@10 {m:.4}", l.step, l.loss));
             }
         }
     })?;

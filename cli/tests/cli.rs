@@ -168,3 +168,28 @@ fn embed_and_eval_json_shapes() {
     let o = duetdb(&["eval", pairs.to_str().unwrap(), "--query-field", "nope", "--doc-field", "d", "--embedder", "hash"], None);
     assert!(!o.status.success() && stderr(&o).contains("`nope`"), "{}", stderr(&o));
 }
+
+#[test]
+fn a_log_gets_plain_progress_lines_with_the_rate_and_time_left() {
+    // stderr is a pipe here, as in a backgrounded run's log: no bar is drawn, but a line
+    // comes every DUETDB_PROGRESS_EVERY seconds (30 by default; 0.01 here, with indicatif
+    // redrawing at most about once a second, over an ingest of a few seconds).
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("log.duet");
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/debian-sample.jsonl");
+    let o = Command::new(env!("CARGO_BIN_EXE_duetdb"))
+        .args(["ingest", db.to_str().unwrap(), sample, "--embedder", "hash", "--batch", "1"])
+        .env("DUETDB_PROGRESS_EVERY", "0.01")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains(" left)")).collect();
+    assert!(!lines.is_empty(), "progress lines in the log: {err}");
+    assert!(lines.iter().all(|l| l.contains("documents/s") && l.contains("/254.42 KiB")), "{err}");
+    assert!(!err.contains('\x1b'), "no terminal codes in a log: {err:?}");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("ingested 505 documents"));
+    // The default interval keeps a short command's stderr as it was: empty on success.
+    let o = Command::new(env!("CARGO_BIN_EXE_duetdb")).args(["ingest", db.to_str().unwrap(), sample, "--embedder", "hash"]).output().unwrap();
+    assert!(o.status.success() && o.stderr.is_empty(), "{}", stderr(&o));
+}
