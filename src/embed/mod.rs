@@ -109,7 +109,7 @@ pub const BUILTINS: &[Builtin] = &[
     Builtin {
         name: "general",
         arg: None,
-        about: "the same without the readout (checkpoints/general/), the default before it",
+        about: "the same without the readout (checkpoints/general/), the default before the first readout",
         build: build_prompt,
     },
     Builtin {
