@@ -181,13 +181,10 @@ fn random_damage_to_every_file_ends_in_an_error_or_the_exact_database() {
     assert!(panics.is_empty() && losses.is_empty(), "panics: {panics:#?}\nsilent losses: {losses:#?}");
 }
 
-/// 4 KiB of garbage inside the catalog of a larger database (5,000 documents), at the
-/// offsets where it once made queries drop documents without an error: every read after
-/// it either gives the exact answer or a clear error naming the database's files.
-#[test]
-fn garbage_inside_a_large_catalog_is_never_silent() {
-    let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().join("base.duet");
+/// A 5,000-document database (10 batches, the `hash` embedder) in `dir/base.duet`: its
+/// path, its documents by id, and the length of its catalog file.
+fn large_database(dir: &Path) -> (PathBuf, BTreeMap<String, Document>, u64) {
+    let base = dir.join("base.duet");
     let sample = common::sample_docs();
     let docs: Vec<Document> = (0..5000)
         .map(|i| {
@@ -202,8 +199,24 @@ fn garbage_inside_a_large_catalog_is_never_silent() {
         }
         db.close().unwrap();
     }
-    let expected: BTreeMap<String, Document> = docs.iter().map(|d| (d.id.clone(), d.clone())).collect();
     let len = fs::metadata(base.join("catalog/db")).unwrap().len();
+    (base, docs.into_iter().map(|d| (d.id.clone(), d)).collect(), len)
+}
+
+/// 4 KiB of random garbage written at `at` in the catalog of the database at `path`.
+fn garbage_at(path: &Path, at: u64, rng: &mut fastrand::Rng) {
+    use std::os::unix::fs::FileExt;
+    let garbage: Vec<u8> = (0..4096).map(|_| rng.u8(..)).collect();
+    fs::OpenOptions::new().write(true).open(path.join("catalog/db")).unwrap().write_all_at(&garbage, at).unwrap();
+}
+
+/// 4 KiB of garbage inside the catalog of a larger database (5,000 documents), at the
+/// offsets where it once made queries drop documents without an error: every read after
+/// it either gives the exact answer or a clear error naming the database's files.
+#[test]
+fn garbage_inside_a_large_catalog_is_never_silent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, expected, len) = large_database(dir.path());
     let mut rng = fastrand::Rng::with_seed(32);
     let mut offsets = vec![0, 1 << 20];
     let extra: usize = std::env::var("DUETDB_GARBAGE_TRIALS").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
@@ -212,9 +225,7 @@ fn garbage_inside_a_large_catalog_is_never_silent() {
     for (n, at) in offsets.into_iter().filter(|&at| at < len).enumerate() {
         let path = dir.path().join(format!("g{n}.duet"));
         common::copy_dir(&base, &path);
-        let garbage: Vec<u8> = (0..4096).map(|_| rng.u8(..)).collect();
-        use std::os::unix::fs::FileExt;
-        fs::OpenOptions::new().write(true).open(path.join("catalog/db")).unwrap().write_all_at(&garbage, at).unwrap();
+        garbage_at(&path, at, &mut rng);
         // Text mode only: the copies share their description, and which of several
         // near-duplicate vectors the graph returns first is another question (reachability).
         match trial(&path, &expected, &[], &[Mode::Text], 1) {
@@ -234,23 +245,7 @@ fn garbage_inside_a_large_catalog_is_never_silent() {
 #[ignore = "a stress hunt of 1-2 minutes for that failure, run by hand: cargo test --release --test damage -- --ignored --nocapture"]
 fn garbage_in_a_catalog_then_a_full_text_rebuild_is_never_silent() {
     let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().join("base.duet");
-    let sample = common::sample_docs();
-    let docs: Vec<Document> = (0..5000)
-        .map(|i| {
-            let d = &sample[i % sample.len()];
-            Document::new(format!("{}-{i}", d.id), format!("{} (copy {i}, marker q{i}z)", d.text)).with_metadata(d.metadata.clone())
-        })
-        .collect();
-    {
-        let db = Db::options().embedder_spec("hash:64").open(&base).unwrap();
-        for c in docs.chunks(500) {
-            db.ingest_batch(c).unwrap();
-        }
-        db.close().unwrap();
-    }
-    let expected: BTreeMap<String, Document> = docs.iter().map(|d| (d.id.clone(), d.clone())).collect();
-    let len = fs::metadata(base.join("catalog/db")).unwrap().len();
+    let (base, expected, len) = large_database(dir.path());
     let mut rng = fastrand::Rng::with_seed(77);
     let (mut errors, mut exact) = (0, 0);
     for n in 0..40 {
@@ -258,9 +253,7 @@ fn garbage_in_a_catalog_then_a_full_text_rebuild_is_never_silent() {
         let path = dir.path().join(format!("r{n}.duet"));
         common::copy_dir(&base, &path);
         let _ = fs::remove_dir_all(path.join("fulltext"));
-        let garbage: Vec<u8> = (0..4096).map(|_| rng.u8(..)).collect();
-        use std::os::unix::fs::FileExt;
-        fs::OpenOptions::new().write(true).open(path.join("catalog/db")).unwrap().write_all_at(&garbage, at).unwrap();
+        garbage_at(&path, at, &mut rng);
         match trial(&path, &expected, &[], &[Mode::Text], 1) {
             Ok(true) => exact += 1,
             Ok(false) => errors += 1,

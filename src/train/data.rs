@@ -37,20 +37,26 @@ impl NegativeMiner {
         let me = &pairs[i];
         let q = self.hash.embed_one(&me.query);
         let scores: Vec<f32> = self.docs.par_chunks(self.dim).map(|d| d.iter().zip(&q).map(|(a, b)| a * b).sum()).collect();
-        let mut idx: Vec<u32> = (0..scores.len() as u32).collect();
-        // Enough candidates to survive the filters below, then an exact order.
-        let take = (4 * self.k + 16).min(idx.len());
-        let by_score = |a: &u32, b: &u32| scores[*b as usize].total_cmp(&scores[*a as usize]).then(a.cmp(b));
-        if take < idx.len() {
-            idx.select_nth_unstable_by(take, by_score);
-            idx.truncate(take);
-        }
-        idx.sort_by(by_score);
-        idx.into_iter()
-            .filter(|&j| pairs[j as usize].group != me.group && pairs[j as usize].doc != me.doc && pairs[j as usize].domain == me.domain)
-            .take(self.k)
-            .collect()
+        best_candidates(&scores, self.k, |j| {
+            let o = &pairs[j as usize];
+            o.group != me.group && o.doc != me.doc && o.domain == me.domain
+        })
     }
+}
+
+/// The indices of the `k` best `scores` that `keep` accepts, best first (ties by index).
+/// Hard-negative miners filter a short list: enough candidates to survive `keep` are
+/// selected first, then put in exact order.
+pub(crate) fn best_candidates(scores: &[f32], k: usize, keep: impl Fn(u32) -> bool) -> Vec<u32> {
+    let mut idx: Vec<u32> = (0..scores.len() as u32).collect();
+    let take = 4 * k + 16;
+    let by_score = |a: &u32, b: &u32| scores[*b as usize].total_cmp(&scores[*a as usize]).then(a.cmp(b));
+    if take < idx.len() {
+        idx.select_nth_unstable_by(take, by_score);
+        idx.truncate(take);
+    }
+    idx.sort_by(by_score);
+    idx.into_iter().filter(|&j| keep(j)).take(k).collect()
 }
 
 /// One micro-batch: pair indices and, for each, the index of its hard negative's pair.

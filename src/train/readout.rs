@@ -193,23 +193,13 @@ fn mine(w: &Tensor, q: &Tensor, d: &Tensor, pairs: &[Pair], k: usize) -> Result<
             let scores: Vec<Vec<f32>> = qv.index_select(&Tensor::new(part, qv.device())?, 0)?.matmul(&docs)?.to_vec2()?;
             for (&i, s) in part.iter().zip(&scores) {
                 let me = &pairs[i as usize];
-                let mut order: Vec<usize> = (0..s.len()).collect();
-                // Enough candidates to survive the filters below, then an exact order.
-                let take = 4 * k + 16;
-                if take < order.len() {
-                    order.select_nth_unstable_by(take, |a, b| s[*b].total_cmp(&s[*a]));
-                    order.truncate(take);
-                }
-                order.sort_by(|a, b| s[*b].total_cmp(&s[*a]).then(a.cmp(b)));
-                out[i as usize] = order
-                    .into_iter()
-                    .map(|j| members[j])
-                    .filter(|&j| {
-                        let o = &pairs[j as usize];
-                        o.group != me.group && o.doc != me.doc && o.query != me.query
-                    })
-                    .take(k)
-                    .collect();
+                out[i as usize] = data::best_candidates(s, k, |j| {
+                    let o = &pairs[members[j as usize] as usize];
+                    o.group != me.group && o.doc != me.doc && o.query != me.query
+                })
+                .into_iter()
+                .map(|j| members[j as usize])
+                .collect();
             }
         }
     }
