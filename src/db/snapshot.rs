@@ -53,11 +53,29 @@ impl ReadState {
     }
     /// The record of the live document version at `row`; `None` for a dead row (whose
     /// record may already be purged).
+    ///
+    /// A row live in this snapshot always has a record naming it, unless a writer has
+    /// replaced or deleted (and purged) its document since: the catalog then holds a
+    /// tombstone for the row. Anything else is a damaged catalog, and an error: the
+    /// callers (full-text rebuild, export, reindex) would otherwise skip a live
+    /// document without a word (found by `tests/damage.rs`'s stress hunt).
     pub(super) fn live_record(&self, row: u64) -> Result<Option<crate::store::DocRecord>> {
         if !self.is_live(row as usize) {
             return Ok(None);
         }
-        Ok(self.catalog.doc(self.view.iid(row as usize))?.filter(|d| d.row == row))
+        let iid = self.view.iid(row as usize);
+        let found = self.catalog.doc(iid)?;
+        if let Some(d) = found.as_ref().filter(|d| d.row == row) {
+            return Ok(Some(d.clone()));
+        }
+        if self.catalog.has_tombstone(row)? {
+            return Ok(None);
+        }
+        let what = match found {
+            Some(d) => format!("names row {} instead", d.row),
+            None => "is missing".to_string(),
+        };
+        Err(Error::corrupt(self.catalog.path(), format!("row {row} is live but the record of its document (internal id {iid}) {what}")))
     }
     pub(super) fn mark_dead(&mut self, rows: impl IntoIterator<Item = u64>) {
         let bits = Arc::make_mut(&mut self.dead);

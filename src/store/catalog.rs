@@ -327,6 +327,17 @@ impl Catalog {
         })
     }
 
+    /// Whether the catalog holds a tombstone for `row` (its document was deleted or
+    /// replaced).
+    pub fn has_tombstone(&self, row: u64) -> Result<bool> {
+        self.tombstones.contains_key(key(row)).map_err(|e| self.sled_err(e))
+    }
+
+    /// The catalog's directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Copies every tree into a new sled catalog at `dest` (which must not exist),
     /// flushes it and returns it. The copy is consistent if no write happens meanwhile.
     pub fn export_to(&self, dest: &Path) -> Result<Catalog> {
