@@ -397,6 +397,10 @@ pub(crate) struct TrainArgs {
     /// Hard-negative candidates per query (0: in-batch negatives only).
     #[arg(long, default_value_t = 10)]
     pub(crate) hard_negatives: usize,
+    /// Readout mode: BM25's best documents for each query (of its source, never its own
+    /// or its group's) added to its hard-negative candidates (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) text_negatives: usize,
     /// Steps between dev evaluations (0: only at the end; default 200). With --resume it
     /// applies to this process only: the run trains the same either way.
     #[arg(long)]

@@ -131,6 +131,11 @@ pub struct TrainConfig {
     pub max_doc_tokens: usize,
     /// Hard-negative candidates per query (0: in-batch negatives only).
     pub hard_negatives: usize,
+    /// Readout mode: BM25's best documents of the query's source added to its
+    /// hard-negative candidates (0: none), the confusions a hybrid query's text side
+    /// brings (see `crate::train::readout`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub text_negatives: usize,
     /// LoRA rank.
     pub lora_rank: usize,
     /// Soft tokens K (`None`: the embedder's default, 5); ignored by the baseline.
@@ -192,6 +197,7 @@ impl TrainConfig {
             max_query_tokens: 32,
             max_doc_tokens: 64,
             hard_negatives: 10,
+            text_negatives: 0,
             lora_rank: 8,
             soft_tokens: None,
             m_layers: None,
@@ -239,6 +245,10 @@ impl TrainConfig {
         check("--max-query-tokens", self.max_query_tokens, 1, 8192)?;
         check("--max-doc-tokens", self.max_doc_tokens, 1, 8192)?;
         check("--hard-negatives", self.hard_negatives, 0, 1000)?;
+        check("--text-negatives", self.text_negatives, 0, 1000)?;
+        if self.text_negatives > 0 && self.mode != Mode::Readout {
+            return Err(Error::invalid("--text-negatives applies to --mode readout only"));
+        }
         check("--rank (LoRA)", self.lora_rank, 1, 1024)?;
         check("--soft-tokens", self.soft_tokens.unwrap_or(5), 0, 256)?;
         check("--m-layers", self.m_layers.unwrap_or(1), 1, 1024)?;
@@ -254,6 +264,12 @@ impl TrainConfig {
         }
         Ok(())
     }
+}
+
+/// serde's `skip_serializing_if` for settings added later: a run without them writes the
+/// settings file it wrote before they existed (reused inputs compare it byte for byte).
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

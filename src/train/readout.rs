@@ -14,6 +14,8 @@
 //! [`MINE_EVERY`] steps, each training query's `K` best-scoring documents of its own source
 //! under the current weight (never its positive, its group's, or one of a pair with the
 //! same query or document text); each query then brings one of them into its batch.
+//! `--text-negatives K` adds each query's `K` best documents by BM25 to those candidates,
+//! computed once: the near misses of a hybrid query's text side.
 
 use super::*;
 use crate::embed::prompt::{Readout, ReadoutConfig};
@@ -206,12 +208,38 @@ fn mine(w: &Tensor, q: &Tensor, d: &Tensor, pairs: &[Pair], k: usize) -> Result<
     Ok(out)
 }
 
+/// Each training pair's `k` best documents by BM25 (the engine's full-text index over the
+/// training documents, built in `dir` and removed after), of its own source and kept by
+/// the same rules as [`mine`]: the documents a hybrid query's text side puts beside the
+/// right one. Fixed for the run (the texts do not change), so computed once.
+fn text_negatives(pairs: &[Pair], k: usize, dir: &Path) -> Result<Vec<Vec<u32>>> {
+    use crate::index::fulltext::{Coverage, FullText};
+    use rayon::prelude::*;
+    let ft = FullText::recreate(dir)?;
+    let docs: Vec<(u64, &str)> = pairs.iter().enumerate().map(|(i, p)| (i as u64, p.doc.as_str())).collect();
+    ft.apply(&docs, &[], Coverage { rows: pairs.len() as u64, dead: 0 }, false)?;
+    let out = pairs
+        .par_iter()
+        .map(|me| {
+            let keep = |j: usize| {
+                let o = &pairs[j];
+                o.domain == me.domain && o.group != me.group && o.doc != me.doc && o.query != me.query
+            };
+            Ok(ft.search(&me.query, k, &keep)?.into_iter().map(|(j, _)| j as u32).collect())
+        })
+        .collect::<Result<Vec<Vec<u32>>>>();
+    drop(ft);
+    std::fs::remove_dir_all(dir).map_err(|err| Error::io(dir, err))?;
+    out
+}
+
 /// Trains a readout over the checkpoint `cfg.from` as `run` says, writes the checkpoint
 /// with it to `out`, and reports each step to `each` (with the dev MRR@10 at evaluation
 /// points). `progress(what, done, total)` while the inputs are computed.
 ///
-/// `cfg.hard_negatives` is the number of mined candidates per query (0: in-batch negatives
-/// only). Other settings of `cfg` that belong to step-wise training do not apply and are
+/// `cfg.hard_negatives` is the number of mined candidates per query and
+/// `cfg.text_negatives` the number of BM25 candidates added to them (both 0: in-batch
+/// negatives only). Other settings of `cfg` that belong to step-wise training do not apply and are
 /// ignored: accumulation, gradient caching, saved states, the LoRA rank and the training
 /// token limits (the inputs are the inference path's, texts cut at the checkpoint's own
 /// limit).
@@ -262,12 +290,23 @@ pub fn train_readout(
     let dev_domain: Vec<String> = dev.iter().map(|p| p.domain.clone()).collect();
     let base_rss = peak_rss_mib();
     let (mut times, mut losses, mut last_dev, mut hard) = (Vec::new(), Vec::new(), None, Vec::new());
+    let text = match cfg.text_negatives {
+        0 => Vec::new(),
+        k => text_negatives(&pairs, k, &dir.join("bm25"))?,
+    };
     let log_path = dir.join("log.jsonl");
     let mut log = std::fs::File::create(&log_path).map_err(|err| Error::io(&log_path, err))?;
     for step in 1..=cfg.steps {
         let t0 = Instant::now();
-        if cfg.hard_negatives > 0 && (step - 1) % MINE_EVERY == 0 {
-            hard = mine(w.as_tensor(), &tq, &td, &pairs, cfg.hard_negatives)?;
+        if (cfg.hard_negatives > 0 || !text.is_empty()) && (step - 1) % MINE_EVERY == 0 {
+            hard = match cfg.hard_negatives {
+                0 => vec![Vec::new(); pairs.len()],
+                k => mine(w.as_tensor(), &tq, &td, &pairs, k)?,
+            };
+            // BM25's candidates join the mined ones: a query draws from both.
+            for (h, t) in hard.iter_mut().zip(&text) {
+                h.extend(t.iter().filter(|j| !h.contains(j)).copied().collect::<Vec<_>>());
+            }
         }
         let batch = schedule.batch(step - 1, &|p| hard.get(p).cloned().unwrap_or_default());
         // The documents scored: the batch's positives, then each query's hard negative.
@@ -368,6 +407,28 @@ mod tests {
         assert_eq!(got[2], [1, 0], "not pair 4's document (its own text)");
         assert_eq!(got[3], [4, 2]);
         assert!(got[5].is_empty(), "alone in its source");
+        Ok(())
+    }
+
+    #[test]
+    fn text_negatives_are_the_best_bm25_documents_of_the_source_never_the_positives_own() -> Result<()> {
+        let pair = |q: &str, doc: &str, group: &str, domain: &str| Pair { query: q.into(), doc: doc.into(), group: group.into(), domain: domain.into() };
+        let pairs = [
+            pair("fast regex search", "ripgrep searches files for a regex", "rg", "s"),
+            pair("regex search data", "a regex search over data files, fast", "rg", "s"),
+            pair("regex grep tool", "grep searches for a regex pattern fast", "grep", "s"),
+            pair("music player", "a console music player", "moc", "s"),
+            pair("fast regex search", "a regex search library, fast and small", "re", "s"),
+            pair("regex", "fast regex search everywhere", "other", "t"),
+        ];
+        let dir = tempfile::tempdir().map_err(|e| Error::io(Path::new("tempdir"), e))?;
+        let got = text_negatives(&pairs, 2, &dir.path().join("bm25"))?;
+        // Pair 0: not its own document, pair 1's (its group), pair 4's (the same query)
+        // or pair 5's (another source); of the rest, only grep's shares its words.
+        assert_eq!(got[0], [2]);
+        assert_eq!(got[3], Vec::<u32>::new(), "no other document shares its words");
+        assert!(got[2].len() == 2 && !got[2].contains(&2) && !got[2].contains(&5), "{:?}", got[2]);
+        assert!(!dir.path().join("bm25").exists(), "the index is removed");
         Ok(())
     }
 }
