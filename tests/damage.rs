@@ -243,7 +243,7 @@ fn garbage_inside_a_large_catalog_is_never_silent() {
 /// had taken a live row's document record, and the rebuild skipped the row without a word
 /// (which offsets hit a record depends on how sled laid out this run's base). Fixed
 /// 2026-12-06: a live row without its record is an error
-/// (`tests/corruption.rs::a_missing_record_fails_the_export_and_the_full_text_rebuild_instead_of_skipping_it`).
+/// (`tests/corruption.rs::a_missing_record_fails_queries_the_export_and_the_full_text_rebuild_instead_of_skipping_it`).
 #[test]
 #[ignore = "a stress hunt of 1-2 minutes, too long for CI, run by hand: cargo test --release --test damage -- --ignored --nocapture"]
 fn garbage_in_a_catalog_then_a_full_text_rebuild_is_never_silent() {
