@@ -249,15 +249,15 @@ impl<'a> Query<'a> {
         // Documents read while filtering are kept for building the hits. A record that
         // cannot be read, or is missing for a live row, is damage: the first such error
         // ends the query (after the search, whose filter callbacks cannot return one),
-        // never a silently shorter list. A row whose document a writer replaced or deleted
-        // after this snapshot was taken is skipped (`ReadState::live_record`).
+        // never a silently shorter list. A row whose document a writer deleted after this
+        // snapshot was taken is skipped (`ReadState::hit_record`).
         let fetched: RefCell<HashMap<usize, Option<DocRecord>>> = RefCell::default();
         let unreadable: RefCell<Option<Error>> = RefCell::default();
         let fetch = |row: usize| -> Option<DocRecord> {
             fetched
                 .borrow_mut()
                 .entry(row)
-                .or_insert_with(|| match state.live_record(row as u64) {
+                .or_insert_with(|| match state.hit_record(row as u64) {
                     Ok(d) => d,
                     Err(e) => {
                         unreadable.borrow_mut().get_or_insert(e);

@@ -64,10 +64,27 @@ impl ReadState {
             return Ok(None);
         }
         let iid = self.view.iid(row as usize);
-        let found = self.catalog.doc(iid)?;
-        if let Some(d) = found.as_ref().filter(|d| d.row == row) {
-            return Ok(Some(d.clone()));
+        match self.catalog.doc(iid)? {
+            Some(d) if d.row == row => Ok(Some(d)),
+            found => self.not_recorded(row, iid, found),
         }
+    }
+
+    /// The record of the document at `row`, a live row a query found: as
+    /// [`ReadState::live_record`], except that a document replaced since this snapshot
+    /// answers with its current version, so that a query racing an update still
+    /// returns the document.
+    pub(super) fn hit_record(&self, row: u64) -> Result<Option<crate::store::DocRecord>> {
+        let iid = self.view.iid(row as usize);
+        match self.catalog.doc(iid)? {
+            Some(d) => Ok(Some(d)),
+            None => self.not_recorded(row, iid, None),
+        }
+    }
+
+    /// A live row whose record is absent (`found`: `None`) or names another row: `None`
+    /// when the catalog holds a tombstone for the row, else the damage as an error.
+    fn not_recorded(&self, row: u64, iid: u64, found: Option<crate::store::DocRecord>) -> Result<Option<crate::store::DocRecord>> {
         if self.catalog.has_tombstone(row)? {
             return Ok(None);
         }
