@@ -386,9 +386,12 @@ pub fn train_readout(
 mod tests {
     use super::*;
 
+    fn pair(q: &str, doc: &str, group: &str, domain: &str) -> Pair {
+        Pair { query: q.into(), doc: doc.into(), group: group.into(), domain: domain.into() }
+    }
+
     #[test]
     fn mined_negatives_are_the_best_scoring_documents_of_the_source_never_the_positives_own() -> Result<()> {
-        let pair = |q: &str, doc: &str, group: &str, domain: &str| Pair { query: q.into(), doc: doc.into(), group: group.into(), domain: domain.into() };
         // Pair 4 has pair 2's document and pair 0's query; pair 5 is alone in its source.
         let pairs = [
             pair("q0", "d0", "g0", "s"),
@@ -412,7 +415,6 @@ mod tests {
 
     #[test]
     fn text_negatives_are_the_best_bm25_documents_of_the_source_never_the_positives_own() -> Result<()> {
-        let pair = |q: &str, doc: &str, group: &str, domain: &str| Pair { query: q.into(), doc: doc.into(), group: group.into(), domain: domain.into() };
         let pairs = [
             pair("fast regex search", "ripgrep searches files for a regex", "rg", "s"),
             pair("regex search data", "a regex search over data files, fast", "rg", "s"),
