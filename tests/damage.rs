@@ -210,6 +210,30 @@ fn garbage_at(path: &Path, at: u64, rng: &mut fastrand::Rng) {
     fs::OpenOptions::new().write(true).open(path.join("catalog/db")).unwrap().write_all_at(&garbage, at).unwrap();
 }
 
+/// A copy of `base` at `dir/name` with 4 KiB of garbage at `at` in its catalog (and its
+/// full-text index deleted if `rebuild`), tried in text mode as [`trial`] does (the copies
+/// share their description, and which of several near-duplicate vectors the graph returns
+/// first is another question: reachability), then removed.
+fn garbage_trial(
+    base: &Path,
+    dir: &Path,
+    name: &str,
+    at: u64,
+    rng: &mut fastrand::Rng,
+    rebuild: bool,
+    expected: &BTreeMap<String, Document>,
+) -> Result<bool, String> {
+    let path = dir.join(name);
+    common::copy_dir(base, &path);
+    if rebuild {
+        let _ = fs::remove_dir_all(path.join("fulltext"));
+    }
+    garbage_at(&path, at, rng);
+    let outcome = trial(&path, expected, &[], &[Mode::Text], 1);
+    let _ = fs::remove_dir_all(&path);
+    outcome
+}
+
 /// 4 KiB of garbage inside the catalog of a larger database (5,000 documents), at the
 /// offsets where it once made queries drop documents without an error: every read after
 /// it either gives the exact answer or a clear error naming the database's files.
@@ -223,17 +247,11 @@ fn garbage_inside_a_large_catalog_is_never_silent() {
     offsets.extend((0..extra).map(|_| rng.u64(..len)));
     let (mut errors, mut exact) = (0, 0);
     for (n, at) in offsets.into_iter().filter(|&at| at < len).enumerate() {
-        let path = dir.path().join(format!("g{n}.duet"));
-        common::copy_dir(&base, &path);
-        garbage_at(&path, at, &mut rng);
-        // Text mode only: the copies share their description, and which of several
-        // near-duplicate vectors the graph returns first is another question (reachability).
-        match trial(&path, &expected, &[], &[Mode::Text], 1) {
+        match garbage_trial(&base, dir.path(), &format!("g{n}.duet"), at, &mut rng, false, &expected) {
             Ok(true) => exact += 1,
             Ok(false) => errors += 1,
             Err(loss) => panic!("4 KiB of garbage at offset {at} of catalog/db: {loss}"),
         }
-        let _ = fs::remove_dir_all(&path);
     }
     println!("garbage in a 5,000-document catalog: {errors} clear errors, {exact} exact databases, 0 silent losses");
 }
@@ -253,16 +271,11 @@ fn garbage_in_a_catalog_then_a_full_text_rebuild_is_never_silent() {
     let (mut errors, mut exact) = (0, 0);
     for n in 0..40 {
         let at = rng.u64(..len);
-        let path = dir.path().join(format!("r{n}.duet"));
-        common::copy_dir(&base, &path);
-        let _ = fs::remove_dir_all(path.join("fulltext"));
-        garbage_at(&path, at, &mut rng);
-        match trial(&path, &expected, &[], &[Mode::Text], 1) {
+        match garbage_trial(&base, dir.path(), &format!("r{n}.duet"), at, &mut rng, true, &expected) {
             Ok(true) => exact += 1,
             Ok(false) => errors += 1,
             Err(loss) => panic!("4 KiB of garbage at offset {at} of catalog/db, full text rebuilt: {loss}"),
         }
-        let _ = fs::remove_dir_all(&path);
     }
     println!("garbage, then a full-text rebuild: {errors} clear errors, {exact} exact databases, 0 silent losses");
 }

@@ -203,13 +203,13 @@ impl Db {
         let old_seq = state.catalog.commit_state()?.map_or(0, |(s, _)| s.seq);
         let docs = live.iter().enumerate().map(|(new_row, &row)| {
             let iid = state.view.iid(row);
-            match state.catalog.doc(iid)? {
-                Some(mut rec) if rec.row == row as u64 => {
-                    rec.row = new_row as u64;
-                    Ok((iid, rec))
-                }
-                _ => Err(Error::corrupt(self.layout.catalog(), format!("live row {row} has no document record (internal id {iid}); run `duetdb check`"))),
-            }
+            // Under the writer lock nothing replaced a live row since `state`: a tombstone
+            // without its dead mark is damage too (a missing record is live_record's error).
+            let mut rec = state.live_record(row as u64)?.ok_or_else(|| {
+                Error::corrupt(self.layout.catalog(), format!("live row {row} has no document record (internal id {iid}); run `duetdb check`"))
+            })?;
+            rec.row = new_row as u64;
+            Ok((iid, rec))
         });
         let (catalog, commit_state) = Catalog::write_fresh(&staging.catalog(), docs, &manifest, old_seq + 1)?;
         RecordFile::open(&staging.record(), &commit_state, true)?;
