@@ -11,7 +11,9 @@ has, so each has one relevant document. Texts that appear in the Debian dev spli
 dropped from every other source.
 
 Outputs in --out: train.jsonl (every source, shuffled), dev-SOURCE.jsonl (at most
---dev-size pairs each), sizes.json.
+--dev-size pairs each), sizes.json, and train-extra.jsonl when --download holds extra/:
+training pairs only, from the additions fetch-data.sh keeps there, whose texts are in
+neither train.jsonl nor a dev split (the dev splits do not change with them).
 """
 import argparse
 import ast
@@ -104,12 +106,19 @@ def python_pairs(name, source):
     yield from walk(tree, "")
 
 
-def python_files(download):
-    for whl in sorted((download / "wheel").glob("*.whl")):
+def wheel_sources(folder, skip=()):
+    """(path, text) of the Python files of every wheel in `folder`, tests (and paths with
+    any part in `skip`) left out."""
+    for whl in sorted(folder.glob("*.whl")):
         with zipfile.ZipFile(whl) as z:
             for n in sorted(z.namelist()):
-                if n.endswith(".py") and "/tests/" not in n and "/test/" not in n and not n.startswith("tests/"):
+                parts = set(n.split("/"))
+                if n.endswith(".py") and not {"tests", "test"} & parts and not set(skip) & parts:
                     yield n, z.read(n).decode("utf-8", "replace")
+
+
+def python_files(download):
+    yield from wheel_sources(download / "wheel")
     deb = next((download / "deb").glob("libpython3.11-stdlib_*.deb"))
     for n, data in deb_members(deb):
         if n.endswith(".py") and "/test/" not in n and "/tests/" not in n and "/idlelib/" not in n:
@@ -196,8 +205,10 @@ def b64(s):
     return n
 
 
-def glossary_pairs(download):
-    for dict_name in ("foldoc", "jargon"):
+def glossary_pairs(download, dicts=("foldoc", "jargon")):
+    """(group, term, entry) of every entry of the dictd dictionaries `dicts`, each from
+    its Debian package `dict-NAME` in `download`/deb."""
+    for dict_name in dicts:
         deb = next((download / "deb").glob(f"dict-{dict_name}_*.deb"))
         files = dict(deb_members(deb))
         data = gzip.decompress(files[f"./usr/share/dictd/{dict_name}.dict.dz"])
@@ -218,6 +229,43 @@ def glossary_pairs(download):
             yield f"{dict_name}:{first.strip()}", first.strip(), clean("\n".join(rest))[:MAX_DOC_CHARS]
 
 
+# ---- training-only additions ---------------------------------------------------------
+
+# Folders of wheels that carry copies of other projects' code: their docstrings could be
+# those of a dev module.
+VENDORED = ("_vendor", "vendor", "externals", "_vendored", "extern")
+
+
+def extra_pairs(extra, known, max_per_source, rng):
+    """Training pairs of the additions in `extra` (fetch-data.sh's extra/ folder): every
+    pair of the extra wheels (python) and at most `max_per_source` of WordNet (glossary),
+    none with a query or document text in `known` (the normalised texts of train.jsonl
+    and every dev split) or used twice."""
+    raw = {"python": [], "glossary": []}
+    for path, src in wheel_sources(extra / "wheel", VENDORED):
+        raw["python"] += [("python:" + path, q, d) for q, d in python_pairs(path, src)]
+    raw["glossary"] = list(glossary_pairs(extra, ("wn",)))
+    count = {}
+    for pairs in raw.values():
+        for _, q, _ in pairs:
+            count[norm(q)] = count.get(norm(q), 0) + 1
+    rows, sizes, seen = [], {}, set()
+    for corpus, pairs in raw.items():
+        kept, dropped = [], 0
+        for group, q, d in pairs:
+            nq, nd = norm(q), norm(d)
+            if not usable(q, d, 1 if corpus == "glossary" else 2) or nq in known or nd in known or nd in seen or count[nq] > 1:
+                dropped += 1
+                continue
+            seen.add(nd)
+            kept.append({"summary": q, "description": d, "source": group, "corpus": corpus})
+        rng.shuffle(kept)
+        rows += kept[:max_per_source]
+        sizes[corpus] = {"extracted": len(pairs), "dropped": dropped, "train": min(len(kept), max_per_source), "train_available": len(kept)}
+    rng.shuffle(rows)
+    return rows, sizes
+
+
 # ---- assembly ------------------------------------------------------------------------
 
 
@@ -234,6 +282,7 @@ def main():
     ap.add_argument("--dev-size", type=int, default=600)
     ap.add_argument("--max-train", type=int, default=25000, help="per source")
     ap.add_argument("--seed", type=int, default=30)
+    ap.add_argument("--max-extra", type=int, default=20000, help="per source of train-extra.jsonl")
     a = ap.parse_args()
 
     debian = [json.loads(l) for l in gzip.open(a.debian, "rt")]
@@ -280,6 +329,14 @@ def main():
     sizes["debian"] = {"train": len(deb_train), "dev": min(len(deb_dev), a.dev_size), "dev_available": len(deb_dev)}
     rng.shuffle(train)
     write(a.out / "train.jsonl", train)
+    if (a.download / "extra").is_dir():
+        known = {norm(r[f]) for r in train for f in ("summary", "description")} | debian_dev_texts
+        for corpus in ("python", "rust", "glossary", "debian"):
+            for line in open(a.out / f"dev-{corpus}.jsonl"):
+                r = json.loads(line)
+                known |= {norm(r["summary"]), norm(r["description"])}
+        extra, sizes["extra"] = extra_pairs(a.download / "extra", known, a.max_extra, random.Random(a.seed))
+        write(a.out / "train-extra.jsonl", extra)
     (a.out / "sizes.json").write_text(json.dumps(sizes, indent=1) + "\n")
     print(json.dumps(sizes))
 
