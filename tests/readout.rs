@@ -122,3 +122,44 @@ fn a_larger_readout_run_reuses_the_inputs_of_a_smaller_one() {
     let err = train_readout(cfg, &root.path().join("other"), other, &mut |_, _, _| {}, &mut |_| {}).unwrap_err().to_string();
     assert!(err.contains("another checkpoint or readout shape"), "{err}");
 }
+
+/// `--average-last N` saves the mean of the last N steps' weights: at a constant rate, a
+/// 3-step run averaging its last 2 steps holds the mean of a 2-step and a 3-step run's
+/// readouts (the steps are the same), and its log ends with the mean's own line.
+#[test]
+fn averaging_the_last_steps_saves_the_mean_of_their_weights() {
+    use duetdb::train::{train_readout, Mode, ReadoutRun, TrainConfig};
+    duetdb::embed::set_precision(duetdb::embed::Precision::F32);
+    let root = tempfile::tempdir().unwrap();
+    let from = root.path().join("from");
+    PromptEmbedder::new(suffix_config(), &Device::Cpu).unwrap().save(&from).unwrap();
+    let depth = PromptEmbedder::load(&from).unwrap().embedding_model().config().layers;
+    let rc = ReadoutConfig { blocks: vec![depth / 2, depth], per_position: false };
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/train-pairs.jsonl");
+    let mut cfg = TrainConfig::new(&data, "summary", "description", Mode::Readout);
+    (cfg.group_field, cfg.from, cfg.batch, cfg.hard_negatives, cfg.eval_every) = (Some("source".into()), Some(from.clone()), 4, 0, 0);
+    (cfg.optim.warmup, cfg.optim.min_ratio, cfg.optim.lr) = (0, 1.0, 0.05);
+    let first = root.path().join("steps-2");
+    let run = |steps: u64, average_last: usize, out: &std::path::Path| {
+        let mut c = cfg.clone();
+        (c.steps, c.average_last) = (steps, average_last);
+        let inputs_from = (out != first).then(|| first.clone());
+        let r = ReadoutRun { readout: rc.clone(), pairs_per_source: Some(8), inputs_from };
+        let mut lines = Vec::new();
+        train_readout(c, out, r, &mut |_, _, _| {}, &mut |l| lines.push(l.clone())).unwrap();
+        let w = PromptEmbedder::load(out).unwrap().readout().unwrap().weight().clone();
+        (w, lines)
+    };
+    let (w2, _) = run(2, 0, &first);
+    let (w3, plain) = run(3, 0, &root.path().join("steps-3"));
+    let (mean, lines) = run(3, 2, &root.path().join("mean-2"));
+    assert!(plain.iter().all(|l| !l.averaged));
+    assert_eq!(lines.len(), 4, "three steps and the mean's line");
+    assert!(lines[3].averaged && lines[3].step == 3 && !lines[2].averaged);
+    let expected = ((&w2 + &w3).unwrap() / 2.0).unwrap();
+    let moved = max_abs_diff(&w2, &w3).unwrap();
+    assert!(moved > 1e-3, "the third step moved the weights ({moved})");
+    // Saved readouts are rounded to f16.
+    let off = max_abs_diff(&mean, &expected).unwrap();
+    assert!(off < 2e-3 && off < moved / 4.0, "the saved weight is the mean of the last two steps' (off by {off}, steps moved {moved})");
+}

@@ -401,6 +401,10 @@ pub(crate) struct TrainArgs {
     /// or its group's) added to its hard-negative candidates (0: none).
     #[arg(long, default_value_t = 0)]
     pub(crate) text_negatives: usize,
+    /// Readout mode: save the mean of the last N steps' weights instead of the last
+    /// step's (0: the last step's); the log's last line reports the mean's dev figures.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) average_last: usize,
     /// Steps between dev evaluations (0: only at the end; default 200). With --resume it
     /// applies to this process only: the run trains the same either way.
     #[arg(long)]

@@ -128,6 +128,7 @@ pub(crate) fn train_cmd(args: TrainArgs) -> Result<()> {
         c.max_query_tokens = args.max_query_tokens;
         c.hard_negatives = args.hard_negatives;
         c.text_negatives = args.text_negatives;
+        c.average_last = args.average_last;
         c.eval_every = args.eval_every.unwrap_or(200);
         c.eval_size = args.eval_size;
         c.save_every = args.save_every;

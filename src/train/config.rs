@@ -136,6 +136,12 @@ pub struct TrainConfig {
     /// brings (see `crate::train::readout`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub text_negatives: usize,
+    /// Readout mode: the saved weight is the mean of the last this many steps' weights
+    /// (0: the last step's). Single-source batches move the dev figures by a few
+    /// thousandths from one step to the next even at the final learning rate; the mean
+    /// over the tail of the run does not depend on which step came last.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub average_last: usize,
     /// LoRA rank.
     pub lora_rank: usize,
     /// Soft tokens K (`None`: the embedder's default, 5); ignored by the baseline.
@@ -198,6 +204,7 @@ impl TrainConfig {
             max_doc_tokens: 64,
             hard_negatives: 10,
             text_negatives: 0,
+            average_last: 0,
             lora_rank: 8,
             soft_tokens: None,
             m_layers: None,
@@ -248,6 +255,10 @@ impl TrainConfig {
         check("--text-negatives", self.text_negatives, 0, 1000)?;
         if self.text_negatives > 0 && self.mode != Mode::Readout {
             return Err(Error::invalid("--text-negatives applies to --mode readout only"));
+        }
+        check("--average-last", self.average_last, 0, usize::try_from(self.steps).unwrap_or(usize::MAX))?;
+        if self.average_last > 0 && self.mode != Mode::Readout {
+            return Err(Error::invalid("--average-last applies to --mode readout only"));
         }
         check("--rank (LoRA)", self.lora_rank, 1, 1024)?;
         check("--soft-tokens", self.soft_tokens.unwrap_or(5), 0, 256)?;

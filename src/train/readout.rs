@@ -290,6 +290,7 @@ pub fn train_readout(
     let dev_domain: Vec<String> = dev.iter().map(|p| p.domain.clone()).collect();
     let base_rss = peak_rss_mib();
     let (mut times, mut losses, mut last_dev, mut hard) = (Vec::new(), Vec::new(), None, Vec::new());
+    let mut tail_sum: Option<Tensor> = None;
     let text = match cfg.text_negatives {
         0 => Vec::new(),
         k => text_negatives(&pairs, k, &dir.join("bm25"))?,
@@ -362,11 +363,48 @@ pub fn train_readout(
             peak_rss_mib: peak_rss_mib(),
             dev_mrr10,
             dev_by_domain,
+            averaged: false,
         };
         writeln!(log, "{}", serde_json::to_string(&line).expect("log line serialises")).map_err(|err| Error::io(&log_path, err))?;
         each(&line);
+        if cfg.steps - step < cfg.average_last as u64 {
+            tail_sum = Some(match tail_sum {
+                // A copy: the variable's storage is updated in place by the next step.
+                None => w.as_tensor().copy()?,
+                Some(s) => (s + w.as_tensor())?,
+            });
+        }
     }
-    let readout = Readout::new(rc, w.as_tensor().clone(), e.config().soft_tokens, d_e)?;
+    let weight = match tail_sum {
+        None => w.as_tensor().clone(),
+        Some(sum) => {
+            let mean = (sum / cfg.average_last as f64)?;
+            let (dev_mrr10, dev_by_domain) = match dev.is_empty() {
+                true => (None, None),
+                false => {
+                    let (m, by) = dev_mrr(&mean, &dq, &dd, &dev_domain)?;
+                    last_dev = Some(m);
+                    (Some(m), Some(by))
+                }
+            };
+            let recent = &losses[losses.len().saturating_sub(cfg.average_last)..];
+            let line = LogLine {
+                step: cfg.steps,
+                loss: recent.iter().sum::<f64>() / recent.len() as f64,
+                lr: 0.0,
+                grad_norm: 0.0,
+                step_s: 0.0,
+                peak_rss_mib: peak_rss_mib(),
+                dev_mrr10,
+                dev_by_domain,
+                averaged: true,
+            };
+            writeln!(log, "{}", serde_json::to_string(&line).expect("log line serialises")).map_err(|err| Error::io(&log_path, err))?;
+            each(&line);
+            mean
+        }
+    };
+    let readout = Readout::new(rc, weight, e.config().soft_tokens, d_e)?;
     e.with_readout(readout)?.save(out)?;
     times.sort_by(f64::total_cmp);
     let recent = &losses[losses.len().saturating_sub(20)..];

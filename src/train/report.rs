@@ -24,6 +24,10 @@ pub struct LogLine {
     /// Dev MRR@10 of each source, at evaluation points of a run with sources.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dev_by_domain: Option<std::collections::BTreeMap<String, f64>>,
+    /// The line reports the mean of the last steps' weights (readout mode,
+    /// `--average-last`), after the last step's own line.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub averaged: bool,
 }
 
 /// What a finished (or stopped) run reports.

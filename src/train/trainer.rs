@@ -245,6 +245,7 @@ impl Trainer {
         let r = self.opt.step(&total)?;
         self.embedder.clear_prompt_cache();
         Ok(LogLine {
+            averaged: false,
             step: step + 1,
             loss,
             lr: r.lr,
