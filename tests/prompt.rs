@@ -257,9 +257,10 @@ fn very_long_texts_are_cut_not_refused() {
 fn databases_of_earlier_defaults_keep_their_embedder() {
     // `default` was first the untrained embedder, then the trained one on SmolLM2 alone
     // (now `smollm2`), then SmolLM2 prompting Gemma3 trained on Debian alone (`debian`),
-    // then on four sources (`general`), then `general` with a first readout (a checkpoint
-    // directory of the repository, not built in). Databases that recorded `default` with
-    // one of those fingerprints must get that embedder back, not today's default.
+    // then on four sources (`general`), then `general` with a first and a second readout
+    // (checkpoint directories of the repository, not built in). Databases that recorded
+    // `default` with one of those fingerprints must get that embedder back, not today's
+    // default.
     let untrained = duetdb::embed::from_spec("untrained").unwrap();
     let smollm2 = duetdb::embed::from_spec("smollm2").unwrap();
     let debian = duetdb::embed::from_spec("debian").unwrap();
@@ -271,7 +272,8 @@ fn databases_of_earlier_defaults_keep_their_embedder() {
     assert_eq!(general.dim(), 640);
     let first_readout = duetdb::embed::from_spec(concat!(env!("CARGO_MANIFEST_DIR"), "/checkpoints/readout-4500")).unwrap();
     assert_eq!(first_readout.dim(), 640);
-    for old in [&untrained, &smollm2, &debian, &general, &first_readout] {
+    let second_readout = duetdb::embed::from_spec(concat!(env!("CARGO_MANIFEST_DIR"), "/checkpoints/readout-12k")).unwrap();
+    for old in [&untrained, &smollm2, &debian, &general, &first_readout, &second_readout] {
         assert_ne!(old.fingerprint(), default.fingerprint());
         let back = duetdb::embed::from_record("default", &old.fingerprint()).unwrap();
         assert_eq!(back.fingerprint(), old.fingerprint());

@@ -169,15 +169,19 @@ pub fn from_spec(spec: &str) -> Result<Arc<dyn Embedder>> {
 /// crate (crates.io's 10 MB holds one readout): a database that recorded one of them finds
 /// it when the crate was built from a clone; otherwise opening it names both fingerprints
 /// and `reindex`.
-const REPOSITORY_DEFAULTS: &[(&str, &str)] = [("checkpoints/readout-4500", "the first readout default (4,500 training pairs a source, 2026-12-05)")].as_slice();
+const REPOSITORY_DEFAULTS: &[(&str, &str)] = [
+    ("checkpoints/readout-4500", "the first readout default (4,500 training pairs a source, 2026-12-05)"),
+    ("checkpoints/readout-12k", "the second readout default (12,000 training pairs a source, 2026-12-05 to 12-06)"),
+]
+.as_slice();
 
 /// The embedder a database recorded, by spec and fingerprint.
 ///
-/// `default` has named six functions over time: the untrained PromptEmbedder, then the
+/// `default` has named seven functions over time: the untrained PromptEmbedder, then the
 /// trained one on SmolLM2 (`smollm2`), then SmolLM2 prompting Gemma3 trained on Debian
 /// alone (`debian`), then the same trained on four sources (`general`), then `general`
-/// with a first readout (`checkpoints/readout-4500`), now with a readout trained on more
-/// pairs. A database that recorded `default` with an earlier default's fingerprint gets
+/// with a first readout (`checkpoints/readout-4500`), then with one trained on more pairs
+/// (`checkpoints/readout-12k`), now with one trained on every Debian pair too. A database that recorded `default` with an earlier default's fingerprint gets
 /// that embedder back (and a warning that says how to move to today's default), never
 /// vectors of another function.
 pub fn from_record(spec: &str, fingerprint: &str) -> Result<Arc<dyn Embedder>> {
