@@ -60,6 +60,17 @@ def usable(query, doc, min_query_words=2):
     return min_query_words <= qw <= 40 and len(doc.split()) >= MIN_DOC_WORDS
 
 
+def admissible(corpus, query, doc, banned, seen_docs, query_count):
+    """The rules a pair must pass (see docs/data.md): usable lengths (a glossary term may be
+    one word), neither text in `banned`, a document not used before (then marked used),
+    a query that occurs once."""
+    nq, nd = norm(query), norm(doc)
+    if not usable(query, doc, 1 if corpus == "glossary" else 2) or nq in banned or nd in banned or nd in seen_docs or query_count[nq] > 1:
+        return False
+    seen_docs.add(nd)
+    return True
+
+
 # ---- python: docstrings ------------------------------------------------------------
 
 
@@ -253,11 +264,9 @@ def extra_pairs(extra, known, max_per_source, rng):
     for corpus, pairs in raw.items():
         kept, dropped = [], 0
         for group, q, d in pairs:
-            nq, nd = norm(q), norm(d)
-            if not usable(q, d, 1 if corpus == "glossary" else 2) or nq in known or nd in known or nd in seen or count[nq] > 1:
+            if not admissible(corpus, q, d, known, seen, count):
                 dropped += 1
                 continue
-            seen.add(nd)
             kept.append({"summary": q, "description": d, "source": group, "corpus": corpus})
         rng.shuffle(kept)
         rows += kept[:max_per_source]
@@ -309,11 +318,9 @@ def main():
         kept = {"train": [], "dev": []}
         dropped = 0
         for group, q, d in pairs:
-            nq, nd = norm(q), norm(d)
-            if not usable(q, d, 1 if corpus == "glossary" else 2) or nd in seen_docs or nq in debian_dev_texts or nd in debian_dev_texts or query_count[nq] > 1:
+            if not admissible(corpus, q, d, debian_dev_texts, seen_docs, query_count):
                 dropped += 1
                 continue
-            seen_docs.add(nd)
             split = "dev" if dev_group(group, 0.1) else "train"
             kept[split].append({"summary": q, "description": d, "source": group, "corpus": corpus})
         rng.shuffle(kept["train"])

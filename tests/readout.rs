@@ -75,12 +75,11 @@ fn a_readout_needs_soft_tokens_after_the_text_and_blocks_the_model_has() {
     assert!(err.contains("reads block 99"), "{err}");
 }
 
-/// `train --mode readout` over a saved checkpoint: a run on more pairs takes the rows an
-/// earlier run computed (bit for bit) and embeds only the texts that run lacked; hard
-/// negatives mined in the cached space train to a checkpoint that loads.
-#[test]
-fn a_larger_readout_run_reuses_the_inputs_of_a_smaller_one() {
-    use duetdb::train::{train_readout, Mode, ReadoutRun, TrainConfig};
+/// A readout run's fixture: a saved untrained checkpoint (in the returned directory, the
+/// settings' `from`), its depth, a readout over its middle and last blocks, and readout settings
+/// over `fixtures/train-pairs.jsonl` (f32 kernels, so that runs repeat exactly).
+fn readout_run_setup() -> (tempfile::TempDir, usize, ReadoutConfig, duetdb::train::TrainConfig) {
+    use duetdb::train::{Mode, TrainConfig};
     duetdb::embed::set_precision(duetdb::embed::Precision::F32);
     let root = tempfile::tempdir().unwrap();
     let from = root.path().join("from");
@@ -89,7 +88,18 @@ fn a_larger_readout_run_reuses_the_inputs_of_a_smaller_one() {
     let rc = ReadoutConfig { blocks: vec![depth / 2, depth], per_position: false };
     let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/train-pairs.jsonl");
     let mut cfg = TrainConfig::new(&data, "summary", "description", Mode::Readout);
-    (cfg.group_field, cfg.from, cfg.steps, cfg.batch, cfg.hard_negatives, cfg.eval_every) = (Some("source".into()), Some(from.clone()), 3, 4, 2, 0);
+    cfg.from = Some(from);
+    (root, depth, rc, cfg)
+}
+
+/// `train --mode readout` over a saved checkpoint: a run on more pairs takes the rows an
+/// earlier run computed (bit for bit) and embeds only the texts that run lacked; hard
+/// negatives mined in the cached space train to a checkpoint that loads.
+#[test]
+fn a_larger_readout_run_reuses_the_inputs_of_a_smaller_one() {
+    use duetdb::train::{train_readout, ReadoutRun};
+    let (root, depth, rc, mut cfg) = readout_run_setup();
+    (cfg.group_field, cfg.steps, cfg.batch, cfg.hard_negatives, cfg.eval_every) = (Some("source".into()), 3, 4, 2, 0);
     let run = |per: usize, inputs_from: Option<std::path::PathBuf>, out: &std::path::Path| {
         let mut computed = std::collections::BTreeMap::new();
         let r = ReadoutRun { readout: rc.clone(), pairs_per_source: Some(per), inputs_from };
@@ -128,16 +138,9 @@ fn a_larger_readout_run_reuses_the_inputs_of_a_smaller_one() {
 /// readouts (the steps are the same), and its log ends with the mean's own line.
 #[test]
 fn averaging_the_last_steps_saves_the_mean_of_their_weights() {
-    use duetdb::train::{train_readout, Mode, ReadoutRun, TrainConfig};
-    duetdb::embed::set_precision(duetdb::embed::Precision::F32);
-    let root = tempfile::tempdir().unwrap();
-    let from = root.path().join("from");
-    PromptEmbedder::new(suffix_config(), &Device::Cpu).unwrap().save(&from).unwrap();
-    let depth = PromptEmbedder::load(&from).unwrap().embedding_model().config().layers;
-    let rc = ReadoutConfig { blocks: vec![depth / 2, depth], per_position: false };
-    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/train-pairs.jsonl");
-    let mut cfg = TrainConfig::new(&data, "summary", "description", Mode::Readout);
-    (cfg.group_field, cfg.from, cfg.batch, cfg.hard_negatives, cfg.eval_every) = (Some("source".into()), Some(from.clone()), 4, 0, 0);
+    use duetdb::train::{train_readout, ReadoutRun};
+    let (root, _, rc, mut cfg) = readout_run_setup();
+    (cfg.group_field, cfg.batch, cfg.hard_negatives, cfg.eval_every) = (Some("source".into()), 4, 0, 0);
     (cfg.optim.warmup, cfg.optim.min_ratio, cfg.optim.lr) = (0, 1.0, 0.05);
     let first = root.path().join("steps-2");
     let run = |steps: u64, average_last: usize, out: &std::path::Path| {
