@@ -181,9 +181,10 @@ const REPOSITORY_DEFAULTS: &[(&str, &str)] = [
 /// trained one on SmolLM2 (`smollm2`), then SmolLM2 prompting Gemma3 trained on Debian
 /// alone (`debian`), then the same trained on four sources (`general`), then `general`
 /// with a first readout (`checkpoints/readout-4500`), then with one trained on more pairs
-/// (`checkpoints/readout-12k`), now with one trained on every Debian pair too. A database that recorded `default` with an earlier default's fingerprint gets
-/// that embedder back (and a warning that says how to move to today's default), never
-/// vectors of another function.
+/// (`checkpoints/readout-12k`), now with one trained on every Debian pair too. A database
+/// that recorded `default` with an earlier default's fingerprint gets that embedder back
+/// (and a warning that says how to move to today's default), never vectors of another
+/// function.
 pub fn from_record(spec: &str, fingerprint: &str) -> Result<Arc<dyn Embedder>> {
     let e = from_spec(spec)?;
     if e.fingerprint() == fingerprint || spec.trim() != "default" {
