@@ -48,45 +48,66 @@ fn main() {
     let tokens: usize = batches.iter().flatten().map(Vec::len).sum();
     std::fs::write(plan_out, serde_json::to_string(&serde_json::json!({"batches": batches})).unwrap()).unwrap();
 
-    // This machine's f32 matmul peak, as candle reaches it.
+    // This machine's f32 matmul peak, as candle reaches it: measured before each round,
+    // since on a shared machine it moves by up to 1.5x within minutes.
     let n = 1024;
     let x = Tensor::randn(0f32, 1., (n, n), &dev).unwrap();
     let _ = x.matmul(&x).unwrap();
-    let peak = median(
-        (0..5)
-            .map(|_| {
-                let t = Instant::now();
-                for _ in 0..4 {
-                    let _ = x.matmul(&x).unwrap();
-                }
-                4.0 * 2.0 * (n * n * n) as f64 / t.elapsed().as_secs_f64() / 1e9
-            })
-            .collect(),
-    );
+    let peak = || {
+        median(
+            (0..5)
+                .map(|_| {
+                    let t = Instant::now();
+                    for _ in 0..4 {
+                        let _ = x.matmul(&x).unwrap();
+                    }
+                    4.0 * 2.0 * (n * n * n) as f64 / t.elapsed().as_secs_f64() / 1e9
+                })
+                .collect(),
+        )
+    };
 
-    let run = || {
+    // `tail`: None for the whole forward over the padded batches (what the anchors
+    // run); Some(n) for the forward an embedder runs, which reads each row's last n
+    // positions (the default's 5 soft tokens) and skips the padding (`unpadded.rs`).
+    let run = |tail: Option<usize>| {
         let t = Instant::now();
         for b in &batches {
             let (ids, pads) = dec.pad_left(b, 0).unwrap();
+            let x = dec.embed_ids(&ids).unwrap();
             // As documents are embedded: in the process's precision (DUETDB_PRECISION).
-            let h = duetdb::embed::decoder::bf16::for_documents(|| dec.forward(&dec.embed_ids(&ids).unwrap(), &pads, None, Kernels::Fast).unwrap());
+            let h = duetdb::embed::decoder::bf16::for_documents(|| match tail {
+                None => dec.forward(&x, &pads, None, Kernels::Fast).unwrap(),
+                Some(n) => dec.forward_tail(&x, &pads, Kernels::Fast, None, n).unwrap(),
+            });
             std::hint::black_box(h);
         }
         tokens as f64 / t.elapsed().as_secs_f64()
     };
-    run(); // warm-up
-    let rates: Vec<f64> = (0..3).map(|_| run()).collect();
+    run(None); // warm-up
+    let (mut peaks, mut rates, mut tails) = (vec![], vec![], vec![]);
+    for _ in 0..3 {
+        peaks.push(peak());
+        rates.push(run(None));
+        tails.push(run(Some(5)));
+    }
+    let peak = median(peaks.clone());
     let params = dec.matmul_params();
     let bound = peak * 1e9 / (2.0 * params as f64);
+    let round = |v: &[f64]| v.iter().map(|r| r.round()).collect::<Vec<_>>();
     eprintln!(
-        "duetdb: {tokens} tokens in {} batches (budget {budget}); tokens/s {:?}, median {:.0}; f32 matmul peak {peak:.1} GFLOP/s -> bound {bound:.0} tokens/s ({params} matmul params)",
+        "duetdb: {tokens} tokens in {} batches (budget {budget}); tokens/s {:?}, median {:.0}; embedding forward {:?}, median {:.0}; f32 matmul peak {:?}, median {peak:.1} GFLOP/s -> bound {bound:.0} tokens/s ({params} matmul params)",
         batches.len(),
-        rates.iter().map(|r| r.round()).collect::<Vec<_>>(),
-        median(rates.clone())
+        round(&rates),
+        median(rates.clone()),
+        round(&tails),
+        median(tails.clone()),
+        round(&peaks),
     );
     println!(
         "{}",
         serde_json::json!({"tokens": tokens, "batches": batches.len(), "budget": budget, "tokens_per_s": rates,
-            "median": median(rates), "matmul_gflops": peak, "matmul_params": params, "bound_tokens_per_s": bound})
+            "median": median(rates), "tail_tokens_per_s": tails, "tail_median": median(tails.clone()),
+            "peaks": peaks, "matmul_gflops": peak, "matmul_params": params, "bound_tokens_per_s": bound})
     );
 }

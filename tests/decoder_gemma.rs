@@ -118,3 +118,34 @@ fn a_decoder_cut_after_n_blocks_is_the_same_model_up_to_there() {
     assert!(dec.first_blocks(0).is_err());
     assert!(dec.first_blocks(layers + 1).is_err());
 }
+
+#[test]
+fn the_unpadded_tail_forward_reads_what_the_padded_forward_does() {
+    // `forward_tail_at` skips the padding of a batch (`unpadded.rs`): each row's read
+    // states must be the padded forward's, also past the sliding window (512 positions)
+    // and after the blocks a readout reads; and a row's states must not depend on the
+    // rows beside it.
+    let Some((p, tok)) = gemma() else { return };
+    let dec = Decoder::load(&p, &Device::Cpu, DType::F32).unwrap();
+    let long = "apt downloads packages from the configured sources and installs them with their dependencies. ".repeat(40);
+    let texts = ["vim", "ripgrep recursively searches directories for a regex pattern", long.as_str(), "A music player daemon"];
+    let ids: Vec<Vec<u32>> = texts.iter().map(|t| tok.encode(t).unwrap().into_iter().take(600).collect()).collect();
+    assert!(ids[2].len() > dec.config().sliding_window.unwrap() + 5, "a row longer than the window");
+    let (padded, pads) = dec.pad_left(&ids, 0).unwrap();
+    let emb = dec.embed_ids(&padded).unwrap();
+    let t = emb.dim(1).unwrap();
+    let (n, blocks) = (2, [9, 18, 15]);
+    // All t positions: the padded forward (rows shorter than n take it, pads included).
+    let padded_reads = dec.forward_tail_at(&emb, &pads, Kernels::Fast, None, t, &blocks).unwrap();
+    let reads = dec.forward_tail_at(&emb, &pads, Kernels::Fast, None, n, &blocks).unwrap();
+    for ((k, want), got) in blocks.iter().zip(&padded_reads).zip(&reads) {
+        let d = max_abs_diff(&want.narrow(1, t - n, n).unwrap(), got).unwrap();
+        assert!(d < 1e-3, "after block {k}: unpadded and padded differ by {d}");
+    }
+    for (i, row) in ids.iter().enumerate() {
+        let alone = dec.embed_ids(&Tensor::new(row.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap()).unwrap();
+        let own = dec.forward_tail(&alone, &[0], Kernels::Fast, None, n).unwrap();
+        let d = max_abs_diff(&own, &reads[1].narrow(0, i, 1).unwrap()).unwrap();
+        assert!(d < 1e-3, "row {i} alone and in the batch differ by {d}");
+    }
+}

@@ -10,13 +10,17 @@
 pub mod activation;
 pub mod amx;
 pub mod bf16;
+mod cache;
 pub mod int8;
 mod load;
 pub mod lora;
+pub mod norm;
 pub mod ops;
 pub mod packed;
 pub mod skinny;
+mod unpadded;
 
+pub use cache::KvCache;
 use lora::{Lora, Target};
 
 use super::gguf::Gguf;
@@ -179,50 +183,6 @@ pub struct Decoder {
 impl std::fmt::Debug for Decoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Decoder").field("cfg", &self.cfg).field("device", &self.device).finish()
-    }
-}
-
-/// Keys and values of earlier positions, for step-by-step decoding, or of a prefix
-/// shared by every row of a batch (see [`KvCache::for_batch`]).
-#[derive(Debug, Clone)]
-pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
-    left_pad: Vec<usize>,
-    /// Where each row's padding starts: 0 for a left-padded batch, the prefix length
-    /// for a shared prefix followed by left-padded rows.
-    pad_at: usize,
-    len: usize,
-}
-
-impl KvCache {
-    /// This cache, computed for one unpadded row, as the shared prefix of a batch of
-    /// `left_pad.len()` rows that continue it left-padded by `left_pad[i]` positions
-    /// (the padding sits between the prefix and each row, and is masked).
-    ///
-    /// A constant soft prompt is run through the model once and reused by every text.
-    pub fn for_batch(&self, left_pad: &[usize]) -> Result<KvCache> {
-        if self.left_pad != [0] {
-            return Err(Error::invalid("a shared prefix must be one unpadded row"));
-        }
-        let b = left_pad.len();
-        let layers = self
-            .layers
-            .iter()
-            .map(|l| match l {
-                Some((k, v)) => Ok(Some((k.repeat((b, 1, 1, 1))?, v.repeat((b, 1, 1, 1))?))),
-                None => Ok(None),
-            })
-            .collect::<Result<_>>()?;
-        Ok(KvCache { layers, left_pad: left_pad.to_vec(), pad_at: self.len, len: self.len })
-    }
-
-    /// Positions cached so far (including left padding).
-    pub fn len(&self) -> usize {
-        self.len
-    }
-    /// Whether nothing is cached.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 }
 
@@ -392,6 +352,11 @@ impl Decoder {
                 return Err(Error::invalid("left padding differs from the cache's"));
             }
         }
+        if let (Kernels::Fast, None, None, Some(n)) = (path, &cache, lora, tail) {
+            if unpadded::wanted(&self.device, t, left_pad, n) {
+                return self.forward_unpadded(embeds, left_pad, n, reads);
+            }
+        }
         let past = cache.as_ref().map_or(0, |c| c.len);
         let pad_at = cache.as_ref().map_or(0, |c| c.pad_at);
         if past + t > self.cfg.max_positions {
@@ -463,6 +428,96 @@ impl Decoder {
         Ok(Tensor::from_vec(mask, (b, 1, t, total), &self.device)?.to_dtype(self.dtype)?)
     }
 
+    /// A projection of block `li`: the frozen product (in the precision and kernel the
+    /// input's rows call for), plus the adapter's update when there is one.
+    fn project(&self, blk: &Block, li: usize, lora: Option<&Lora>, x: &Tensor, t: Target, path: Kernels) -> Result<Tensor> {
+        let int8 = if path == Kernels::Fast && int8::wanted(x) { blk.int8(t) } else { None };
+        let y = if let Some(w) = int8 {
+            x.contiguous()?.apply_op1_no_bwd(&int8::Int8Matmul(w))?
+        } else if path == Kernels::Fast && bf16::wanted(x) {
+            x.contiguous()?.apply_op1_no_bwd(&bf16::Bf16Matmul(blk.bf16(t)?))?
+        } else {
+            let packed = if path == Kernels::Fast && packed::wanted(x) { blk.packed(t) } else { None };
+            match packed {
+                Some(p) => x.contiguous()?.apply_op1_no_bwd(&PackedMatmul(p))?,
+                None => ops::linear(x, blk.weight(t), path)?,
+            }
+        };
+        Ok(match lora.map(|l| l.delta(li, t, x, path)).transpose()?.flatten() {
+            Some(d) => (y + d)?,
+            None => y,
+        })
+    }
+
+    /// A block's queries (b, heads, t, head_dim), keys and values (b, kv_heads, t,
+    /// head_dim, contiguous) of `x` (b, t, d): normed, projected, rotated.
+    #[allow(clippy::too_many_arguments)]
+    fn qkv(&self, blk: &Block, li: usize, lora: Option<&Lora>, x: &Tensor, cos: &Tensor, sin: &Tensor, path: Kernels) -> Result<(Tensor, Tensor, Tensor)> {
+        let c = &self.cfg;
+        let (b, t, _) = x.dims3()?;
+        let h = ops::rms_norm(x, &blk.attn_norm, c.eps, path)?;
+        let proj = |t| self.project(blk, li, lora, &h, t, path);
+        let (mut q, mut k, mut v) = (proj(Target::Q)?, proj(Target::K)?, proj(Target::V)?);
+        if let Some((bq, bk, bv)) = &blk.bias {
+            q = q.broadcast_add(bq)?;
+            k = k.broadcast_add(bk)?;
+            v = v.broadcast_add(bv)?;
+        }
+        let q = q.reshape((b, t, c.heads, c.head_dim))?.transpose(1, 2)?;
+        let k = k.reshape((b, t, c.kv_heads, c.head_dim))?.transpose(1, 2)?;
+        let v = v.reshape((b, t, c.kv_heads, c.head_dim))?.transpose(1, 2)?.contiguous()?;
+        let (q, k) = match &blk.qk_norm {
+            Some((qn, kn)) => (ops::rms_norm(&q, qn, c.eps, path)?, ops::rms_norm(&k, kn, c.eps, path)?),
+            None => (q, k),
+        };
+        let interleaved = c.arch == Arch::Llama;
+        Ok((ops::rope(&q, cos, sin, interleaved, path)?, ops::rope(&k, cos, sin, interleaved, path)?, v))
+    }
+
+    /// The rest of a block after attention: `y` (b, t, heads x head_dim) through the
+    /// output projection and its norm, added to `x` (b, t, d), then the MLP and its
+    /// residual.
+    fn finish(&self, blk: &Block, li: usize, lora: Option<&Lora>, x: &Tensor, y: &Tensor, path: Kernels) -> Result<Tensor> {
+        let c = &self.cfg;
+        let mut attn = self.project(blk, li, lora, y, Target::O, path)?;
+        if let Some((post_attn, _)) = &blk.post_norms {
+            attn = ops::rms_norm(&attn, post_attn, c.eps, path)?;
+        }
+        let x = (x + attn)?;
+        let h = ops::rms_norm(&x, &blk.ffn_norm, c.eps, path)?;
+        let gate = self.project(blk, li, lora, &h, Target::Gate, path)?;
+        let gate = match c.activation {
+            a if path == Kernels::Fast && activation::wanted(&gate) => gate.contiguous()?.apply_op1_no_bwd(&activation::FastActivation(a))?,
+            Activation::Silu => gate.silu()?,
+            Activation::GeluTanh => gate.gelu()?,
+            Activation::GeluErf => gate.gelu_erf()?,
+        };
+        let up = self.project(blk, li, lora, &h, Target::Up, path)?;
+        let mut mlp = self.project(blk, li, lora, &(gate * up)?, Target::Down, path)?;
+        if let Some((_, post_ffn)) = &blk.post_norms {
+            mlp = ops::rms_norm(&mlp, post_ffn, c.eps, path)?;
+        }
+        Ok((&x + mlp)?)
+    }
+
+    /// Grouped-query attention of queries `q` (b, heads, tq, hd) over keys and values
+    /// (b, kv_heads, tk, hd) with an additive mask broadcast to (b, heads, tq, tk):
+    /// (b, tq, heads x hd). The `rep` query heads of a kv head become rows of one
+    /// product (head h uses kv head h / rep, as in repeat_kv), so k and v are not copied
+    /// per query head.
+    fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, path: Kernels) -> Result<Tensor> {
+        let c = &self.cfg;
+        let (b, _, t, _) = q.dims4()?;
+        let rep = c.heads / c.kv_heads;
+        let total = k.dim(2)?;
+        let q = q.contiguous()?.reshape((b, c.kv_heads, rep * t, c.head_dim))?;
+        let att = (q.matmul(&k.contiguous()?.t()?)? / (c.head_dim as f64).sqrt())?;
+        let att = att.reshape((b, c.heads, t, total))?.broadcast_add(mask)?;
+        let att = ops::softmax(&att, path)?.reshape((b, c.kv_heads, rep * t, total))?;
+        let y = att.matmul(&v.contiguous()?)?.reshape((b, c.heads, t, c.head_dim))?;
+        Ok(y.transpose(1, 2)?.reshape((b, t, c.heads * c.head_dim))?)
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn block(
         &self,
@@ -477,50 +532,13 @@ impl Decoder {
         path: Kernels,
         tail: Option<usize>,
     ) -> Result<Tensor> {
-        let c = &self.cfg;
-        // A projection: the frozen product, plus the adapter's update when there is one.
-        let proj = |x: &Tensor, t: Target| -> Result<Tensor> {
-            let int8 = if path == Kernels::Fast && int8::wanted(x) { blk.int8(t) } else { None };
-            let y = if let Some(w) = int8 {
-                x.contiguous()?.apply_op1_no_bwd(&int8::Int8Matmul(w))?
-            } else if path == Kernels::Fast && bf16::wanted(x) {
-                x.contiguous()?.apply_op1_no_bwd(&bf16::Bf16Matmul(blk.bf16(t)?))?
-            } else {
-                let packed = if path == Kernels::Fast && packed::wanted(x) { blk.packed(t) } else { None };
-                match packed {
-                    Some(p) => x.contiguous()?.apply_op1_no_bwd(&PackedMatmul(p))?,
-                    None => ops::linear(x, blk.weight(t), path)?,
-                }
-            };
-            Ok(match lora.map(|l| l.delta(li, t, x, path)).transpose()?.flatten() {
-                Some(d) => (y + d)?,
-                None => y,
-            })
-        };
-        let (b, t, _) = x.dims3()?;
-        let h = ops::rms_norm(x, &blk.attn_norm, c.eps, path)?;
-        let (mut q, mut k, mut v) = (proj(&h, Target::Q)?, proj(&h, Target::K)?, proj(&h, Target::V)?);
-        if let Some((bq, bk, bv)) = &blk.bias {
-            q = q.broadcast_add(bq)?;
-            k = k.broadcast_add(bk)?;
-            v = v.broadcast_add(bv)?;
-        }
-        let q = q.reshape((b, t, c.heads, c.head_dim))?.transpose(1, 2)?;
-        let k = k.reshape((b, t, c.kv_heads, c.head_dim))?.transpose(1, 2)?;
-        let v = v.reshape((b, t, c.kv_heads, c.head_dim))?.transpose(1, 2)?.contiguous()?;
-        let (q, k) = match &blk.qk_norm {
-            Some((qn, kn)) => (ops::rms_norm(&q, qn, c.eps, path)?, ops::rms_norm(&k, kn, c.eps, path)?),
-            None => (q, k),
-        };
-        let interleaved = c.arch == Arch::Llama;
-        let q = ops::rope(&q, cos, sin, interleaved, path)?;
-        let k = ops::rope(&k, cos, sin, interleaved, path)?;
+        let t = x.dim(1)?;
+        let (q, k, v) = self.qkv(blk, li, lora, x, cos, sin, path)?;
         // Only the last `tail` positions' outputs are read: their queries alone attend.
-        let (q, mask, x, t) = match tail {
-            Some(n) if n < t => (q.narrow(2, t - n, n)?, mask.narrow(2, t - n, n)?, x.narrow(1, t - n, n)?, n),
-            _ => (q, mask.clone(), x.clone(), t),
+        let (q, mask, x) = match tail {
+            Some(n) if n < t => (q.narrow(2, t - n, n)?, mask.narrow(2, t - n, n)?, x.narrow(1, t - n, n)?),
+            _ => (q, mask.clone(), x.clone()),
         };
-        let (mask, x) = (&mask, &x);
         let (k, v) = match cache {
             Some(slot) => {
                 let kv = match slot.take() {
@@ -532,36 +550,8 @@ impl Decoder {
             }
             None => (k, v),
         };
-        // Grouped-query attention without copying k and v per query head: the `rep`
-        // query heads of a kv head become rows of one product (head h uses kv head
-        // h / rep, as in repeat_kv).
-        let rep = c.heads / c.kv_heads;
-        let total = k.dim(2)?;
-        let q = q.contiguous()?.reshape((b, c.kv_heads, rep * t, c.head_dim))?;
-        let att = (q.matmul(&k.contiguous()?.t()?)? / (c.head_dim as f64).sqrt())?;
-        let att = att.reshape((b, c.heads, t, total))?.broadcast_add(mask)?;
-        let att = ops::softmax(&att, path)?.reshape((b, c.kv_heads, rep * t, total))?;
-        let y = att.matmul(&v.contiguous()?)?.reshape((b, c.heads, t, c.head_dim))?;
-        let y = y.transpose(1, 2)?.reshape((b, t, c.heads * c.head_dim))?;
-        let mut attn = proj(&y, Target::O)?;
-        if let Some((post_attn, _)) = &blk.post_norms {
-            attn = ops::rms_norm(&attn, post_attn, c.eps, path)?;
-        }
-        let x = (x + attn)?;
-        let h = ops::rms_norm(&x, &blk.ffn_norm, c.eps, path)?;
-        let gate = proj(&h, Target::Gate)?;
-        let gate = match c.activation {
-            a if path == Kernels::Fast && activation::wanted(&gate) => gate.contiguous()?.apply_op1_no_bwd(&activation::FastActivation(a))?,
-            Activation::Silu => gate.silu()?,
-            Activation::GeluTanh => gate.gelu()?,
-            Activation::GeluErf => gate.gelu_erf()?,
-        };
-        let up = proj(&h, Target::Up)?;
-        let mut mlp = proj(&(gate * up)?, Target::Down)?;
-        if let Some((_, post_ffn)) = &blk.post_norms {
-            mlp = ops::rms_norm(&mlp, post_ffn, c.eps, path)?;
-        }
-        Ok((&x + mlp)?)
+        let y = self.attend(&q, &k, &v, &mask, path)?;
+        self.finish(blk, li, lora, &x, &y, path)
     }
 
     /// Next-token logits (..., vocab) from hidden states.

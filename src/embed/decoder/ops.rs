@@ -68,6 +68,7 @@ impl CustomOp2 for GradToInput {
 /// RMS norm over the last dimension, scaled by `w`.
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, path: Kernels) -> Result<Tensor> {
     match path {
+        Kernels::Fast if super::norm::wanted(x) => x.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &super::norm::FastRmsNorm { eps: eps as f32 }),
         Kernels::Fast => candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32),
         Kernels::Differentiable => candle_nn::ops::rms_norm_slow(x, w, eps as f32),
     }
