@@ -17,6 +17,7 @@ pub mod lora;
 pub mod norm;
 pub mod ops;
 pub mod packed;
+pub mod rotary;
 pub mod skinny;
 mod unpadded;
 

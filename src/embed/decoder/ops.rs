@@ -21,6 +21,8 @@ pub fn linear(x: &Tensor, w: &Tensor, path: Kernels) -> Result<Tensor> {
     let x2 = x.detach().reshape((rows, in_dim))?;
     let y = if skinny::ROWS.contains(&rows) && w.device().is_cpu() && w.dtype() == DType::F32 && w.is_contiguous() && skinny::available() {
         x2.contiguous()?.apply_op2_no_bwd(w, &skinny::SkinnyMatmul)?
+    } else if path == Kernels::Fast && w.device().is_cpu() && w.dtype() == DType::F32 && w.is_contiguous() {
+        x2.contiguous()?.apply_op2_no_bwd(w, &Product)?
     } else {
         x2.matmul(&w.t()?)?
     }
@@ -28,6 +30,62 @@ pub fn linear(x: &Tensor, w: &Tensor, path: Kernels) -> Result<Tensor> {
     match path {
         Kernels::Fast => Ok(y),
         Kernels::Differentiable => x.apply_op2(&y.contiguous()?, GradToInput { w: w.clone() }),
+    }
+}
+
+/// `x @ w^T` for a contiguous f32 `x` (rows, in) and `w` (out, in) on the CPU: the call
+/// candle's matmul makes to the `gemm` crate, bit for bit the same numbers, without
+/// zero-filling the output first (candle fills it with zeros that gemm, told not to read
+/// it, then overwrites: 3.8% of Gemma3's f32 forward in `perf`, docs/benchmarks.md).
+struct Product;
+
+impl CustomOp2 for Product {
+    fn name(&self) -> &'static str {
+        "product"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(x), CpuStorage::F32(w)) = (s1, s2) else { candle_core::bail!("product takes f32") };
+        let (Some((xa, xb)), Some((wa, wb))) = (l1.contiguous_offsets(), l2.contiguous_offsets()) else {
+            candle_core::bail!("product takes contiguous inputs")
+        };
+        let (x, w) = (&x[xa..xb], &w[wa..wb]);
+        let (rows, inn) = l1.shape().dims2()?;
+        let (out, w_inn) = l2.shape().dims2()?;
+        if inn != w_inn {
+            candle_core::bail!("product of ({rows}, {inn}) and a weight of ({out}, {w_inn})");
+        }
+        let mut y: Vec<f32> = Vec::with_capacity(rows * out);
+        let threads = candle_core::utils::get_num_threads();
+        let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+        // SAFETY: `x` is rows x inn and `w` out x inn, both contiguous (checked above);
+        // `y` has room for rows x out, which gemm writes whole and, with `read_dst` off,
+        // never reads; the length is set after it has written every element.
+        unsafe {
+            gemm::gemm(
+                rows,
+                out,
+                inn,
+                y.as_mut_ptr(),
+                1,
+                out as isize,
+                false,
+                x.as_ptr(),
+                1,
+                inn as isize,
+                w.as_ptr(),
+                inn as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism,
+            );
+            y.set_len(rows * out);
+        }
+        Ok((CpuStorage::F32(y), Shape::from((rows, out))))
     }
 }
 
@@ -90,6 +148,7 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, interleaved: bool, path: Ker
     let x = x.contiguous()?;
     match (path, interleaved) {
         (Kernels::Fast, true) => candle_nn::rotary_emb::rope_i(&x, cos, sin),
+        (Kernels::Fast, false) if super::rotary::wanted(&x) => x.apply_op3_no_bwd(&cos.contiguous()?, &sin.contiguous()?, &super::rotary::FastRope),
         (Kernels::Fast, false) => candle_nn::rotary_emb::rope(&x, cos, sin),
         (Kernels::Differentiable, interleaved) => {
             // candle's slow ropes take unbatched tables; these broadcast over the batch.
