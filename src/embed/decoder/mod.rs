@@ -487,14 +487,14 @@ impl Decoder {
         let x = (x + attn)?;
         let h = ops::rms_norm(&x, &blk.ffn_norm, c.eps, path)?;
         let gate = self.project(blk, li, lora, &h, Target::Gate, path)?;
-        let gate = match c.activation {
-            a if path == Kernels::Fast && activation::wanted(&gate) => gate.contiguous()?.apply_op1_no_bwd(&activation::FastActivation(a))?,
-            Activation::Silu => gate.silu()?,
-            Activation::GeluTanh => gate.gelu()?,
-            Activation::GeluErf => gate.gelu_erf()?,
-        };
         let up = self.project(blk, li, lora, &h, Target::Up, path)?;
-        let mut mlp = self.project(blk, li, lora, &(gate * up)?, Target::Down, path)?;
+        let gated = match c.activation {
+            a if path == Kernels::Fast && activation::wanted(&gate) => gate.contiguous()?.apply_op2_no_bwd(&up.contiguous()?, &activation::GatedProduct(a))?,
+            Activation::Silu => (gate.silu()? * up)?,
+            Activation::GeluTanh => (gate.gelu()? * up)?,
+            Activation::GeluErf => (gate.gelu_erf()? * up)?,
+        };
+        let mut mlp = self.project(blk, li, lora, &gated, Target::Down, path)?;
         if let Some((_, post_ffn)) = &blk.post_norms {
             mlp = ops::rms_norm(&mlp, post_ffn, c.eps, path)?;
         }
