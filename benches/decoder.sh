@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=bench-out/decoder; mkdir -p "$out"
-MODEL=${MODEL:-SmolLM2-135M-Instruct.Q4_1.gguf}; N=${N:-256}; BUDGET=${BUDGET:-2048}; MAX_TOKENS=${MAX_TOKENS:-256}
+MODEL=${MODEL:-SmolLM2-135M-Instruct.Q4_1.gguf}; N=${N:-256}; BUDGET=${BUDGET:-2048}; MAX_TOKENS=${MAX_TOKENS:-256}; R=${R:-2}
 THREADS=$(nproc)
 python3 - "$N" "$out" <<'PY'
 import gzip, json, sys
@@ -25,24 +25,36 @@ with open(f"{out}/texts.jsonl", "w") as f:
         f.write(json.dumps({"text": d["description"]}) + "\n")
 PY
 decoder_bench=$(benches/driver.sh decoder_bench)
-"$decoder_bench" "models/$MODEL" "$out/texts.jsonl" "$out/plan.json" "$BUDGET" "$MAX_TOKENS" > "$out/duetdb.json"
-PYTHONPATH=/opt/anchors python3 benches/decoder_torch.py models "$MODEL" "$out/plan.json" "$THREADS" > "$out/torch.json"
+# R rounds, duetdb then PyTorch in each: on a shared machine the speed moves by up to
+# 1.5x within minutes, so each round's ratios are taken within the round.
+for r in $(seq "$R"); do
+  "$decoder_bench" "models/$MODEL" "$out/texts.jsonl" "$out/plan.json" "$BUDGET" "$MAX_TOKENS" > "$out/duetdb-$r.json"
+  PYTHONPATH=/opt/anchors python3 benches/decoder_torch.py models "$MODEL" "$out/plan.json" "$THREADS" > "$out/torch-$r.json"
+done
 if PYTHONPATH=/opt/llamacpp python3 -c "import llama_cpp" 2>/dev/null; then
   PYTHONPATH=/opt/llamacpp python3 benches/decoder_llamacpp.py "models/$MODEL" "$out/plan.json" "$THREADS" "$BUDGET" > "$out/llamacpp.json"
 else
   echo '{"median": null}' > "$out/llamacpp.json"; echo "llama-cpp-python not installed: no llama.cpp anchor" >&2
 fi
-python3 - "$out" "$MODEL" "$THREADS" <<'PY'
-import json, sys
-out, model, threads = sys.argv[1:]
-d, t, l = (json.load(open(f"{out}/{n}.json")) for n in ("duetdb", "torch", "llamacpp"))
-print(f"{model}: {d['tokens']} real tokens of Debian descriptions in {d['batches']} batches (budget {d['budget']}), {threads} threads")
-print(f"f32 matmul peak {d['matmul_gflops']:.1f} GFLOP/s -> bound {d['bound_tokens_per_s']:.0f} tokens/s at 2 x {d['matmul_params']/1e6:.1f}M FLOPs/token")
-import os
+python3 - "$out" "$MODEL" "$THREADS" "$R" <<'PY'
+import json, os, statistics, sys
+out, model, threads, rounds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+ds = [json.load(open(f"{out}/duetdb-{r}.json")) for r in range(1, rounds + 1)]
+ts = [json.load(open(f"{out}/torch-{r}.json")) for r in range(1, rounds + 1)]
+l = json.load(open(f"{out}/llamacpp.json"))
+d = ds[0]
 prec = os.environ.get("DUETDB_PRECISION", "auto")
-print(f"duetdb ({prec:<4}), whole     {d['median']:8.0f} tokens/s  ({d['median']/d['bound_tokens_per_s']:.0%} of the f32 bound)")
-print(f"duetdb ({prec:<4}), embedding {d['tail_median']:8.0f} tokens/s  ({d['tail_median']/d['bound_tokens_per_s']:.0%} of the f32 bound; last 5 positions, no padding)")
-print(f"PyTorch transformers f32  {t['median']:8.0f} tokens/s  -> duetdb/PyTorch   {d['median']/t['median']:.2f}x whole, {d['tail_median']/t['median']:.2f}x embedding")
+print(f"{model}: {d['tokens']} real tokens of Debian descriptions in {d['batches']} batches (budget {d['budget']}), {threads} threads, {rounds} rounds")
+print(f"duetdb ({prec}): whole = the forward over the padded batches; embedding = each row's last 5 positions, no padding")
+print(f"{'round':>5} {'peak GFLOP/s':>12} {'bound':>6} {'whole':>6} {'embedding':>9} {'PyTorch f32':>11} {'whole/bound':>11} {'emb/bound':>9} {'whole/PT':>8} {'emb/PT':>6}")
+rows = []
+for r, (d, t) in enumerate(zip(ds, ts), 1):
+    b = d["bound_tokens_per_s"]
+    row = (d["median"] / b, d["tail_median"] / b, d["median"] / t["median"], d["tail_median"] / t["median"])
+    rows.append(row)
+    print(f"{r:>5} {d['matmul_gflops']:>12.1f} {b:>6.0f} {d['median']:>6.0f} {d['tail_median']:>9.0f} {t['median']:>11.0f} {row[0]:>11.0%} {row[1]:>9.0%} {row[2]:>7.2f}x {row[3]:>5.2f}x")
+med = [statistics.median(c) for c in zip(*rows)]
+print(f"{'median':>5} {'':>12} {'':>6} {'':>6} {'':>9} {'':>11} {med[0]:>11.0%} {med[1]:>9.0%} {med[2]:>7.2f}x {med[3]:>5.2f}x")
 if l["median"]:
-    print(f"llama.cpp (quantised)     {l['median']:8.0f} tokens/s  -> duetdb/llama.cpp {d['median']/l['median']:.2f}x")
+    print(f"llama.cpp (quantised) {l['median']:.0f} tokens/s -> duetdb/llama.cpp {ds[-1]['median']/l['median']:.2f}x whole")
 PY
