@@ -20,7 +20,9 @@ pub enum Precision {
     /// Weights and activations rounded to bfloat16, products summed in f32; where the
     /// CPU lacks AVX-512 BF16, f32 (with a warning).
     Bf16,
-    /// bfloat16 where the CPU has it, f32 elsewhere.
+    /// bfloat16 where it is the faster: on AMX tiles, or with AVX-512 BF16 on CPUs other
+    /// than Intel's (whose cores multiply-add bfloat16 pairs no faster than f32 without
+    /// the tiles); f32 elsewhere.
     Auto,
     /// Activations rounded to 8 bits per block of inputs, times the GGUF file's own
     /// weight codes in integers (`decoder/int8.rs`), on CPUs with AVX2; f32 elsewhere
@@ -29,7 +31,7 @@ pub enum Precision {
 }
 
 /// The precision when neither [`set_precision`] nor `DUETDB_PRECISION` says otherwise:
-/// bfloat16 where the CPU has it. On the Debian dev split the default embedder's MRR@10
+/// bfloat16 where the CPU runs it faster than f32 ([`Precision::Auto`]). On the Debian dev split the default embedder's MRR@10
 /// was 0.7578 with it and 0.7562 in f32, at 1.55x the documents/s (docs/benchmarks.md).
 pub const DEFAULT_PRECISION: Precision = Precision::Auto;
 

@@ -93,7 +93,7 @@ fn chosen() -> bool {
     use crate::embed::Precision;
     match crate::embed::precision() {
         Precision::F32 | Precision::Int8 => false,
-        Precision::Auto => available(),
+        Precision::Auto => available() && (super::amx::available() || !intel()),
         Precision::Bf16 => {
             let ok = available();
             if !ok {
@@ -103,6 +103,22 @@ fn chosen() -> bool {
             ok
         }
     }
+}
+
+/// Whether the CPU is Intel's. Its cores issue `vdpbf16ps` on one port at f32 FMA's
+/// rate of multiply-adds, so without AMX tiles `auto` keeps f32 there: on the Sapphire
+/// Rapids Xeon of docs/benchmarks.md with the tiles turned off (`DUETDB_AMX=0`),
+/// bfloat16 ran 0.58x the f32 path end to end. On AMD's AVX-512 BF16 it ran 1.60x f32
+/// (2026-12-04, with gemm's AVX2 kernels then), so it stays `auto`'s choice there.
+fn intel() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // The vendor string "GenuineIntel" in ebx, edx, ecx of leaf 0.
+        let r = std::arch::x86_64::__cpuid(0);
+        (r.ebx, r.edx, r.ecx) == (0x756e_6547, 0x4965_6e69, 0x6c65_746e)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// f32 to bfloat16, rounding to nearest even.
@@ -408,6 +424,16 @@ mod tests {
             // SAFETY: checked above.
             unsafe { rows_times_panels(&xs[..few * inn], &w, 0..out.div_ceil(NR), &mut some, true) };
             assert_eq!(some, all[..few * out], "{few} rows");
+        }
+    }
+
+    /// The vendor check that keeps `auto` in f32 on Intel cores without tiles agrees
+    /// with the kernel's.
+    #[test]
+    fn knows_an_intel_cpu() {
+        let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else { return };
+        if let Some(v) = info.lines().find(|l| l.starts_with("vendor_id")) {
+            assert_eq!(intel(), v.contains("GenuineIntel"), "{v}");
         }
     }
 
