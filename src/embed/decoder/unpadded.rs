@@ -22,7 +22,9 @@ use std::collections::HashMap;
 /// positions, and the padded forward is not asked for.
 pub(super) fn wanted(device: &Device, t: usize, left_pad: &[usize], n: usize) -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    device.is_cpu() && left_pad.iter().all(|&p| t - p >= n) && *ON.get_or_init(|| std::env::var("DUETDB_UNPADDED").map_or(true, |v| v != "0"))
+    device.is_cpu()
+        && left_pad.iter().all(|&p| t.checked_sub(p).is_some_and(|len| len >= n))
+        && *ON.get_or_init(|| std::env::var("DUETDB_UNPADDED").map_or(true, |v| v != "0"))
 }
 
 impl Decoder {
