@@ -464,13 +464,17 @@ impl Decoder {
             k = k.broadcast_add(bk)?;
             v = v.broadcast_add(bv)?;
         }
-        let q = q.reshape((b, t, c.heads, c.head_dim))?.transpose(1, 2)?;
-        let k = k.reshape((b, t, c.kv_heads, c.head_dim))?.transpose(1, 2)?;
-        let v = v.reshape((b, t, c.kv_heads, c.head_dim))?.transpose(1, 2)?.contiguous()?;
+        let q = q.reshape((b, t, c.heads, c.head_dim))?;
+        let k = k.reshape((b, t, c.kv_heads, c.head_dim))?;
+        // The per-head norms before the heads move in front of the positions: a head's
+        // values are the same either way, and the norm reads them in place. The rotary
+        // embedding then reads the moved view and writes the new layout (one pass).
         let (q, k) = match &blk.qk_norm {
             Some((qn, kn)) => (ops::rms_norm(&q, qn, c.eps, path)?, ops::rms_norm(&k, kn, c.eps, path)?),
             None => (q, k),
         };
+        let (q, k) = (q.transpose(1, 2)?, k.transpose(1, 2)?);
+        let v = v.reshape((b, t, c.kv_heads, c.head_dim))?.transpose(1, 2)?.contiguous()?;
         let interleaved = c.arch == Arch::Llama;
         Ok((ops::rope(&q, cos, sin, interleaved, path)?, ops::rope(&k, cos, sin, interleaved, path)?, v))
     }

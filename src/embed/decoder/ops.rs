@@ -145,10 +145,15 @@ pub fn softmax(x: &Tensor, path: Kernels) -> Result<Tensor> {
 /// `sin` (b, t, head_dim/2). `interleaved`: pairs (2i, 2i+1) as in llama GGUFs;
 /// otherwise pairs (i, i + d/2) as in Qwen2 (NeoX layout).
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, interleaved: bool, path: Kernels) -> Result<Tensor> {
+    if path == Kernels::Fast && !interleaved && super::rotary::wanted(x) {
+        // Reads any layout whose last dimension is contiguous (heads moved in front of
+        // the positions, as the decoder's blocks hand it).
+        let x = if x.stride().last() == Some(&1) { x.clone() } else { x.contiguous()? };
+        return x.apply_op3_no_bwd(&cos.contiguous()?, &sin.contiguous()?, &super::rotary::FastRope);
+    }
     let x = x.contiguous()?;
     match (path, interleaved) {
         (Kernels::Fast, true) => candle_nn::rotary_emb::rope_i(&x, cos, sin),
-        (Kernels::Fast, false) if super::rotary::wanted(&x) => x.apply_op3_no_bwd(&cos.contiguous()?, &sin.contiguous()?, &super::rotary::FastRope),
         (Kernels::Fast, false) => candle_nn::rotary_emb::rope(&x, cos, sin),
         (Kernels::Differentiable, interleaved) => {
             // candle's slow ropes take unbatched tables; these broadcast over the batch.

@@ -22,7 +22,9 @@ pub fn wanted(x: &candle_core::Tensor) -> bool {
 
 /// `x` (b, heads, t, d) rotated by `cos` and `sin` (b, t, d/2): for each pair `(i, i +
 /// d/2)`, `(x1 cos - x2 sin, x1 sin + x2 cos)`, as candle's `rotary_emb::rope` with
-/// batched tables. A candle op without a backward (the fast path only).
+/// batched tables. `x` may be any layout whose last dimension is contiguous (such as
+/// heads moved in front of the positions); the output is contiguous. A candle op
+/// without a backward (the fast path only).
 pub struct FastRope;
 
 impl CustomOp3 for FastRope {
@@ -32,24 +34,25 @@ impl CustomOp3 for FastRope {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
         let (CpuStorage::F32(x), CpuStorage::F32(cos), CpuStorage::F32(sin)) = (s1, s2, s3) else { bail!("fast-rope takes f32") };
-        let (Some((xa, xb)), Some((ca, cb)), Some((sa, sb))) = (l1.contiguous_offsets(), l2.contiguous_offsets(), l3.contiguous_offsets()) else {
-            bail!("fast-rope takes contiguous inputs")
-        };
-        let (x, cos, sin) = (&x[xa..xb], &cos[ca..cb], &sin[sa..sb]);
+        let (Some((ca, cb)), Some((sa, sb))) = (l2.contiguous_offsets(), l3.contiguous_offsets()) else { bail!("fast-rope takes contiguous tables") };
+        let (cos, sin) = (&cos[ca..cb], &sin[sa..sb]);
         let (b, h, t, d) = l1.shape().dims4()?;
+        let &[s_b, s_h, s_t, 1] = l1.stride() else { bail!("fast-rope takes an input whose last dimension is contiguous") };
         if d % 2 != 0 || l2.dims() != [b, t, d / 2] || l3.dims() != [b, t, d / 2] {
             bail!("fast-rope: input {:?} with tables {:?} and {:?}", l1.dims(), l2.dims(), l3.dims());
         }
-        let half = d / 2;
-        let mut y = vec![0f32; x.len()];
-        let rows = (TASK / d).max(1);
-        y.par_chunks_mut(rows * d).zip(x.par_chunks(rows * d)).enumerate().for_each(|(task, (ys, xs))| {
-            for (r, (y, x)) in ys.chunks_exact_mut(d).zip(xs.chunks_exact(d)).enumerate() {
-                // Row `task * rows + r` is (sequence, head, position); the tables go by
-                // sequence and position.
+        let (half, x0) = (d / 2, l1.start_offset());
+        let mut y = vec![0f32; b * h * t * d];
+        let rows = (TASK / d.max(1)).max(1);
+        y.par_chunks_mut(rows * d.max(1)).enumerate().for_each(|(task, ys)| {
+            for (r, y) in ys.chunks_exact_mut(d).enumerate() {
+                // Output row `task * rows + r` is (sequence, head, position); the input is
+                // read through its strides, the tables by sequence and position.
                 let row = task * rows + r;
-                let at = (row / (h * t) * t + row % t) * half;
-                rotate(x, &cos[at..at + half], &sin[at..at + half], y);
+                let (bi, hi, ti) = (row / (h * t), row / t % h, row % t);
+                let from = x0 + bi * s_b + hi * s_h + ti * s_t;
+                let at = (bi * t + ti) * half;
+                rotate(&x[from..from + d], &cos[at..at + half], &sin[at..at + half], y);
             }
         });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
@@ -81,6 +84,11 @@ mod tests {
             let ours = x.apply_op3_no_bwd(&cos, &sin, &FastRope)?.flatten_all()?.to_vec1::<f32>()?;
             let theirs = candle_nn::rotary_emb::rope(&x, &cos, &sin)?.flatten_all()?.to_vec1::<f32>()?;
             assert_eq!(ours, theirs, "({b}, {h}, {t}, {d})");
+            // Heads moved in front of the positions (a view, as the decoder hands it).
+            let moved = x.transpose(1, 2)?.contiguous()?.transpose(1, 2)?;
+            assert!(h == 1 || !moved.is_contiguous(), "a moved view");
+            let ours = moved.apply_op3_no_bwd(&cos, &sin, &FastRope)?.flatten_all()?.to_vec1::<f32>()?;
+            assert_eq!(ours, theirs, "moved ({b}, {h}, {t}, {d})");
         }
         Ok(())
     }
