@@ -301,7 +301,9 @@ impl Decoder {
     /// that pools only over the end of each row (soft tokens after the text, or the last
     /// token, with left padding) reads. The last block computes its queries, attention
     /// output and MLP for those positions alone (its keys and values still cover every
-    /// position), which saves most of one block of work.
+    /// position), which saves most of one block of work. On the CPU, when every row holds
+    /// its `n` positions, the batch's padding is skipped altogether (`unpadded.rs`): the
+    /// rows' real positions run as one sequence, and attention row by row.
     pub fn forward_tail(&self, embeds: &Tensor, left_pad: &[usize], path: Kernels, lora: Option<&Lora>, n: usize) -> Result<Tensor> {
         let t = embeds.dim(1)?;
         if n == 0 || n > t {
