@@ -45,16 +45,11 @@ impl CustomOp2 for Product {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(x), CpuStorage::F32(w)) = (s1, s2) else { candle_core::bail!("product takes f32") };
-        let (Some((xa, xb)), Some((wa, wb))) = (l1.contiguous_offsets(), l2.contiguous_offsets()) else {
-            candle_core::bail!("product takes contiguous inputs")
-        };
-        let (x, w) = (&x[xa..xb], &w[wa..wb]);
-        let (rows, inn) = l1.shape().dims2()?;
-        let (out, w_inn) = l2.shape().dims2()?;
-        if inn != w_inn {
-            candle_core::bail!("product of ({rows}, {inn}) and a weight of ({out}, {w_inn})");
-        }
+        let (out, inn) = l2.shape().dims2()?;
+        let x = product_input(self.name(), s1, l1, inn)?;
+        let rows = l1.shape().dims2()?.0;
+        let (CpuStorage::F32(w), Some((wa, wb))) = (s2, l2.contiguous_offsets()) else { candle_core::bail!("product takes a contiguous f32 weight") };
+        let w = &w[wa..wb];
         let mut y: Vec<f32> = Vec::with_capacity(rows * out);
         let threads = candle_core::utils::get_num_threads();
         let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
@@ -85,7 +80,7 @@ impl CustomOp2 for Product {
             );
             y.set_len(rows * out);
         }
-        Ok((CpuStorage::F32(y), Shape::from((rows, out))))
+        Ok(product_output(y, l1, out))
     }
 }
 
@@ -197,8 +192,8 @@ pub(crate) fn rows_in_tasks(
     Ok(product_output(y, l, out))
 }
 
-/// The f32 input of a product op with a weight of `inn` inputs: contiguous, its last
-/// dimension `inn`.
+/// The f32 input of an op with a weight (or a norm's scale) of `inn` inputs:
+/// contiguous, its last dimension `inn`.
 pub(crate) fn product_input<'a>(name: &str, s: &'a candle_core::CpuStorage, l: &candle_core::Layout, inn: usize) -> candle_core::Result<&'a [f32]> {
     let candle_core::CpuStorage::F32(x) = s else { candle_core::bail!("{name} takes f32") };
     let Some((a, b)) = l.contiguous_offsets() else { candle_core::bail!("{name} takes a contiguous input") };
