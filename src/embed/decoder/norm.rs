@@ -35,13 +35,13 @@ impl CustomOp2 for FastRmsNorm {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(w), Some((wa, wb))) = (s2, l2.contiguous_offsets()) else { bail!("fast-rms-norm takes a contiguous f32 scale") };
-        let w = &w[wa..wb];
+        let (CpuStorage::F32(x), CpuStorage::F32(w)) = (s1, s2) else { bail!("fast-rms-norm takes f32") };
+        let (Some((a, b)), Some((wa, wb))) = (l1.contiguous_offsets(), l2.contiguous_offsets()) else { bail!("fast-rms-norm takes contiguous inputs") };
+        let (x, w) = (&x[a..b], &w[wa..wb]);
         let d = w.len();
-        if d == 0 {
-            bail!("fast-rms-norm: an empty scale");
+        if l1.dims().last() != Some(&d) || d == 0 {
+            bail!("fast-rms-norm: input of shape {:?} for a scale of {d}", l1.dims());
         }
-        let x = super::ops::product_input(self.name(), s1, l1, d)?;
         if !super::skinny::available() {
             bail!("fast-rms-norm needs AVX2 and FMA");
         }

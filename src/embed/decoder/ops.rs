@@ -192,8 +192,8 @@ pub(crate) fn rows_in_tasks(
     Ok(product_output(y, l, out))
 }
 
-/// The f32 input of an op with a weight (or a norm's scale) of `inn` inputs:
-/// contiguous, its last dimension `inn`.
+/// The f32 input of a product op with a weight of `inn` inputs: contiguous, its last
+/// dimension `inn`.
 pub(crate) fn product_input<'a>(name: &str, s: &'a candle_core::CpuStorage, l: &candle_core::Layout, inn: usize) -> candle_core::Result<&'a [f32]> {
     let candle_core::CpuStorage::F32(x) = s else { candle_core::bail!("{name} takes f32") };
     let Some((a, b)) = l.contiguous_offsets() else { candle_core::bail!("{name} takes a contiguous input") };
