@@ -8,7 +8,7 @@
 //! about a tenth of a Gemma3 query (`perf`); this computes `exp` with a polynomial
 //! (relative error below 1e-7 over the range used) on AVX2.
 
-use super::Activation;
+use super::{fresh, Activation};
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape};
 
 /// Whether the fast path should use [`FastActivation`] on `x`: f32 on a CPU with AVX2
@@ -30,16 +30,17 @@ impl CustomOp1 for FastActivation {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        use rayon::prelude::*;
-        let mut y = input(self.name(), s, l)?;
+        let x = input(self.name(), s, l)?;
         // Both cores: a batch's gate is millions of values.
-        y.par_chunks_mut(16 * 1024).for_each(|y| {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: AVX2 and FMA are checked above.
-            unsafe {
-                gated(y, self.0)
-            };
-        });
+        // SAFETY: `copied` writes every value of the chunk.
+        let y = unsafe {
+            fresh::filled(x.len(), 16 * 1024, |first, c| {
+                let y = fresh::copied(c, &x[first..first + c.len()]);
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: AVX2 and FMA are checked by `input`.
+                gated(y, self.0);
+            })
+        };
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 }
@@ -55,21 +56,23 @@ impl candle_core::CustomOp2 for GatedProduct {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        use rayon::prelude::*;
-        let mut y = input(self.name(), s1, l1)?;
+        let gate = input(self.name(), s1, l1)?;
         let CpuStorage::F32(up) = s2 else { bail!("gated-product takes f32") };
         let Some((a, b)) = l2.contiguous_offsets() else { bail!("gated-product takes a contiguous input") };
         if l1.dims() != l2.dims() {
             bail!("gated-product of a gate {:?} and an up {:?}", l1.dims(), l2.dims());
         }
-        y.par_chunks_mut(16 * 1024).zip(up[a..b].par_chunks(16 * 1024)).for_each(|(y, up)| {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: AVX2 and FMA are checked by `input`.
-            unsafe {
-                gated(y, self.0)
-            };
-            y.iter_mut().zip(up).for_each(|(y, u)| *y *= u);
-        });
+        let up = &up[a..b];
+        // SAFETY: `copied` writes every value of the chunk.
+        let y = unsafe {
+            fresh::filled(gate.len(), 16 * 1024, |first, c| {
+                let y = fresh::copied(c, &gate[first..first + c.len()]);
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: AVX2 and FMA are checked by `input`.
+                gated(y, self.0);
+                y.iter_mut().zip(&up[first..]).for_each(|(y, u)| *y *= u);
+            })
+        };
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 }
@@ -78,14 +81,14 @@ impl candle_core::CustomOp2 for GatedProduct {
 const ERF_P: f32 = 0.327_591_1;
 const ERF_A: [f32; 5] = [0.254_829_6, -0.284_496_72, 1.421_413_8, -1.453_152_1, 1.061_405_4];
 
-/// A copy of a fast op's input: contiguous f32, on a CPU with AVX2 and FMA.
-fn input(op: &str, s: &CpuStorage, l: &Layout) -> Result<Vec<f32>> {
+/// A fast op's input: contiguous f32, on a CPU with AVX2 and FMA.
+fn input<'a>(op: &str, s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     let CpuStorage::F32(x) = s else { bail!("{op} takes f32") };
     let Some((a, b)) = l.contiguous_offsets() else { bail!("{op} takes a contiguous input") };
     if !super::skinny::available() {
         bail!("{op} needs AVX2 and FMA");
     }
-    Ok(x[a..b].to_vec())
+    Ok(&x[a..b])
 }
 
 /// The scalar definition, for the tail and for tests.
@@ -145,20 +148,20 @@ impl CustomOp1 for FastSoftmax {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        use rayon::prelude::*;
-        let mut y = input(self.name(), s, l)?;
+        let x = input(self.name(), s, l)?;
         let n = l.dims().last().copied().unwrap_or(1).max(1);
         // Rows per parallel task: enough work to pay for the hand-off.
         let rows = (4096 / n).max(1);
-        y.par_chunks_mut(rows * n).for_each(|c| {
-            for row in c.chunks_mut(n) {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: AVX2 and FMA are checked above.
-                unsafe {
+        // SAFETY: `copied` writes every value of the chunk.
+        let y = unsafe {
+            fresh::filled(x.len(), rows * n, |first, c| {
+                for row in fresh::copied(c, &x[first..first + c.len()]).chunks_mut(n) {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: AVX2 and FMA are checked by `input`.
                     softmax_row(row)
                 }
-            }
-        });
+            })
+        };
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 }
@@ -166,7 +169,7 @@ impl CustomOp1 for FastSoftmax {
 /// `x <- softmax(x)` in place, one row.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn softmax_row(x: &mut [f32]) {
+pub(super) unsafe fn softmax_row(x: &mut [f32]) {
     use std::arch::x86_64::*;
     let n = x.len() / 8 * 8;
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);

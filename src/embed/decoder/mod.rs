@@ -9,8 +9,10 @@
 
 pub mod activation;
 pub mod amx;
+pub mod attention;
 pub mod bf16;
 mod cache;
+pub mod fresh;
 pub mod int8;
 mod load;
 pub mod lora;
@@ -486,11 +488,11 @@ impl Decoder {
     /// residual.
     fn finish(&self, blk: &Block, li: usize, lora: Option<&Lora>, x: &Tensor, y: &Tensor, path: Kernels) -> Result<Tensor> {
         let c = &self.cfg;
-        let mut attn = self.project(blk, li, lora, y, Target::O, path)?;
-        if let Some((post_attn, _)) = &blk.post_norms {
-            attn = ops::rms_norm(&attn, post_attn, c.eps, path)?;
-        }
-        let x = (x + attn)?;
+        let attn = self.project(blk, li, lora, y, Target::O, path)?;
+        let x = match &blk.post_norms {
+            Some((post_attn, _)) => ops::add_rms_norm(x, &attn, post_attn, c.eps, path)?,
+            None => (x + attn)?,
+        };
         let h = ops::rms_norm(&x, &blk.ffn_norm, c.eps, path)?;
         let gate = self.project(blk, li, lora, &h, Target::Gate, path)?;
         let up = self.project(blk, li, lora, &h, Target::Up, path)?;
@@ -500,11 +502,11 @@ impl Decoder {
             Activation::GeluTanh => (gate.gelu()? * up)?,
             Activation::GeluErf => (gate.gelu_erf()? * up)?,
         };
-        let mut mlp = self.project(blk, li, lora, &gated, Target::Down, path)?;
-        if let Some((_, post_ffn)) = &blk.post_norms {
-            mlp = ops::rms_norm(&mlp, post_ffn, c.eps, path)?;
-        }
-        Ok((&x + mlp)?)
+        let mlp = self.project(blk, li, lora, &gated, Target::Down, path)?;
+        Ok(match &blk.post_norms {
+            Some((_, post_ffn)) => ops::add_rms_norm(&x, &mlp, post_ffn, c.eps, path)?,
+            None => (&x + mlp)?,
+        })
     }
 
     /// Grouped-query attention of queries `q` (b, heads, tq, hd) over keys and values

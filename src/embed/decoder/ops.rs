@@ -127,6 +127,17 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, path: Kernels) -> Result<Tenso
     }
 }
 
+/// `r + rms_norm(x) * w`: a residual stream `r` plus a normed block output `x` (the
+/// post-norms of Gemma3), in one pass on the fast path.
+pub fn add_rms_norm(r: &Tensor, x: &Tensor, w: &Tensor, eps: f64, path: Kernels) -> Result<Tensor> {
+    match path {
+        Kernels::Fast if super::norm::wanted(x) => {
+            x.contiguous()?.apply_op3_no_bwd(&w.contiguous()?, &r.contiguous()?, &super::norm::FastAddRmsNorm { eps: eps as f32 })
+        }
+        _ => r + rms_norm(x, w, eps, path)?,
+    }
+}
+
 /// Softmax over the last dimension.
 pub fn softmax(x: &Tensor, path: Kernels) -> Result<Tensor> {
     match path {
@@ -185,10 +196,16 @@ pub(crate) fn rows_in_tasks(
     (inn, out, mc): (usize, usize, usize),
     rows: impl Fn(&[f32], &mut [f32]) + Sync,
 ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-    use rayon::prelude::*;
     let x = product_input(name, s, l, inn)?;
-    let mut y = vec![0f32; x.len() / inn * out];
-    y.par_chunks_mut(mc * out).enumerate().for_each(|(i, ys)| rows(&x[i * mc * inn..(i * mc + ys.len() / out) * inn], ys));
+    // Each task zeroes its own rows of the output, which it then writes while they are
+    // in its cache (a zero fill of the whole output first is a pass on one core).
+    // SAFETY: `zeroed` writes every value of the chunk.
+    let y = unsafe {
+        super::fresh::filled(x.len() / inn * out, mc * out, |first, ys| {
+            let r0 = first / out;
+            rows(&x[r0 * inn..(r0 + ys.len() / out) * inn], super::fresh::zeroed(ys))
+        })
+    };
     Ok(product_output(y, l, out))
 }
 

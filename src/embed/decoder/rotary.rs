@@ -7,8 +7,9 @@
 //! (`unpadded.rs`: one sequence). Same arithmetic, element for element, so the same
 //! numbers bit for bit.
 
+use super::fresh;
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape};
-use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Values a parallel task takes (whole rows): enough work to pay for the hand-off.
 const TASK: usize = 16 * 1024;
@@ -42,30 +43,35 @@ impl CustomOp3 for FastRope {
             bail!("fast-rope: input {:?} with tables {:?} and {:?}", l1.dims(), l2.dims(), l3.dims());
         }
         let (half, x0) = (d / 2, l1.start_offset());
-        let mut y = vec![0f32; b * h * t * d];
-        let rows = (TASK / d.max(1)).max(1);
-        y.par_chunks_mut(rows * d.max(1)).enumerate().for_each(|(task, ys)| {
-            for (r, y) in ys.chunks_exact_mut(d).enumerate() {
-                // Output row `task * rows + r` is (sequence, head, position); the input is
-                // read through its strides, the tables by sequence and position.
-                let row = task * rows + r;
-                let (bi, hi, ti) = (row / (h * t), row / t % h, row % t);
-                let from = x0 + bi * s_b + hi * s_h + ti * s_t;
-                let at = (bi * t + ti) * half;
-                rotate(&x[from..from + d], &cos[at..at + half], &sin[at..at + half], y);
-            }
-        });
+        if d == 0 {
+            return Ok((CpuStorage::F32(vec![]), l1.shape().clone()));
+        }
+        let rows = (TASK / d).max(1);
+        // SAFETY: `rotate` writes every value of each of the chunk's whole rows.
+        let y = unsafe {
+            fresh::filled(b * h * t * d, rows * d, |first, ys| {
+                for (r, y) in ys.chunks_exact_mut(d).enumerate() {
+                    // Output row `first / d + r` is (sequence, head, position); the input
+                    // is read through its strides, the tables by sequence and position.
+                    let row = first / d + r;
+                    let (bi, hi, ti) = (row / (h * t), row / t % h, row % t);
+                    let from = x0 + bi * s_b + hi * s_h + ti * s_t;
+                    let at = (bi * t + ti) * half;
+                    rotate(&x[from..from + d], &cos[at..at + half], &sin[at..at + half], y);
+                }
+            })
+        };
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 }
 
 /// One row: the first half and the second half rotated together, pair by pair.
-fn rotate(x: &[f32], cos: &[f32], sin: &[f32], y: &mut [f32]) {
+fn rotate(x: &[f32], cos: &[f32], sin: &[f32], y: &mut [MaybeUninit<f32>]) {
     let (x1, x2) = x.split_at(cos.len());
     let (y1, y2) = y.split_at_mut(cos.len());
     for (((((y1, y2), &a), &b), &c), &s) in y1.iter_mut().zip(y2.iter_mut()).zip(x1).zip(x2).zip(cos).zip(sin) {
-        *y1 = a * c - b * s;
-        *y2 = a * s + b * c;
+        y1.write(a * c - b * s);
+        y2.write(a * s + b * c);
     }
 }
 

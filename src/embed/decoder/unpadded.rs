@@ -6,11 +6,13 @@
 //! descriptions of `benches/decoder.sh`, 15% of the positions were padding, each one
 //! a full forward's work that nobody reads. Products are per position, so they do not
 //! care where a row ends; only attention does, and it is the one part that runs row by
-//! row here. Used by [`Decoder::forward_tail`] and [`Decoder::forward_tail_at`] on the
-//! fast path on the CPU (what embedding documents and queries runs); the padded forward
-//! stays for the differentiable path, caches and adapters, and for `DUETDB_UNPADDED=0`
-//! (benchmarks that compare both).
+//! row here (one op for all rows, `attention.rs`; candle's ops a row at a time where
+//! that op is not available). Used by [`Decoder::forward_tail`] and
+//! [`Decoder::forward_tail_at`] on the fast path on the CPU (what embedding documents
+//! and queries runs); the padded forward stays for the differentiable path, caches and
+//! adapters, and for `DUETDB_UNPADDED=0` (benchmarks that compare both).
 
+use super::attention::{self, PackedAttention};
 use super::{ops, Decoder, Kernels};
 use crate::error::Result;
 use candle_core::{DType, Device, Tensor};
@@ -54,11 +56,14 @@ impl Decoder {
             Some((cs, sn)) => Some(table((cs, sn))?),
             None => None,
         };
-        // Every row's masks, before the rows run side by side.
         let windows: Vec<Option<usize>> = self.blocks.iter().map(|blk| if blk.sliding { c.sliding_window } else { None }).collect();
+        let rows: Vec<(usize, usize)> = start.iter().copied().zip(len.iter().copied()).collect();
+        let packed = attention::wanted(embeds);
+        // Every row's masks, before the rows run side by side (unless the packed op,
+        // which needs none, attends).
         let last_window = windows.last().copied().flatten();
         let mut masks = Masks::default();
-        for &l in &len {
+        for &l in len.iter().filter(|_| !packed) {
             for &w in &windows {
                 masks.build((l, l), w, &self.device, self.dtype)?;
             }
@@ -74,19 +79,25 @@ impl Decoder {
             let (q, k, v) = self.qkv(blk, li, None, &x, &rope.0, &rope.1, path)?;
             // The last block: only each row's last `n` positions are read.
             let (q, x_in, nq) = if last { (q.index_select(&tails, 2)?, x.index_select(&tails, 1)?, Some(n)) } else { (q, x.clone(), None) };
-            // Rows attend side by side: each row's products are small.
-            let ys = (0..b)
-                .into_par_iter()
-                .map(|i| {
-                    let (lq, q0) = match nq {
-                        Some(n) => (n, i * n),
-                        None => (len[i], start[i]),
-                    };
-                    let (k, v) = (k.narrow(2, start[i], len[i])?, v.narrow(2, start[i], len[i])?);
-                    self.attend(&q.narrow(2, q0, lq)?, &k, &v, masks.get(lq, len[i], window)?, path)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            x = self.finish(blk, li, None, &x_in, &Tensor::cat(&ys, 1)?, path)?;
+            let y = if packed {
+                let op = PackedAttention { rows: &rows, queries: nq, window, scale: (1.0 / (c.head_dim as f64).sqrt()) as f32 };
+                q.contiguous()?.apply_op3_no_bwd(&k.contiguous()?, &v.contiguous()?, &op)?
+            } else {
+                // Rows attend side by side: each row's products are small.
+                let ys = (0..b)
+                    .into_par_iter()
+                    .map(|i| {
+                        let (lq, q0) = match nq {
+                            Some(n) => (n, i * n),
+                            None => (len[i], start[i]),
+                        };
+                        let (k, v) = (k.narrow(2, start[i], len[i])?, v.narrow(2, start[i], len[i])?);
+                        self.attend(&q.narrow(2, q0, lq)?, &k, &v, masks.get(lq, len[i], window)?, path)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Tensor::cat(&ys, 1)?
+            };
+            x = self.finish(blk, li, None, &x_in, &y, path)?;
             if !last && reads.iter().any(|(k, _)| *k == li + 1) {
                 let h = ops::rms_norm(&x.index_select(&tails, 1)?, &self.norm, c.eps, path)?.reshape((b, n, d))?;
                 reads.iter_mut().filter(|(k, _)| *k == li + 1).for_each(|(_, s)| *s = Some(h.clone()));
