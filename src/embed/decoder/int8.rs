@@ -11,9 +11,11 @@
 //! docs/benchmarks.md. Chosen at run time, like `bf16.rs`: nothing depends on
 //! `target-cpu`.
 
+use super::fresh;
 use super::packed::PackedWeight;
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Output columns of a panel: two registers of 8 i32 lanes.
 const NR: usize = 16;
@@ -104,13 +106,14 @@ impl CustomOp1 for Int8Matmul<'_> {
             bail!("int8-matmul needs AVX2 and FMA");
         }
         let w = self.0;
-        super::ops::rows_in_tasks("int8-matmul", s, l, (w.inn, w.out, MC), |xs, ys| {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: AVX2 and FMA are checked above.
-            unsafe {
+        // SAFETY: `rows_times_panels` writes every value of the rows it is handed. AVX2
+        // and FMA are checked above.
+        unsafe {
+            super::ops::rows_in_tasks("int8-matmul", s, l, (w.inn, w.out, MC), |xs, ys| {
+                #[cfg(target_arch = "x86_64")]
                 rows_times_panels(xs, w, ys)
-            }
-        })
+            })
+        }
     }
 }
 
@@ -141,10 +144,10 @@ fn quantise(xs: &[f32], inn: usize, block: usize, qmax: f32) -> Quantised {
     q
 }
 
-/// `out = xs @ w^T` for up to [`MC`] rows.
+/// `out = xs @ w^T` for up to [`MC`] rows, every value of `out` written.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn rows_times_panels(xs: &[f32], w: &Int8Weight, out: &mut [f32]) {
+unsafe fn rows_times_panels(xs: &[f32], w: &Int8Weight, out: &mut [MaybeUninit<f32>]) {
     let rows = xs.len() / w.inn;
     let a = quantise(xs, w.inn, w.block, w.qmax);
     let (groups, blocks) = (w.inn / 4, w.inn / w.block);
@@ -156,7 +159,7 @@ unsafe fn rows_times_panels(xs: &[f32], w: &Int8Weight, out: &mut [f32]) {
         for r0 in (0..rows).step_by(MR) {
             tile_kernel(&a, r0, w, panel, scales, &mut tile);
             for r in 0..MR.min(rows - r0) {
-                out[(r0 + r) * w.out + j * NR..][..cols].copy_from_slice(&tile[r * NR..r * NR + cols]);
+                fresh::copied(&mut out[(r0 + r) * w.out + j * NR..][..cols], &tile[r * NR..r * NR + cols]);
             }
         }
     }
