@@ -10,6 +10,7 @@
 
 use super::{fresh, Activation};
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape};
+use std::mem::MaybeUninit;
 
 /// Whether the fast path should use [`FastActivation`] on `x`: f32 on a CPU with AVX2
 /// and FMA, unless `DUETDB_FAST_ACTIVATION=0` (for benchmarks that compare both).
@@ -32,13 +33,12 @@ impl CustomOp1 for FastActivation {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = input(self.name(), s, l)?;
         // Both cores: a batch's gate is millions of values.
-        // SAFETY: `copied` writes every value of the chunk.
+        // SAFETY: `gated` writes every value of the chunk; AVX2 and FMA are checked by
+        // `input`.
         let y = unsafe {
             fresh::filled(x.len(), 16 * 1024, |first, c| {
-                let y = fresh::copied(c, &x[first..first + c.len()]);
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: AVX2 and FMA are checked by `input`.
-                gated(y, self.0);
+                gated(&x[first..first + c.len()], None, self.0, c);
             })
         };
         Ok((CpuStorage::F32(y), l.shape().clone()))
@@ -63,14 +63,13 @@ impl candle_core::CustomOp2 for GatedProduct {
             bail!("gated-product of a gate {:?} and an up {:?}", l1.dims(), l2.dims());
         }
         let up = &up[a..b];
-        // SAFETY: `copied` writes every value of the chunk.
+        // SAFETY: `gated` writes every value of the chunk; AVX2 and FMA are checked by
+        // `input`.
         let y = unsafe {
             fresh::filled(gate.len(), 16 * 1024, |first, c| {
-                let y = fresh::copied(c, &gate[first..first + c.len()]);
+                let at = first..first + c.len();
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: AVX2 and FMA are checked by `input`.
-                gated(y, self.0);
-                y.iter_mut().zip(&up[first..]).for_each(|(y, u)| *y *= u);
+                gated(&gate[at.clone()], Some(&up[at]), self.0, c);
             })
         };
         Ok((CpuStorage::F32(y), l1.shape().clone()))
@@ -107,32 +106,44 @@ pub fn reference(x: f32, a: Activation) -> f32 {
     x / (1.0 + (-k).exp())
 }
 
-/// `x <- x * sigmoid(k(x))` in place.
+/// `y = x * sigmoid(k(x))`, times `up` when given, every value of `y` (of `x`'s length)
+/// written: one pass (the product with `up` is the same f32 multiplication as a pass of
+/// its own, so the same numbers).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn gated(x: &mut [f32], a: Activation) {
+unsafe fn gated(x: &[f32], up: Option<&[f32]>, a: Activation, y: &mut [MaybeUninit<f32>]) {
     use std::arch::x86_64::*;
+    assert!(y.len() == x.len() && up.is_none_or(|u| u.len() == x.len()), "gated: lengths differ");
     let n = x.len() / 8 * 8;
     let one = _mm256_set1_ps(1.0);
+    let py = y.as_mut_ptr() as *mut f32;
     for i in (0..n).step_by(8) {
-        let p = x.as_mut_ptr().add(i);
-        let v = _mm256_loadu_ps(p);
-        if a == Activation::GeluErf {
-            _mm256_storeu_ps(p, gelu_erf(v));
-            continue;
+        // SAFETY: `i + 8 <= n` for `x`, `up` and `y`, all of one length (asserted).
+        unsafe {
+            let v = _mm256_loadu_ps(x.as_ptr().add(i));
+            let g = if a == Activation::GeluErf {
+                gelu_erf(v)
+            } else {
+                let k = match a {
+                    Activation::Silu | Activation::GeluErf => v,
+                    Activation::GeluTanh => {
+                        let v3 = _mm256_mul_ps(_mm256_mul_ps(v, v), v);
+                        _mm256_mul_ps(_mm256_set1_ps(2.0 * 0.797_884_6), _mm256_fmadd_ps(_mm256_set1_ps(0.044715), v3, v))
+                    }
+                };
+                let e = exp(_mm256_sub_ps(_mm256_setzero_ps(), k));
+                _mm256_div_ps(v, _mm256_add_ps(one, e))
+            };
+            let g = match up {
+                Some(u) => _mm256_mul_ps(g, _mm256_loadu_ps(u.as_ptr().add(i))),
+                None => g,
+            };
+            _mm256_storeu_ps(py.add(i), g);
         }
-        let k = match a {
-            Activation::Silu | Activation::GeluErf => v,
-            Activation::GeluTanh => {
-                let v3 = _mm256_mul_ps(_mm256_mul_ps(v, v), v);
-                _mm256_mul_ps(_mm256_set1_ps(2.0 * 0.797_884_6), _mm256_fmadd_ps(_mm256_set1_ps(0.044715), v3, v))
-            }
-        };
-        let e = exp(_mm256_sub_ps(_mm256_setzero_ps(), k));
-        _mm256_storeu_ps(p, _mm256_div_ps(v, _mm256_add_ps(one, e)));
     }
-    for v in &mut x[n..] {
-        *v = reference(*v, a);
+    for i in n..x.len() {
+        let g = reference(x[i], a);
+        y[i].write(up.map_or(g, |u| g * u[i]));
     }
 }
 
