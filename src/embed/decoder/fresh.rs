@@ -34,13 +34,6 @@ pub fn copied<'a>(dst: &'a mut [MaybeUninit<f32>], src: &[f32]) -> &'a mut [f32]
     unsafe { &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
-/// `dst` written with zeros, as initialised values.
-pub fn zeroed(dst: &mut [MaybeUninit<f32>]) -> &mut [f32] {
-    dst.fill(MaybeUninit::new(0.0));
-    // SAFETY: every value was just written; MaybeUninit<f32> has f32's layout.
-    unsafe { &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32]) }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,14 +49,5 @@ mod tests {
         };
         assert_eq!(y, src);
         assert!(unsafe { filled(0, 0, |_, _| ()) }.is_empty());
-        // SAFETY: `zeroed` writes every value of the chunk.
-        assert_eq!(
-            unsafe {
-                filled(300, 64, |_, c| {
-                    zeroed(c);
-                })
-            },
-            vec![0.0; 300]
-        );
     }
 }
