@@ -31,8 +31,9 @@ pub enum Precision {
 }
 
 /// The precision when neither [`set_precision`] nor `DUETDB_PRECISION` says otherwise:
-/// bfloat16 where the CPU runs it faster than f32 ([`Precision::Auto`]). On the Debian dev split the default embedder's MRR@10
-/// was 0.7578 with it and 0.7562 in f32, at 1.55x the documents/s (docs/benchmarks.md).
+/// bfloat16 where the CPU runs it faster than f32 ([`Precision::Auto`]). On the Debian
+/// dev split the default embedder's MRR@10 was 0.7578 with it and 0.7562 in f32, at
+/// 1.55x the documents/s (docs/benchmarks.md).
 pub const DEFAULT_PRECISION: Precision = Precision::Auto;
 
 impl std::str::FromStr for Precision {

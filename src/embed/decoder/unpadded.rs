@@ -37,15 +37,15 @@ impl Decoder {
         let path = Kernels::Fast;
         let c = &self.cfg;
         let (b, t, d) = embeds.dims3()?;
-        // Row i's positions are `start[i]..start[i] + len[i]` of the packed sequence.
-        let len: Vec<usize> = left_pad.iter().map(|p| t - p).collect();
-        let start: Vec<usize> = len.iter().scan(0, |s, l| Some(std::mem::replace(s, *s + l))).collect();
+        // Row i's positions are `start..start + len` of the packed sequence, `rows[i]`
+        // being `(start, len)`.
+        let rows: Vec<(usize, usize)> = left_pad.iter().scan(0, |s, p| Some((std::mem::replace(s, *s + t - p), t - p))).collect();
         let real: Vec<u32> = (0..b).flat_map(|i| (left_pad[i]..t).map(move |j| (i * t + j) as u32)).collect();
-        let tails: Vec<u32> = (0..b).flat_map(|i| (start[i] + len[i] - n..start[i] + len[i]).map(|j| j as u32)).collect();
+        let tails: Vec<u32> = rows.iter().flat_map(|&(start, len)| (start + len - n..start + len).map(|j| j as u32)).collect();
         let tails = Tensor::from_vec(tails, b * n, &self.device)?;
         let all = real.len();
         let mut x = embeds.reshape((b * t, d))?.index_select(&Tensor::from_vec(real, all, &self.device)?, 0)?.unsqueeze(0)?;
-        let pos: Vec<u32> = len.iter().flat_map(|&l| 0..l as u32).collect();
+        let pos: Vec<u32> = rows.iter().flat_map(|&(_, len)| 0..len as u32).collect();
         let pos = Tensor::from_vec(pos, all, &self.device)?;
         let hd2 = c.head_dim / 2;
         let table = |(cs, sn): (&Tensor, &Tensor)| -> Result<(Tensor, Tensor)> {
@@ -57,13 +57,12 @@ impl Decoder {
             None => None,
         };
         let windows: Vec<Option<usize>> = self.blocks.iter().map(|blk| if blk.sliding { c.sliding_window } else { None }).collect();
-        let rows: Vec<(usize, usize)> = start.iter().copied().zip(len.iter().copied()).collect();
         let packed = attention::wanted(embeds);
         // Every row's masks, before the rows run side by side (unless the packed op,
         // which needs none, attends).
         let last_window = windows.last().copied().flatten();
         let mut masks = Masks::default();
-        for &l in len.iter().filter(|_| !packed) {
+        for &(_, l) in rows.iter().filter(|_| !packed) {
             for &w in &windows {
                 masks.build((l, l), w, &self.device, self.dtype)?;
             }
@@ -87,12 +86,13 @@ impl Decoder {
                 let ys = (0..b)
                     .into_par_iter()
                     .map(|i| {
+                        let (start, len) = rows[i];
                         let (lq, q0) = match nq {
                             Some(n) => (n, i * n),
-                            None => (len[i], start[i]),
+                            None => (len, start),
                         };
-                        let (k, v) = (k.narrow(2, start[i], len[i])?, v.narrow(2, start[i], len[i])?);
-                        self.attend(&q.narrow(2, q0, lq)?, &k, &v, masks.get(lq, len[i], window)?, path)
+                        let (k, v) = (k.narrow(2, start, len)?, v.narrow(2, start, len)?);
+                        self.attend(&q.narrow(2, q0, lq)?, &k, &v, masks.get(lq, len, window)?, path)
                     })
                     .collect::<Result<Vec<_>>>()?;
                 Tensor::cat(&ys, 1)?
